@@ -1,0 +1,300 @@
+"""Configuration: one TOML file, validated once, with paths resolved.
+
+Relative paths in the file are resolved against the directory the file lives
+in, so ``syndicator --config /etc/syndicator/syndicator.toml`` works from any
+working directory. Secrets (the SMTP password) may come from a ``*_file`` key,
+from systemd credentials or from the environment, never only from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from syndicator.errors import ConfigError
+
+DEFAULT_CONFIG_PATHS = (
+    Path("/etc/syndicator/syndicator.toml"),
+    Path("config/syndicator.toml"),
+)
+CONFIG_ENV = "SYNDICATOR_CONFIG"
+SMTP_PASSWORD_ENV = "SYNDICATOR_SMTP_PASSWORD"  # noqa: S105 - the name of a variable
+SMTP_USERNAME_ENV = "SYNDICATOR_SMTP_USERNAME"
+
+_HEADER_UNSAFE = re.compile(r"[\r\n\x00\u2028\u2029\x85]")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SiteConfig(_Section):
+    title: Annotated[str, Field(min_length=1, max_length=200)] = "WCO News"
+    base_url: str = "http://127.0.0.1:8080/"
+    language: Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] = "en"
+    description: str = "Customs news by region and topic"
+
+    @field_validator("title", "description")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if _HEADER_UNSAFE.search(value):
+            raise ValueError("must be a single line (no line breaks or NUL)")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(
+                f"{value!r} is not an absolute http(s) URL, e.g. 'https://news.example.org/'"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query string or fragment")
+        return value if value.endswith("/") else value + "/"
+
+
+class StoreConfig(_Section):
+    path: Path = Path("../articles")
+    reload_interval: Annotated[int, Field(gt=0, le=7 * 24 * 3600)] = 300
+
+
+class FeedsConfig(_Section):
+    output_dir: Path = Path("../feeds")
+    max_items: Annotated[int, Field(gt=0, le=10_000)] = 50
+
+
+class StateConfig(_Section):
+    url: str = "sqlite:///../state/syndicator.db"
+
+
+class SmtpConfig(_Section):
+    host: str = "localhost"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 25
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str = ""
+    password_file: Path | None = None
+    timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+    @field_validator("password_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class MailConfig(_Section):
+    from_: Annotated[str, Field(alias="from")] = "WCO News <news@example.org>"
+    transport: Literal["maildir", "smtp"] = "maildir"
+    maildir: Path = Path("../mail")
+    smtp: SmtpConfig = SmtpConfig()
+
+    @field_validator("from_")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if _HEADER_UNSAFE.search(value):
+            raise ValueError("must be a single line (no line breaks or NUL)")
+        if "@" not in value:
+            raise ValueError(f"{value!r} is not an address, e.g. 'WCO News <news@example.org>'")
+        return value
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8080"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT, e.g. '127.0.0.1:8080' or '[::1]:8080'")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class SubscribersConfig(_Section):
+    file: Path = Path("subscribers.toml")
+
+
+class ClassifyConfig(_Section):
+    regions: Path = Path("regions.toml")
+    topics: Path = Path("topics.toml")
+
+
+class Config(_Section):
+    """The whole configuration, with every path absolute."""
+
+    site: SiteConfig = SiteConfig()
+    store: StoreConfig = StoreConfig()
+    feeds: FeedsConfig = FeedsConfig()
+    state: StateConfig = StateConfig()
+    mail: MailConfig = MailConfig()
+    http: HttpConfig = HttpConfig()
+    subscribers: SubscribersConfig = SubscribersConfig()
+    classify: ClassifyConfig = ClassifyConfig()
+    source: Path | None = Field(default=None, exclude=True)
+
+    def smtp_password(self, environ: dict[str, str] | None = None) -> str:
+        """The SMTP password: environment, then systemd credential, then ``password_file``."""
+        env = os.environ if environ is None else environ
+        if env.get(SMTP_PASSWORD_ENV):
+            return env[SMTP_PASSWORD_ENV]
+        credentials = env.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / "smtp-password").is_file():
+            return (Path(credentials) / "smtp-password").read_text(encoding="utf-8").strip()
+        password_file = self.mail.smtp.password_file
+        if password_file is None:
+            return ""
+        try:
+            return password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read {password_file}: {exc.strerror}",
+                path=self.source,
+                key="mail.smtp.password_file",
+            ) from exc
+
+    def smtp_username(self, environ: dict[str, str] | None = None) -> str:
+        env = os.environ if environ is None else environ
+        return env.get(SMTP_USERNAME_ENV) or self.mail.smtp.username
+
+
+def default_config_path(environ: dict[str, str] | None = None) -> Path:
+    """``$SYNDICATOR_CONFIG``, else the first of the default paths that exists."""
+    env = os.environ if environ is None else environ
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.is_file():
+            return candidate
+    return DEFAULT_CONFIG_PATHS[-1]
+
+
+def _resolve(base: Path, path: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _resolve_sqlite_url(base: Path, url: str) -> str:
+    """Make the file path of a ``sqlite:///relative/path`` URL absolute."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith("sqlite:////"):
+        return url
+    rest = url[len(prefix) :]
+    path, sep, query = rest.partition("?")
+    if not path or path == ":memory:":
+        return url
+    return f"{prefix}{_resolve(base, Path(path))}{sep}{query}"
+
+
+def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """Best guess at the line of ``section.key`` in a TOML text, for error messages."""
+    keys = [str(part) for part in loc if isinstance(part, str)]
+    if not keys:
+        return None
+    section, key = keys[:-1], keys[-1]
+    current: list[str] = []
+    header = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+\s*(#.*)?$")
+    assignment = re.compile(r"^\s*([A-Za-z0-9_\-\"']+)\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if match := header.match(line):
+            current = [part.strip().strip("\"'") for part in match.group(1).split(".")]
+            if current == keys:
+                return number
+            continue
+        match = assignment.match(line)
+        if match and current == section and match.group(1).strip("\"'") == key:
+            return number
+    if section:
+        return _line_of(text, tuple(section))
+    return None
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in loc)
+
+
+def load_config(path: Path) -> Config:
+    """Read, validate and resolve the configuration file at ``path``.
+
+    Raises :class:`ConfigError` naming the file, line and key of the first problem.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            "configuration file not found",
+            path=path,
+            hint="pass --config PATH or set SYNDICATOR_CONFIG",
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration: {exc}", path=path) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        line = int(match.group(1)) if match else None
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(f"invalid TOML: {message}", path=path, line=line) from exc
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see the README's configuration reference)"
+        raise ConfigError(message, path=path, line=_line_of(text, loc), key=_key_path(loc)) from exc
+    base = path.resolve().parent
+    return config.model_copy(
+        update={
+            "source": path,
+            "store": config.store.model_copy(update={"path": _resolve(base, config.store.path)}),
+            "feeds": config.feeds.model_copy(
+                update={"output_dir": _resolve(base, config.feeds.output_dir)}
+            ),
+            "state": config.state.model_copy(
+                update={"url": _resolve_sqlite_url(base, config.state.url)}
+            ),
+            "mail": config.mail.model_copy(
+                update={
+                    "maildir": _resolve(base, config.mail.maildir),
+                    "smtp": config.mail.smtp.model_copy(
+                        update={
+                            "password_file": _resolve(base, config.mail.smtp.password_file)
+                            if config.mail.smtp.password_file
+                            else None
+                        }
+                    ),
+                }
+            ),
+            "subscribers": config.subscribers.model_copy(
+                update={"file": _resolve(base, config.subscribers.file)}
+            ),
+            "classify": config.classify.model_copy(
+                update={
+                    "regions": _resolve(base, config.classify.regions),
+                    "topics": _resolve(base, config.classify.topics),
+                }
+            ),
+        }
+    )

@@ -1,0 +1,62 @@
+"""The errors syndicator reports to people.
+
+Every error says what is wrong and, where it can, where (file and line, key or
+address) and how to fix it. ``str(error)`` is the one line the command line
+prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SyndicatorError(Exception):
+    """Base of every error syndicator reports to the user."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(SyndicatorError, ValueError):
+    """The configuration (or a file it names) is invalid."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | None = None,
+        line: int | None = None,
+        key: str = "",
+        hint: str = "",
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.key = key
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line else f"{path}: "
+        what = f"{key}: {message}" if key else message
+        super().__init__(f"{where}{what}", hint=hint)
+
+
+class StoreError(SyndicatorError):
+    """One problem with one file of the article store; that file or article is skipped."""
+
+    def __init__(self, path: Path, message: str, *, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}" if line else f"{path}"
+        super().__init__(f"{where}: {message}")
+
+
+class StateError(SyndicatorError, RuntimeError):
+    """The state database cannot be used."""
+
+
+class NotFoundError(SyndicatorError, LookupError):
+    """Something the user asked for does not exist."""
