@@ -1,0 +1,343 @@
+"""One cycle: read the store, classify what changed, reconcile with state.
+
+:func:`reload_store` is the left half of the flow in DESIGN.md: it stats every
+store file, re-reads and re-classifies only files whose size or mtime changed,
+and records new, updated and removed articles in one transaction. The clock is
+passed in as ``now``.
+
+Dates follow the store's contract: ``published`` is the front-matter date or
+the first time this installation saw the article; ``updated`` moves only when
+the title or body changed. Articles first seen in the same cycle get distinct
+timestamps, one second apart in store order (the first one newest), so feed
+readers and validators can tell them apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Connection
+
+from syndicator.classify import Classifier
+from syndicator.errors import StoreError
+from syndicator.models import RawArticle, summarize
+from syndicator.state import (
+    State,
+    articles_table,
+    files_table,
+    join_slugs,
+    split_slugs,
+)
+from syndicator.store import FileStat, read_file, scan
+
+log = logging.getLogger(__name__)
+
+_CLASSIFIER_KEY = "classifier"
+
+
+@dataclass(slots=True)
+class ReloadResult:
+    """What one reload found and did."""
+
+    files: int = 0
+    files_read: int = 0
+    articles: int = 0
+    new: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    reclassified: int = 0
+    errors: list[StoreError] = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.new or self.updated or self.removed or self.reclassified)
+
+    def summary(self) -> str:
+        return (
+            f"{self.articles} articles ({len(self.new)} new, {len(self.updated)} updated, "
+            f"{len(self.removed)} removed), {self.files_read}/{self.files} files read, "
+            f"{len(self.errors)} problems, {self.duration:.2f}s"
+        )
+
+
+def _classified(
+    classifier: Classifier,
+    title: str,
+    body: str,
+    front_regions: tuple[str, ...] | None,
+    front_topics: tuple[str, ...] | None,
+) -> tuple[str, str]:
+    if front_regions is not None and front_topics is not None:
+        return join_slugs(front_regions), join_slugs(front_topics)
+    result = classifier.classify(title, body)
+    regions = front_regions if front_regions is not None else result.regions
+    topics = front_topics if front_topics is not None else result.topics
+    return join_slugs(regions), join_slugs(topics)
+
+
+def _check_topics(classifier: Classifier, raw: RawArticle) -> StoreError | None:
+    if raw.topics is None:
+        return None
+    unknown = [slug for slug in raw.topics if slug not in classifier.taxonomy.topics]
+    if not unknown:
+        return None
+    return StoreError(
+        raw.source,
+        f"topics: unknown topic {unknown[0]!r} (see config/topics.toml); article skipped",
+        line=raw.line,
+    )
+
+
+def reload_store(
+    store_path: Path, classifier: Classifier, state: State, *, now: datetime
+) -> ReloadResult:
+    """Bring state in line with the store; return what changed."""
+    started = time.perf_counter()
+    result = ReloadResult()
+    scanned = scan(store_path)
+    result.errors.extend(scanned.errors)
+    result.files = len(scanned.files)
+    with state.transaction() as conn:
+        known = state.files(conn)
+        current = {str(item.path): item for item in scanned.files}
+        changed = [
+            item
+            for item in scanned.files
+            if (record := known.get(str(item.path))) is None
+            or record.size != item.size
+            or record.mtime_ns != item.mtime_ns
+        ]
+        vanished = [path for path in known if path not in current]
+        # Files whose scan failed (unreadable directory) keep their articles.
+        if scanned.errors and not scanned.files:
+            vanished = []
+        parsed: list[tuple[FileStat, list[RawArticle], list[StoreError]]] = []
+        for item in changed:
+            articles, problems = read_file(item.path)
+            parsed.append((item, articles, problems))
+        result.files_read = len(changed)
+        _reconcile(
+            conn,
+            state=state,
+            classifier=classifier,
+            parsed=parsed,
+            vanished=vanished,
+            now=now,
+            result=result,
+        )
+        if state.get_meta(conn, _CLASSIFIER_KEY) != classifier.fingerprint:
+            result.reclassified = _reclassify_all(conn, classifier)
+            state.set_meta(conn, _CLASSIFIER_KEY, classifier.fingerprint)
+        result.articles = _count_active(conn)
+    for error in result.errors:
+        log.warning("%s", error)
+    result.duration = time.perf_counter() - started
+    return result
+
+
+def _count_active(conn: Connection) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(articles_table)
+            .where(articles_table.c.removed_at.is_(None))
+        ).scalar()
+        or 0
+    )
+
+
+def _reconcile(
+    conn: Connection,
+    *,
+    state: State,
+    classifier: Classifier,
+    parsed: list[tuple[FileStat, list[RawArticle], list[StoreError]]],
+    vanished: list[str],
+    now: datetime,
+    result: ReloadResult,
+) -> None:
+    changed_paths = {str(item.path) for item, _, _ in parsed} | set(vanished)
+    next_seq = state.next_seq(conn)
+    new_offset = 0
+    edit_offset = 0
+    seen_now: set[str] = set()
+    for item, raw_articles, problems in parsed:
+        path = str(item.path)
+        result.errors.extend(problems)
+        readable = not any("vanished" in p.message or "cannot read" in p.message for p in problems)
+        before = {
+            row.id
+            for row in conn.execute(
+                select(articles_table.c.id).where(
+                    articles_table.c.source == path, articles_table.c.removed_at.is_(None)
+                )
+            )
+        }
+        kept: set[str] = set()
+        for raw in raw_articles:
+            problem = _check_topics(classifier, raw)
+            if problem is not None:
+                result.errors.append(problem)
+                continue
+            if raw.id in seen_now:
+                result.errors.append(
+                    StoreError(
+                        raw.source,
+                        f"duplicate article id {raw.id!r} (same id or title earlier in this "
+                        "scan); skipped",
+                        line=raw.line,
+                    )
+                )
+                continue
+            row = conn.execute(select(articles_table).where(articles_table.c.id == raw.id)).first()
+            if (
+                row is not None
+                and row.removed_at is None
+                and row.source != path
+                and row.source not in changed_paths
+            ):
+                result.errors.append(
+                    StoreError(
+                        raw.source,
+                        f"duplicate of article {raw.id!r} in {row.source}:{row.line}; skipped",
+                        line=raw.line,
+                    )
+                )
+                continue
+            seen_now.add(raw.id)
+            kept.add(raw.id)
+            if row is None:
+                first_seen = now - timedelta(seconds=new_offset)
+                new_offset += 1
+                conn.execute(
+                    articles_table.insert().values(
+                        seq=next_seq,
+                        **_article_values(classifier, raw, first_seen),
+                    )
+                )
+                next_seq += 1
+                result.new.append(raw.id)
+                continue
+            values: dict[str, Any] = {"source": path, "line": raw.line, "removed_at": None}
+            front_changed = (
+                split_slugs(row.front_regions) if row.front_regions is not None else None
+            ) != raw.regions or (
+                split_slugs(row.front_topics) if row.front_topics is not None else None
+            ) != raw.topics
+            content_changed = row.content_hash != raw.content_hash
+            meta_changed = (
+                row.summary != (raw.summary or summarize(raw.body))
+                or row.link != raw.link
+                or row.author != raw.author
+                or row.front_date != raw.date
+                or row.front_updated != raw.updated
+            )
+            if content_changed or front_changed or meta_changed:
+                values.update(_article_values(classifier, raw, row.first_seen))
+                values.pop("first_seen", None)
+                if content_changed:
+                    moved = now - timedelta(seconds=edit_offset)
+                    edit_offset += 1
+                    if moved <= row.updated:
+                        moved = row.updated + timedelta(seconds=1)
+                    values["updated"] = raw.updated or moved
+                    result.updated.append(raw.id)
+                else:
+                    values["updated"] = raw.updated or row.updated
+            conn.execute(
+                update(articles_table).where(articles_table.c.id == raw.id).values(**values)
+            )
+        if readable:
+            for gone in sorted(before - kept):
+                conn.execute(
+                    update(articles_table).where(articles_table.c.id == gone).values(removed_at=now)
+                )
+                result.removed.append(gone)
+            problems_text = "\n".join(str(problem) for problem in problems)
+            conn.execute(delete(files_table).where(files_table.c.path == path))
+            conn.execute(
+                files_table.insert().values(
+                    path=path, size=item.size, mtime_ns=item.mtime_ns, problems=problems_text
+                )
+            )
+    for path in vanished:
+        gone_ids = [
+            row.id
+            for row in conn.execute(
+                select(articles_table.c.id).where(
+                    articles_table.c.source == path, articles_table.c.removed_at.is_(None)
+                )
+            )
+        ]
+        for gone in gone_ids:
+            if gone in seen_now:
+                continue
+            conn.execute(
+                update(articles_table).where(articles_table.c.id == gone).values(removed_at=now)
+            )
+            result.removed.append(gone)
+        conn.execute(delete(files_table).where(files_table.c.path == path))
+
+
+def _article_values(
+    classifier: Classifier, raw: RawArticle, first_seen: datetime
+) -> dict[str, Any]:
+    regions, topics = _classified(classifier, raw.title, raw.body, raw.regions, raw.topics)
+    published = raw.date or first_seen
+    return {
+        "id": raw.id,
+        "source": str(raw.source),
+        "line": raw.line,
+        "title": raw.title,
+        "body": raw.body,
+        "summary": raw.summary or summarize(raw.body),
+        "link": raw.link,
+        "author": raw.author,
+        "regions": regions,
+        "topics": topics,
+        "front_regions": join_slugs(raw.regions) if raw.regions is not None else None,
+        "front_topics": join_slugs(raw.topics) if raw.topics is not None else None,
+        "front_date": raw.date,
+        "front_updated": raw.updated,
+        "content_hash": raw.content_hash,
+        "classified_with": classifier.fingerprint,
+        "first_seen": first_seen,
+        "published": published,
+        "updated": raw.updated or published,
+        "removed_at": None,
+    }
+
+
+def _reclassify_all(conn: Connection, classifier: Classifier) -> int:
+    """Classify every stored article again (the gazetteer or taxonomy changed)."""
+    rows = conn.execute(
+        select(
+            articles_table.c.id,
+            articles_table.c.title,
+            articles_table.c.body,
+            articles_table.c.front_regions,
+            articles_table.c.front_topics,
+            articles_table.c.classified_with,
+        )
+    ).all()
+    count = 0
+    for row in rows:
+        if row.classified_with == classifier.fingerprint:
+            continue
+        front_regions = split_slugs(row.front_regions) if row.front_regions is not None else None
+        front_topics = split_slugs(row.front_topics) if row.front_topics is not None else None
+        regions, topics = _classified(classifier, row.title, row.body, front_regions, front_topics)
+        conn.execute(
+            update(articles_table)
+            .where(articles_table.c.id == row.id)
+            .values(regions=regions, topics=topics, classified_with=classifier.fingerprint)
+        )
+        count += 1
+    return count

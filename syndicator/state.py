@@ -1,0 +1,296 @@
+"""Persistent state through SQLAlchemy Core: SQLite by default, PostgreSQL for scale-out.
+
+The schema is created on first use and its version recorded in ``meta`` for
+later migrations. On SQLite the database runs in WAL mode and every transaction
+starts with ``BEGIN IMMEDIATE``, so two processes (a daemon and a CLI command, or
+two commands) take turns instead of failing half-way or corrupting anything;
+each waits up to ``busy_timeout`` for the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.types import TypeDecorator
+
+from syndicator.errors import StateError
+from syndicator.models import Article
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 30
+
+
+class AwareDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes, stored in UTC on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the state database")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+meta_table = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+files_table = Table(
+    "files",
+    metadata,
+    Column("path", Text, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("problems", Text, nullable=False, default=""),
+)
+
+articles_table = Table(
+    "articles",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("seq", BigInteger, nullable=False, unique=True),
+    Column("source", Text, nullable=False, index=True),
+    Column("line", Integer, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("summary", Text, nullable=False, default=""),
+    Column("link", Text, nullable=False, default=""),
+    Column("author", Text, nullable=False, default=""),
+    Column("regions", Text, nullable=False),
+    Column("topics", Text, nullable=False),
+    Column("front_regions", Text, nullable=True),
+    Column("front_topics", Text, nullable=True),
+    Column("front_date", AwareDateTime, nullable=True),
+    Column("front_updated", AwareDateTime, nullable=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("classified_with", String(64), nullable=False),
+    Column("first_seen", AwareDateTime, nullable=False),
+    Column("published", AwareDateTime, nullable=False),
+    Column("updated", AwareDateTime, nullable=False),
+    Column("removed_at", AwareDateTime, nullable=True, index=True),
+)
+
+
+def join_slugs(slugs: Iterable[str]) -> str:
+    return " ".join(slugs)
+
+
+def split_slugs(text: str | None) -> tuple[str, ...]:
+    return tuple(text.split()) if text else ()
+
+
+def article_from_row(row: Any) -> Article:
+    return Article(
+        id=row.id,
+        title=row.title,
+        body=row.body,
+        summary=row.summary,
+        link=row.link,
+        author=row.author,
+        source=row.source,
+        line=row.line,
+        regions=split_slugs(row.regions),
+        topics=split_slugs(row.topics),
+        published=row.published,
+        updated=row.updated,
+        first_seen=row.first_seen,
+        content_hash=row.content_hash,
+        seq=row.seq,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    path: str
+    size: int
+    mtime_ns: int
+    problems: str
+
+
+class State:
+    """A handle on the state database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> State:
+        """Open (and on first use create) the database at ``url``."""
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            path = Path(url.removeprefix("sqlite:///").partition("?")[0])
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateError(
+                    f"cannot create the state directory {path.parent}: {exc.strerror}",
+                    hint="check state.url",
+                ) from exc
+        try:
+            engine = create_engine(url)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StateError(f"cannot use state database {url!r}: {exc}") from exc
+        if engine.dialect.name == "sqlite":
+            _configure_sqlite(engine)
+        state = cls(engine)
+        state._create_schema()
+        return state
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _create_schema(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                metadata.create_all(conn)
+                version = conn.execute(
+                    select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+                ).scalar()
+                if version is None:
+                    conn.execute(
+                        meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                    )
+                elif int(version) > SCHEMA_VERSION:
+                    raise StateError(
+                        f"the state database has schema version {version}, newer than this "
+                        f"syndicator understands ({SCHEMA_VERSION})",
+                        hint="upgrade syndicator",
+                    )
+        except OperationalError as exc:
+            raise StateError(f"cannot open the state database: {exc.orig}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise StateError(
+                f"state database error: {exc.orig}",
+                hint="another process may hold it locked; try again",
+            ) from exc
+
+    # --- meta ----------------------------------------------------------------------------
+
+    def get_meta(self, conn: Connection, key: str) -> str | None:
+        value = conn.execute(select(meta_table.c.value).where(meta_table.c.key == key)).scalar()
+        return None if value is None else str(value)
+
+    def set_meta(self, conn: Connection, key: str, value: str) -> None:
+        updated = conn.execute(
+            update(meta_table).where(meta_table.c.key == key).values(value=value)
+        ).rowcount
+        if not updated:
+            conn.execute(meta_table.insert().values(key=key, value=value))
+
+    # --- files ---------------------------------------------------------------------------
+
+    def files(self, conn: Connection) -> dict[str, FileRecord]:
+        rows = conn.execute(select(files_table)).all()
+        return {
+            row.path: FileRecord(row.path, row.size, row.mtime_ns, row.problems) for row in rows
+        }
+
+    # --- articles ------------------------------------------------------------------------
+
+    def next_seq(self, conn: Connection) -> int:
+        current = conn.execute(select(func.max(articles_table.c.seq))).scalar()
+        return int(current or 0) + 1
+
+    def articles(
+        self,
+        *,
+        region: str | None = None,
+        topic: str | None = None,
+        include_removed: bool = False,
+    ) -> list[Article]:
+        """Articles newest first, optionally those of one region or topic."""
+        query = select(articles_table)
+        if not include_removed:
+            query = query.where(articles_table.c.removed_at.is_(None))
+        query = query.order_by(articles_table.c.published.desc(), articles_table.c.seq.asc())
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        found = [article_from_row(row) for row in rows]
+        if region:
+            found = [article for article in found if region in article.regions]
+        if topic:
+            found = [article for article in found if topic in article.topics]
+        return found
+
+    def find_articles(self, needle: str) -> Sequence[Article]:
+        """Articles whose id is ``needle``, else whose title contains it (case-insensitive)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(articles_table).where(articles_table.c.id == needle)).first()
+            if row is not None:
+                return [article_from_row(row)]
+            pattern = f"%{needle.lower()}%"
+            rows = conn.execute(
+                select(articles_table)
+                .where(func.lower(articles_table.c.title).like(pattern))
+                .order_by(
+                    articles_table.c.removed_at.is_not(None), articles_table.c.published.desc()
+                )
+            ).all()
+        return [article_from_row(row) for row in rows]
+
+    def integrity_ok(self) -> bool:
+        if self.engine.dialect.name != "sqlite":
+            return True
+        with self.engine.connect() as conn:
+            return conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin() issue our own BEGIN (see below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,169 @@
+"""Subscribers: who gets mail about what, read from the operator's subscribers file."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from syndicator.errors import ConfigError
+from syndicator.models import REGION_SLUGS
+
+# Deliberately simple: one @, no spaces or controls, a dot in the domain.
+_ADDRESS = re.compile(
+    r"^[^@\s\x00-\x1f\x7f<>,;\"]+@[^@\s\x00-\x1f\x7f<>,;\"]+\.[^@\s\x00-\x1f\x7f<>,;\"]+$"
+)
+_UNSAFE = re.compile(r"[\r\n\x00\u2028\u2029\x85]")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Subscriber(BaseModel):
+    """One subscriber and their filters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    email: str
+    name: str = ""
+    regions: list[str] = []
+    topics: list[str] = []
+    keywords: list[str] = []
+    exclude_regions: list[str] = []
+    exclude_topics: list[str] = []
+    cadence: Literal["immediate", "daily", "weekly"] = "daily"
+    hour: Annotated[int, Field(ge=0, le=23)] = 8
+    weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
+    timezone: str = "UTC"
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        value = value.strip()
+        if _UNSAFE.search(value) or not _ADDRESS.match(value):
+            raise ValueError(f"{value!r} is not an email address")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if _UNSAFE.search(value):
+            raise ValueError("must be one line (no line breaks or NUL)")
+        return value.strip()
+
+    @field_validator("regions", "exclude_regions")
+    @classmethod
+    def _regions(cls, value: list[str]) -> list[str]:
+        for slug in value:
+            if slug not in REGION_SLUGS:
+                raise ValueError(f"unknown region {slug!r}; known: {', '.join(REGION_SLUGS)}")
+        return value
+
+    @field_validator("keywords")
+    @classmethod
+    def _keywords(cls, value: list[str]) -> list[str]:
+        for keyword in value:
+            if _UNSAFE.search(keyword) or not keyword.strip():
+                raise ValueError(f"keyword {keyword!r} must be non-empty text on one line")
+        return [keyword.strip() for keyword in value]
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as Europe/Brussels"
+            ) from None
+        return value
+
+
+def load_subscribers(
+    path: Path, known_topics: set[str] | None = None
+) -> tuple[list[Subscriber], list[ConfigError]]:
+    """Read the subscribers file; each bad entry is one error naming it, the rest are kept."""
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [], [
+            ConfigError("subscribers file not found", path=path, hint="set subscribers.file")
+        ]
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [ConfigError(f"cannot read subscribers file: {exc}", path=path)]
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        return [], [
+            ConfigError(
+                f"invalid TOML: {message}", path=path, line=int(match.group(1)) if match else None
+            )
+        ]
+    entries = data.get("subscriber", [])
+    errors: list[ConfigError] = []
+    unknown = sorted(set(data) - {"subscriber"})
+    if unknown:
+        errors.append(
+            ConfigError(
+                f"unknown table {unknown[0]!r}; entries are [[subscriber]] tables", path=path
+            )
+        )
+    if not isinstance(entries, list):
+        return [], [
+            *errors,
+            ConfigError("'subscriber' must be an array of tables [[subscriber]]", path=path),
+        ]
+    lines = _entry_lines(path)
+    subscribers: list[Subscriber] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        label = f"subscriber[{index}]"
+        if isinstance(entry, dict) and isinstance(entry.get("email"), str):
+            label += f" ({entry['email'].strip()[:80]!r})"
+        line = lines[index] if index < len(lines) else None
+        try:
+            subscriber = Subscriber.model_validate(entry)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(part) for part in first["loc"])
+            message = first["msg"].removeprefix("Value error, ")
+            if first["type"] == "extra_forbidden":
+                message = "unknown key"
+            errors.append(ConfigError(f"{label}.{key}: {message}", path=path, line=line))
+            continue
+        bad_topics = [
+            t
+            for t in subscriber.topics + subscriber.exclude_topics
+            if known_topics is not None and t not in known_topics
+        ]
+        if bad_topics:
+            errors.append(
+                ConfigError(
+                    f"{label}.topics: unknown topic {bad_topics[0]!r}", path=path, line=line
+                )
+            )
+            continue
+        if subscriber.email.lower() in seen:
+            errors.append(
+                ConfigError(
+                    f"{label}: address listed twice; the first entry is used", path=path, line=line
+                )
+            )
+            continue
+        seen.add(subscriber.email.lower())
+        subscribers.append(subscriber)
+    return subscribers, errors
+
+
+def _entry_lines(path: Path) -> list[int]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [
+        number
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip().startswith("[[subscriber]]")
+    ]
