@@ -1,0 +1,383 @@
+"""The ``syndicator`` command line: parse arguments, call the application, print, exit.
+
+Exit codes: 0 success, 1 problems found or the command failed, 2 usage error.
+Errors print one line saying what is wrong and how to fix it; ``-v`` adds the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from syndicator import __version__
+from syndicator.classify import GLOBAL, Classification, Classifier
+from syndicator.config import Config, default_config_path, load_config
+from syndicator.cycle import reload_store
+from syndicator.errors import NotFoundError, SyndicatorError
+from syndicator.models import REGION_SLUGS, RawArticle
+from syndicator.state import State
+from syndicator.store import read_file, scan
+from syndicator.subscribers import load_subscribers
+
+log = logging.getLogger("syndicator")
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+
+
+# --- plumbing ------------------------------------------------------------------------------
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="configuration file (default: $SYNDICATOR_CONFIG, else "
+        "/etc/syndicator/syndicator.toml, else ./config/syndicator.toml)",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log more, and show tracebacks of errors",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="syndicator",
+        description="Per-region and per-topic feeds and email digests for customs news.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"syndicator {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="run the service: a cycle every store.reload_interval until stopped",
+        description="Run the service: reload the store every store.reload_interval seconds "
+        "until SIGTERM or SIGINT. With --once, run one full cycle and exit.",
+    )
+    run.add_argument("--once", action="store_true", help="run one full cycle, then exit")
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="validate configuration, gazetteer, taxonomy, subscribers and every store file",
+        description="Validate the configuration, the gazetteer, the taxonomy, the subscribers "
+        "file and every file of the article store. Lists every problem; exit status 1 if any.",
+    )
+    check.set_defaults(handler=cmd_check)
+
+    articles = commands.add_parser(
+        "articles",
+        parents=[common],
+        help="list known articles with their regions, topics and dates",
+        description="List the articles known to the state database, newest first.",
+    )
+    articles.add_argument("--region", metavar="R", help="only articles of region R")
+    articles.add_argument("--topic", metavar="T", help="only articles of topic T")
+    articles.add_argument("--json", action="store_true", help="print a JSON array")
+    articles.set_defaults(handler=cmd_articles)
+
+    explain = commands.add_parser(
+        "explain",
+        parents=[common],
+        help="show why each region and topic was assigned to an article",
+        description="Show the cues behind each region and topic of an article: the words "
+        "matched, where, their role (subject, funder, venue ...) and weight.",
+    )
+    explain.add_argument("article", metavar="ID_OR_TITLE", help="an article id or part of a title")
+    explain.set_defaults(handler=cmd_explain)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = getattr(args, "config", None) or default_config_path()
+    return load_config(path)
+
+
+def _classifier(config: Config) -> Classifier:
+    return Classifier.load(config.classify.regions, config.classify.topics)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    _setup_logging(verbose)
+    try:
+        result: int = args.handler(args)
+    except SyndicatorError as exc:
+        if verbose:
+            log.exception("failed")
+        print(f"syndicator: error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `syndicator articles | head`).
+        sys.stderr.close()
+        return EXIT_OK
+    return result
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args)
+    classifier = _classifier(config)
+    state = State.open(config.state.url)
+    try:
+        if args.once:
+            result = reload_store(config.store.path, classifier, state, now=datetime.now(UTC))
+            log.info("cycle: %s", result.summary())
+            return EXIT_OK
+        return _run_forever(config, classifier, state)
+    finally:
+        state.close()
+
+
+def _run_forever(config: Config, classifier: Classifier, state: State) -> int:
+    stop = threading.Event()
+
+    def _request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
+    log.info(
+        "running: store %s, a cycle every %ss", config.store.path, config.store.reload_interval
+    )
+    while not stop.is_set():
+        try:
+            result = reload_store(config.store.path, classifier, state, now=datetime.now(UTC))
+            log.info("cycle: %s", result.summary())
+        except SyndicatorError as exc:
+            log.error("cycle failed: %s", exc)
+        stop.wait(config.store.reload_interval)
+    log.info("stopped")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    problems: list[str] = []
+    try:
+        classifier: Classifier | None = _classifier(config)
+    except SyndicatorError as exc:
+        problems.append(str(exc))
+        classifier = None
+    if classifier is not None:
+        for first, second in classifier.conflicts:
+            problems.append(
+                f"{config.classify.regions}: cue {second.phrase!r} means both "
+                f"{first.target} ({first.entity}) and {second.target} ({second.entity}); "
+                "the first is used"
+            )
+    known_topics = set(classifier.taxonomy.topics) if classifier else None
+    subscribers, subscriber_errors = load_subscribers(config.subscribers.file, known_topics)
+    problems.extend(str(error) for error in subscriber_errors)
+    scanned = scan(config.store.path)
+    problems.extend(str(error) for error in scanned.errors)
+    article_count = 0
+    ids: dict[str, RawArticle] = {}
+    for item in scanned.files:
+        articles, errors = read_file(item.path)
+        problems.extend(str(error) for error in errors)
+        for article in articles:
+            if classifier is not None and article.topics is not None:
+                unknown = [t for t in article.topics if t not in classifier.taxonomy.topics]
+                if unknown:
+                    problems.append(f"{article.location}: topics: unknown topic {unknown[0]!r}")
+            if article.id in ids:
+                problems.append(
+                    f"{article.location}: duplicate article id {article.id!r} "
+                    f"(first at {ids[article.id].location})"
+                )
+                continue
+            ids[article.id] = article
+            article_count += 1
+    for problem in problems:
+        print(problem)
+    summary = (
+        f"{config.source}: {len(scanned.files)} store files, {article_count} articles, "
+        f"{len(subscribers)} subscribers"
+    )
+    if problems:
+        print(f"{summary}; {len(problems)} problem{'s' if len(problems) != 1 else ''}")
+        return EXIT_PROBLEMS
+    print(f"{summary}; no problems")
+    return EXIT_OK
+
+
+def cmd_articles(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if args.region and args.region not in REGION_SLUGS:
+        raise NotFoundError(
+            f"unknown region {args.region!r}", hint=f"known regions: {', '.join(REGION_SLUGS)}"
+        )
+    if args.topic:
+        classifier = _classifier(config)
+        if args.topic not in classifier.taxonomy.topics:
+            raise NotFoundError(
+                f"unknown topic {args.topic!r}",
+                hint=f"known topics: {', '.join(classifier.taxonomy.topics)}",
+            )
+    state = State.open(config.state.url)
+    try:
+        articles = state.articles(region=args.region, topic=args.topic)
+    finally:
+        state.close()
+    if args.json:
+        json.dump([article.as_json() for article in articles], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    if not articles:
+        print(
+            "no articles"
+            + (" match" if args.region or args.topic else " yet: run `syndicator run --once`"),
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    for article in articles:
+        print(
+            f"{article.published:%Y-%m-%d %H:%M}  {article.title}\n"
+            f"    id: {article.id}\n"
+            f"    regions: {', '.join(article.regions)}; "
+            f"topics: {', '.join(article.topics) or '-'}"
+        )
+    print(f"{len(articles)} article{'s' if len(articles) != 1 else ''}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    config = _load(args)
+    classifier = _classifier(config)
+    state = State.open(config.state.url)
+    try:
+        found = state.find_articles(args.article)
+    finally:
+        state.close()
+    candidates: list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...] | None]] = [
+        (article.id, article.title, article.body, None, None) for article in found
+    ]
+    if not candidates:
+        candidates = _store_candidates(config, args.article)
+    if not candidates:
+        raise NotFoundError(
+            f"no article with id or title matching {args.article!r}",
+            hint="list them with `syndicator articles`",
+        )
+    if len(candidates) > 1:
+        print(f"{len(candidates)} articles match; explaining the first. Others:")
+        for other in candidates[1:6]:
+            print(f"    {other[0]}")
+        print()
+    article_id, title, body, front_regions, front_topics = candidates[0]
+    result = classifier.classify(title, body)
+    print(
+        _explanation(
+            classifier,
+            article_id=article_id,
+            title=title,
+            result=result,
+            front_regions=front_regions,
+            front_topics=front_topics,
+        )
+    )
+    return EXIT_OK
+
+
+def _store_candidates(
+    config: Config, needle: str
+) -> list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...] | None]]:
+    """Articles straight from the store, for articles state has not seen yet."""
+    lowered = needle.lower()
+    found = []
+    for item in scan(config.store.path).files:
+        for article in read_file(item.path)[0]:
+            if article.id == needle or lowered in article.title.lower():
+                found.append(
+                    (article.id, article.title, article.body, article.regions, article.topics)
+                )
+    return found
+
+
+def _explanation(
+    classifier: Classifier,
+    *,
+    article_id: str,
+    title: str,
+    result: Classification,
+    front_regions: tuple[str, ...] | None,
+    front_topics: tuple[str, ...] | None,
+) -> str:
+    regions = classifier.gazetteer.regions
+    lines = [f"{title}", f"id: {article_id}", ""]
+    if front_regions is not None:
+        lines.append(f"regions: {', '.join(front_regions)} (set in front matter)")
+    else:
+        named = ", ".join(f"{slug} ({regions[slug].name})" for slug in result.regions)
+        lines.append(f"regions: {named} — {result.region_reason}")
+    if result.region_scores:
+        scores = ", ".join(f"{slug} {score:g}" for slug, score in result.region_scores.items())
+        lines.append(f"  scores: {scores}")
+    for mention in result.mentions:
+        cue = mention.cue
+        target = "neutral" if cue.target == "neutral" else cue.target
+        what = cue.kind if cue.entity in {"", cue.phrase} else f"{cue.kind} of {cue.entity}"
+        if mention.role:
+            verdict = f"not counted: {mention.role} ({mention.trigger!r})"
+        else:
+            verdict = f"weight {mention.weight:g}"
+        lines.append(f"  {mention.field:5}  {mention.text!r:32} {target:22} {what}; {verdict}")
+    if not result.mentions and result.regions == (GLOBAL,):
+        lines.append("  no place, grouping or agency is named")
+    lines.append("")
+    if front_topics is not None:
+        lines.append(f"topics: {', '.join(front_topics) or '-'} (set in front matter)")
+    else:
+        lines.append(f"topics: {', '.join(result.topics) or '-'}")
+    for mention in result.topic_mentions:
+        chosen = mention.cue.target in result.topics
+        kind = "weak cue" if mention.cue.kind == "weak" else "cue"
+        lines.append(
+            f"  {mention.field:5}  {mention.text!r:32} {mention.cue.target:22} {kind}, "
+            f"weight {mention.weight:g}{'' if chosen else ' (not enough alone)'}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""The command line end to end, as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from syndicator.state import State
+from tests.conftest import SAMPLE_STORE, write
+
+
+def syndicator(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "syndicator", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        check=False,
+    )
+
+
+@pytest.fixture
+def sample_install(install: Path) -> Path:
+    (install.parent.parent / "articles" / "sample.txt").write_bytes(SAMPLE_STORE.read_bytes())
+    return install
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["check"], ["articles"], ["explain"]])
+def test_help_on_every_command(command: list[str]) -> None:
+    result = syndicator(*command, "--help")
+    assert result.returncode == 0
+    assert "usage: syndicator" in result.stdout
+    assert "--config" in result.stdout
+
+
+def test_usage_errors_exit_2() -> None:
+    assert syndicator().returncode == 2
+    assert syndicator("frobnicate").returncode == 2
+    assert syndicator("articles", "--colour").returncode == 2
+    assert syndicator("explain").returncode == 2
+
+
+def test_run_once_then_articles_json(sample_install: Path) -> None:
+    run = syndicator("--config", str(sample_install), "run", "--once")
+    assert run.returncode == 0, run.stderr
+    assert "10 articles (10 new, 0 updated, 0 removed)" in run.stderr
+    listed = syndicator("articles", "--json", "--config", str(sample_install))
+    assert listed.returncode == 0, listed.stderr
+    articles = json.loads(listed.stdout)
+    assert len(articles) == 10
+    first = articles[0]
+    assert {"id", "title", "regions", "topics", "published", "updated", "source"} <= set(first)
+    assert first["title"].startswith("Colombia Adopts")
+    assert first["regions"] == ["americas"]
+    assert first["source"].endswith("sample.txt:1")
+    # The second cycle finds nothing new.
+    again = syndicator("--config", str(sample_install), "run", "--once")
+    assert "(0 new, 0 updated, 0 removed), 0/1 files read" in again.stderr
+
+
+def test_articles_filters_and_text_output(sample_install: Path) -> None:
+    assert syndicator("--config", str(sample_install), "run", "--once").returncode == 0
+    europe = syndicator("--config", str(sample_install), "articles", "--region", "europe")
+    assert europe.returncode == 0
+    assert "Uzbekistans" in europe.stdout
+    assert "Colombia" not in europe.stdout
+    topic = syndicator(
+        "--config", str(sample_install), "articles", "--topic", "plant-health", "--json"
+    )
+    assert [a["title"] for a in json.loads(topic.stdout)] == [
+        "WCO and IPPC Boost Global Trade with Stricter Plant Health Rules"
+    ]
+    unknown = syndicator("--config", str(sample_install), "articles", "--region", "mars")
+    assert unknown.returncode == 1
+    assert "unknown region 'mars'" in unknown.stderr
+
+
+def test_explain_shows_cues_roles_and_weights(sample_install: Path) -> None:
+    # Works before any cycle (straight from the store) and after (from state).
+    for _ in range(2):
+        result = syndicator("--config", str(sample_install), "explain", "Uzbekistans")
+        assert result.returncode == 0, result.stderr
+        assert "regions: europe" in result.stdout
+        assert "'uzbekistans'" in result.stdout
+        assert "weight 3" in result.stdout
+        syndicator("--config", str(sample_install), "run", "--once")
+    missing = syndicator("--config", str(sample_install), "explain", "no such article")
+    assert missing.returncode == 1
+    assert missing.stderr.count("\n") == 1
+
+
+def test_check_passes_on_the_example_configuration() -> None:
+    result = syndicator("check", cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no problems" in result.stdout
+
+
+def test_check_lists_every_problem(sample_install: Path) -> None:
+    store = sample_install.parent.parent / "articles"
+    (store / "binary.txt").write_bytes(b"\x00\x01")
+    write(store / "broken.md", "+++\ntitle = \n+++\nBody\n")
+    write(sample_install.parent / "subscribers.toml", '[[subscriber]]\nemail = "not-an-address"\n')
+    result = syndicator("--config", str(sample_install), "check")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert any("binary.txt: binary file" in line for line in lines)
+    assert any("broken.md:2: invalid TOML front matter" in line for line in lines)
+    assert any(
+        "subscribers.toml:1: subscriber[0] ('not-an-address').email:" in line for line in lines
+    )
+    assert lines[-1].endswith("3 problems")
+
+
+def test_config_error_is_one_line_and_verbose_adds_traceback(tmp_path: Path) -> None:
+    config = write(tmp_path / "bad.toml", "[store]\nreload_interval = -1\n")
+    result = syndicator("--config", str(config), "run", "--once")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"syndicator: error: {config}:2: store.reload_interval: Input should be greater than 0"
+    )
+    verbose = syndicator("-v", "--config", str(config), "run", "--once")
+    assert "Traceback" in verbose.stderr
+
+
+def test_config_from_environment(sample_install: Path) -> None:
+    result = syndicator("run", "--once", env={"SYNDICATOR_CONFIG": str(sample_install)})
+    assert result.returncode == 0, result.stderr
+
+
+def test_concurrent_commands_do_not_corrupt_state(sample_install: Path) -> None:
+    store = sample_install.parent.parent / "articles"
+    for index in range(30):
+        write(
+            store / f"extra-{index:02}.txt",
+            f"Kenya Story {index}\n\nKenya Story {index}\n\nBody.\n",
+        )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "syndicator", "--config", str(sample_install), *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in (["run", "--once"], ["run", "--once"], ["articles", "--json"])
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], outputs
+    state = State.open(f"sqlite:///{sample_install.parent.parent / 'state' / 'syndicator.db'}")
+    try:
+        assert state.integrity_ok()
+        articles = state.articles()
+        assert len(articles) == 40
+        assert len({a.seq for a in articles}) == 40
+    finally:
+        state.close()
