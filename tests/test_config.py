@@ -72,7 +72,7 @@ def test_config_errors_name_file_line_and_key(tmp_path: Path, text: str, expecte
 
 
 def test_missing_config_file_says_how_to_fix(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not found.*--config PATH or set SYNDICATOR_CONFIG"):
+    with pytest.raises(ConfigError, match=r"not found.*--config PATH or set SYNDICATOR_CONFIG"):
         load_config(tmp_path / "nope.toml")
 
 
@@ -90,6 +90,6 @@ def test_smtp_password_from_environment_credential_or_file(tmp_path: Path) -> No
     write(credentials / "smtp-password", "from-credential\n")
     assert config.smtp_password({"CREDENTIALS_DIRECTORY": str(credentials)}) == "from-credential"
     secret.unlink()
-    with pytest.raises(ConfigError, match="mail.smtp.password_file: cannot read"):
+    with pytest.raises(ConfigError, match=r"mail\.smtp\.password_file: cannot read"):
         config.smtp_password({})
     assert load_config(write(tmp_path / "d.toml", "")).smtp_password({}) == ""

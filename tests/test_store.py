@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -263,4 +262,4 @@ def test_parse_bytes_is_pure(tmp_path: Path) -> None:
     assert errors == []
     assert len(articles) == 2
     assert not (tmp_path / "virtual.txt").exists()
-    assert os.listdir(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
