@@ -150,7 +150,33 @@ _ROLE_TRIGGERS: dict[str, tuple[str, ...]] = {
 _VENUE_WORDS = frozenset(
     {
         "held",
+        "hold",
+        "holds",
         "hosted",
+        "host",
+        "hosts",
+        "convene",
+        "convenes",
+        "meets",
+        "gather",
+        "gathers",
+        "committee",
+        "council",
+        "commission",
+        "board",
+        "gathering",
+        "workshops",
+        "seminars",
+        "conferences",
+        "courses",
+        "sessions",
+        "consultations",
+        "talks",
+        "negotiations",
+        "celebration",
+        "celebrations",
+        "presentation",
+        "award",
         "signed",
         "met",
         "meet",
@@ -236,6 +262,43 @@ _DONOR_VERBS = frozenset(
         "advises",
         "back",
         "backs",
+    }
+)
+# Adjectives that are also languages, and the words that show they are meant as languages.
+_LANGUAGES = frozenset(
+    {
+        "english",
+        "french",
+        "spanish",
+        "portuguese",
+        "arabic",
+        "russian",
+        "chinese",
+        "german",
+        "italian",
+        "dutch",
+        "japanese",
+        "korean",
+        "turkish",
+        "persian",
+        "swahili",
+    }
+)
+_LANGUAGE_NOUNS = frozenset(
+    {
+        "language",
+        "languages",
+        "speaking",
+        "speaker",
+        "speakers",
+        "version",
+        "versions",
+        "translation",
+        "translations",
+        "edition",
+        "editions",
+        "subtitles",
+        "interpretation",
     }
 )
 # Mentions joined by these words share a role: "funded by Japan, Korea and China".
@@ -435,11 +498,12 @@ def _leftmost_longest(found: list[_Match]) -> list[_Match]:
         return found
     found.sort(key=lambda item: (item[0], -item[1]))
     taken: list[_Match] = []
-    last_end = -1
+    last_start, last_end = -1, -1
     for candidate in found:
-        if candidate[0] >= last_end:
+        same_span = candidate[0] == last_start and candidate[1] == last_end
+        if candidate[0] >= last_end or same_span:
             taken.append(candidate)
-            last_end = candidate[1]
+            last_start, last_end = candidate[0], candidate[1]
     return taken
 
 
@@ -476,7 +540,13 @@ class _Matcher:
         entries = table.setdefault(key, [])
         topic = cue.kind in _TOPIC_KINDS
         for existing in entries:
-            if (existing.kind in _TOPIC_KINDS) == topic:
+            if topic and existing.kind in _TOPIC_KINDS:
+                # A phrase may signal several topics ("undervaluation": valuation, revenue).
+                if existing.target == cue.target:
+                    return
+                continue
+            if not topic and existing.kind not in _TOPIC_KINDS:
+                # A place belongs to one region: the first meaning wins, the rest is reported.
                 if existing.target != cue.target and primary:
                     self.conflicts.append((existing, cue))
                 return
@@ -523,9 +593,27 @@ def _role_before(before: list[str]) -> tuple[str, str]:
     trimmed = list(before)
     while trimmed and trimmed[-1] in _VENUE_FILLER:
         trimmed.pop()
-    if len(trimmed) >= 2 and trimmed[-1] in _VENUE_PREPOSITIONS and trimmed[-2] in _VENUE_WORDS:
-        return "venue", f"{trimmed[-2]} {trimmed[-1]}"
+    # "<event> ... in|at <place>": a workshop held in Brussels, a meeting of the
+    # Contact Committee in Bern, a course in Doha.
+    if len(trimmed) >= 2 and trimmed[-1] in _VENUE_PREPOSITIONS:
+        for word in reversed(trimmed[:-1]):
+            if word in _VENUE_WORDS:
+                return "venue", f"{word} … {trimmed[-1]}"
     return "", ""
+
+
+def _is_language(text: str, start: int, end: int) -> bool:
+    """ "Available in English, French and Spanish": a language, not a country."""
+    word = text[start:end]
+    if word not in _LANGUAGES:
+        return False
+    before = _clause_before(text, start)[-3:]
+    after = _words_after(text, end, 1)
+    return (
+        (bool(before) and before[-1] in {"in", "into"})
+        or any(other in _LANGUAGES for other in before)
+        or (bool(after) and after[0] in _LANGUAGE_NOUNS)
+    )
 
 
 def _assign_roles(text: str, found: list[tuple[int, int, Cue]], field_name: str) -> list[Mention]:
@@ -538,6 +626,8 @@ def _assign_roles(text: str, found: list[tuple[int, int, Cue]], field_name: str)
             role, trigger = cue.kind, cue.phrase
         else:
             role, trigger = _role_before(_clause_before(text, start))
+            if not role and _is_language(text, start, end):
+                role, trigger = "language", text[start:end]
             after = [word for word in _words_after(text, end, 3) if word != "s"]
             if not role and after and after[0] in _ROLE_AFTER:
                 role, trigger = _ROLE_AFTER[after[0]], after[0]

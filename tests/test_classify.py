@@ -27,9 +27,11 @@ def _labelled(store: Path, labels: Path) -> list[Any]:
     return [pytest.param(a, expected[a.title], id=a.id[:60]) for a in articles]
 
 
-LABELLED = _labelled(SAMPLE_STORE, DATA_DIR / "wco-news-sample.labels.json") + _labelled(
-    DATA_DIR / "wco-news-dev.txt", DATA_DIR / "wco-news-dev.labels.json"
-)
+LABELLED = [
+    *_labelled(SAMPLE_STORE, DATA_DIR / "wco-news-sample.labels.json"),
+    *_labelled(DATA_DIR / "wco-news-dev.txt", DATA_DIR / "wco-news-dev.labels.json"),
+    *_labelled(DATA_DIR / "wco-news-dev2.txt", DATA_DIR / "wco-news-dev2.labels.json"),
+]
 
 
 @pytest.mark.parametrize(("article", "label"), LABELLED)
@@ -190,3 +192,26 @@ def test_gazetteer_errors_name_the_key(tmp_path: Path) -> None:
         Gazetteer.from_dict({}, path)
     with pytest.raises(ConfigError, match="no cues"):
         Taxonomy.from_dict({"topic": [{"slug": "x"}]}, path)
+
+
+@pytest.mark.parametrize(
+    ("title", "body"),
+    [
+        ("WCO Launches Online Course", "The course is available in English, French and Spanish."),
+        ("WCO Publishes Guide", "A Portuguese version of the guide will follow."),
+        ("Green Customs Dialogue Convenes in Nairobi", "Delegates discussed climate action."),
+        (
+            "WCO and UPU Update Guidelines",
+            "They met at a meeting of the Contact Committee in Bern.",
+        ),
+    ],
+)
+def test_languages_and_venues_are_not_subjects(
+    classifier: Classifier, title: str, body: str
+) -> None:
+    assert regions_of(classifier, title, body) == {"global"}
+
+
+def test_a_phrase_may_signal_two_topics(classifier: Classifier) -> None:
+    topics = classifier.classify("ZIMRA Targets Undervaluation of Fuel", "Checks began.").topics
+    assert {"customs-valuation", "revenue"} <= set(topics)
