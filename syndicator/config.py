@@ -74,6 +74,20 @@ class StoreConfig(_Section):
 class FeedsConfig(_Section):
     output_dir: Path = Path("../feeds")
     max_items: Annotated[int, Field(gt=0, le=10_000)] = 50
+    websub_hub: str = ""
+    tag_authority: Annotated[
+        str, Field(pattern=r"^([A-Za-z0-9.-]+|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+)?$")
+    ] = ""
+    tag_date: Annotated[str, Field(pattern=r"^\d{4}(-\d{2}(-\d{2})?)?$")] = "2026"
+
+    @field_validator("websub_hub")
+    @classmethod
+    def _hub_url(cls, value: str) -> str:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in {"http", "https"} or not parts.netloc:
+                raise ValueError(f"{value!r} is not an absolute http(s) URL")
+        return value
 
 
 class StateConfig(_Section):
@@ -172,6 +186,11 @@ class Config(_Section):
                 path=self.source,
                 key="mail.smtp.password_file",
             ) from exc
+
+    @property
+    def tag_authority(self) -> str:
+        """The authority of tag: URIs: ``feeds.tag_authority``, else the host of ``base_url``."""
+        return self.feeds.tag_authority or (urlsplit(self.site.base_url).hostname or "localhost")
 
     def smtp_username(self, environ: dict[str, str] | None = None) -> str:
         env = os.environ if environ is None else environ

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -66,6 +66,7 @@ class RawArticle:
     updated: datetime | None = None
     regions: tuple[str, ...] | None = None
     topics: tuple[str, ...] | None = None
+    format: str = "text"  # "text" (paragraphs) or "markdown"
 
     @property
     def content_hash(self) -> str:
@@ -95,7 +96,7 @@ class Article:
     first_seen: datetime
     content_hash: str
     seq: int = 0
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
+    format: str = "text"
 
     def as_json(self) -> dict[str, object]:
         return {

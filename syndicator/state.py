@@ -91,6 +91,7 @@ articles_table = Table(
     Column("line", Integer, nullable=False),
     Column("title", Text, nullable=False),
     Column("body", Text, nullable=False),
+    Column("format", String(16), nullable=False, default="text"),
     Column("summary", Text, nullable=False, default=""),
     Column("link", Text, nullable=False, default=""),
     Column("author", Text, nullable=False, default=""),
@@ -106,6 +107,16 @@ articles_table = Table(
     Column("published", AwareDateTime, nullable=False),
     Column("updated", AwareDateTime, nullable=False),
     Column("removed_at", AwareDateTime, nullable=True, index=True),
+    # Hash of the article page last published, so unchanged pages are not rewritten.
+    Column("page_signature", String(64), nullable=False, default=""),
+)
+
+# What each published feed file was built from, so unchanged channels are not rebuilt.
+feeds_table = Table(
+    "feeds",
+    metadata,
+    Column("path", Text, primary_key=True),
+    Column("signature", String(64), nullable=False),
 )
 
 
@@ -134,6 +145,7 @@ def article_from_row(row: Any) -> Article:
         first_seen=row.first_seen,
         content_hash=row.content_hash,
         seq=row.seq,
+        format=row.format,
     )
 
 

@@ -202,6 +202,7 @@ def _clean(article: RawArticle) -> RawArticle:
         updated=article.updated,
         regions=article.regions,
         topics=article.topics,
+        format=article.format,
     )
 
 
@@ -471,5 +472,6 @@ def _article_from_parts(
         updated=matter.updated,
         regions=tuple(dict.fromkeys(matter.regions)) if matter.regions is not None else None,
         topics=tuple(dict.fromkeys(matter.topics)) if matter.topics is not None else None,
+        format="markdown" if path.suffix.lower() in MARKDOWN_SUFFIXES else "text",
     )
     return [article], []

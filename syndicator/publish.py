@@ -1,0 +1,360 @@
+"""Publishing: feeds, article pages, the index page and the OPML file, written atomically.
+
+A file is written only when its bytes change (temp file in the same directory,
+fsync, ``os.replace``), so readers and crashes never see half a file, and
+mtimes and ETags stay put while nothing changes. Each channel's inputs are
+hashed into a signature kept in state; a channel is rendered again only when
+its signature changed or one of its files is missing, so a new article costs
+the channels it belongs to, not all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy import select, update
+
+from syndicator import __version__
+from syndicator.feeds import (
+    CONTENT_TYPES,
+    FORMATS,
+    RENDERERS,
+    Channel,
+    Names,
+    Site,
+    article_page_path,
+    article_url,
+    body_html,
+    feed_updated,
+    feed_url,
+    plain_title,
+    render_opml,
+    select_items,
+)
+from syndicator.models import Article
+from syndicator.state import State, article_from_row, articles_table, feeds_table
+
+log = logging.getLogger(__name__)
+
+# Bump when templates or renderers change in a way that must rebuild every file.
+RENDER_VERSION = "1"
+INDEX_LATEST = 30
+
+
+@dataclass(slots=True)
+class PublishResult:
+    written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    channels_rendered: int = 0
+    pages_rendered: int = 0
+    changed_feed_urls: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Atomically replace ``path`` with ``data`` unless it already holds exactly that."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(temporary).chmod(0o644)
+        Path(temporary).replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            Path(temporary).unlink()
+        raise
+    _fsync_directory(path.parent)
+    return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _templates() -> Environment:
+    return Environment(
+        loader=PackageLoader("syndicator", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=False,
+        lstrip_blocks=False,
+        keep_trailing_newline=True,
+    )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Pages:
+    """The HTML pages: the index and one page per article."""
+
+    def __init__(self, site: Site, names: Names, channels: Sequence[Channel]) -> None:
+        self.site = site
+        self.names = names
+        self.channels = channels
+        environment = _templates()
+        environment.globals.update(
+            site=site,
+            site_title=plain_title(site.title),
+            version=__version__,
+            iso=_iso,
+            title=lambda article: plain_title(article.title),
+            title_of=plain_title,
+            tags=self._tags,
+            article_url=lambda article: article_url(site, article),
+            feed_url=lambda channel, fmt: feed_url(site, channel, fmt),
+            formats=[(fmt, CONTENT_TYPES[fmt]) for fmt in FORMATS],
+            opml_url=f"{site.base_url}feeds/feeds.opml",
+        )
+        self._index = environment.get_template("index.html")
+        self._article = environment.get_template("article.html")
+        all_channel = next((c for c in channels if c.kind == "all"), None)
+        self._all_feed = feed_url(site, all_channel, "atom") if all_channel else ""
+
+    def _tags(self, article: Article) -> str:
+        regions = ", ".join(self.names.region(slug) for slug in article.regions)
+        topics = ", ".join(self.names.topic(slug) for slug in article.topics)
+        return f"{regions}{' · ' + topics if topics else ''}"
+
+    def index(self, latest: Sequence[Article]) -> bytes:
+        groups = [
+            ("Everything", [c for c in self.channels if c.kind == "all"]),
+            ("Regions", [c for c in self.channels if c.kind == "region"]),
+            ("Topics", [c for c in self.channels if c.kind == "topic"]),
+        ]
+        return self._index.render(channels=self.channels, groups=groups, latest=latest).encode(
+            "utf-8"
+        )
+
+    def article(self, article: Article) -> bytes:
+        return self._article.render(
+            article=article,
+            content=body_html(article, self.site.base_url),
+            all_feed=self._all_feed,
+        ).encode("utf-8")
+
+
+def _hash(*parts: object) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(repr(part).encode("utf-8"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def _light_rows(state: State) -> list[Any]:
+    columns = (
+        articles_table.c.id,
+        articles_table.c.seq,
+        articles_table.c.published,
+        articles_table.c.updated,
+        articles_table.c.regions,
+        articles_table.c.topics,
+        articles_table.c.content_hash,
+        articles_table.c.link,
+        articles_table.c.summary,
+        articles_table.c.page_signature,
+    )
+    query = (
+        select(*columns)
+        .where(articles_table.c.removed_at.is_(None))
+        .order_by(articles_table.c.published.desc(), articles_table.c.seq.asc())
+    )
+    with state.engine.connect() as conn:
+        return list(conn.execute(query).all())
+
+
+class _LightArticle:
+    """Enough of an article to choose feed items and compute signatures."""
+
+    __slots__ = (
+        "content_hash",
+        "id",
+        "link",
+        "page_signature",
+        "published",
+        "regions",
+        "summary",
+        "topics",
+        "updated",
+    )
+
+    def __init__(self, row: Any) -> None:
+        self.id: str = row.id
+        self.published: datetime = row.published
+        self.updated: datetime = row.updated
+        self.regions: tuple[str, ...] = tuple(row.regions.split())
+        self.topics: tuple[str, ...] = tuple(row.topics.split())
+        self.content_hash: str = row.content_hash
+        self.link: str = row.link
+        self.summary: str = row.summary
+        self.page_signature: str = row.page_signature
+
+
+def publish(
+    state: State,
+    *,
+    site: Site,
+    names: Names,
+    channels: Sequence[Channel],
+    output_dir: Path,
+    max_items: int,
+    progress: Callable[[str], None] | None = None,
+) -> PublishResult:
+    """Bring ``output_dir`` in line with the articles in state."""
+    started = time.perf_counter()
+    result = PublishResult()
+    site_signature = _hash(
+        RENDER_VERSION,
+        __version__,
+        site,
+        sorted(names.regions.items()),
+        sorted(names.topics.items()),
+        max_items,
+    )
+    light = [_LightArticle(row) for row in _light_rows(state)]
+    with state.engine.connect() as conn:
+        stored = {row.path: row.signature for row in conn.execute(select(feeds_table))}
+    wanted: dict[Channel, list[_LightArticle]] = {}
+    signatures: dict[str, str] = {}
+    for channel in channels:
+        items = select_items(channel, light, max_items)
+        signature = _hash(
+            site_signature,
+            channel,
+            [(i.id, i.published, i.updated, i.content_hash, i.regions, i.topics) for i in items],
+        )
+        signatures[channel.path] = signature
+        missing = any(not (output_dir / f"{channel.path}.{fmt}").is_file() for fmt in FORMATS)
+        if stored.get(channel.path) != signature or missing:
+            wanted[channel] = items
+    latest_light = light[:INDEX_LATEST]
+    needed_ids = {item.id for items in wanted.values() for item in items}
+    needed_ids |= {item.id for item in latest_light}
+    page_signatures = {
+        item.id: _hash(
+            site_signature,
+            item.id,
+            item.content_hash,
+            item.published,
+            item.updated,
+            item.regions,
+            item.topics,
+        )
+        for item in light
+        if not item.link
+    }
+    pages_wanted = _pages_wanted(light, page_signatures, output_dir)
+    needed_ids |= pages_wanted
+    full = _load_articles(state, needed_ids)
+    pages = Pages(site, names, channels)
+    for channel, items in wanted.items():
+        channel_articles = [full[item.id] for item in items]
+        for fmt in FORMATS:
+            data = RENDERERS[fmt](site, channel, channel_articles, names)
+            relative = f"{channel.path}.{fmt}"
+            if write_if_changed(output_dir / relative, data):
+                result.written.append(relative)
+                result.changed_feed_urls.append(feed_url(site, channel, fmt))
+        result.channels_rendered += 1
+    updated = feed_updated([full[item.id] for item in latest_light])
+    for relative, data in (
+        ("index.html", pages.index([full[item.id] for item in latest_light])),
+        ("feeds.opml", render_opml(site, channels, updated)),
+    ):
+        if write_if_changed(output_dir / relative, data):
+            result.written.append(relative)
+    for article_id in sorted(pages_wanted):
+        relative = article_page_path(article_id)
+        if write_if_changed(output_dir / relative, pages.article(full[article_id])):
+            result.written.append(relative)
+        result.pages_rendered += 1
+    result.removed = _remove_stale_pages(output_dir, set(page_signatures))
+    with state.transaction() as conn:
+        for channel in wanted:
+            conn.execute(feeds_table.delete().where(feeds_table.c.path == channel.path))
+            conn.execute(
+                feeds_table.insert().values(path=channel.path, signature=signatures[channel.path])
+            )
+        for article_id in pages_wanted:
+            conn.execute(
+                update(articles_table)
+                .where(articles_table.c.id == article_id)
+                .values(page_signature=page_signatures[article_id])
+            )
+    result.duration = time.perf_counter() - started
+    return result
+
+
+def _pages_wanted(
+    light: Sequence[_LightArticle], signatures: dict[str, str], output_dir: Path
+) -> set[str]:
+    wanted = set()
+    for item in light:
+        signature = signatures.get(item.id)
+        if signature is None:
+            continue
+        if (
+            item.page_signature != signature
+            or not (output_dir / article_page_path(item.id)).is_file()
+        ):
+            wanted.add(item.id)
+    return wanted
+
+
+def _load_articles(state: State, ids: set[str]) -> dict[str, Article]:
+    found: dict[str, Article] = {}
+    ordered = sorted(ids)
+    with state.engine.connect() as conn:
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            rows = conn.execute(select(articles_table).where(articles_table.c.id.in_(chunk)))
+            for row in rows:
+                found[row.id] = article_from_row(row)
+    return found
+
+
+def _remove_stale_pages(output_dir: Path, keep: set[str]) -> list[str]:
+    """Delete pages of articles that left the store (or now link elsewhere)."""
+    directory = output_dir / "articles"
+    if not directory.is_dir():
+        return []
+    keep_names = {Path(article_page_path(article_id)).name for article_id in keep}
+    removed = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.endswith(".html") and entry.name not in keep_names:
+                with contextlib.suppress(FileNotFoundError):
+                    Path(entry.path).unlink()
+                removed.append(f"articles/{entry.name}")
+    return sorted(removed)
