@@ -1,0 +1,127 @@
+"""Prometheus metrics of the daemon, in a registry of their own.
+
+Every :class:`Metrics` owns a fresh ``CollectorRegistry`` instead of the process-wide default,
+so two daemons (or two tests) in one process never collide over metric names. The daemon
+records what happened; :meth:`Metrics.render` produces the text the ``/metrics`` endpoint
+serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Literal
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+MailOutcome = Literal["sent", "failed", "retry"]
+
+# A cycle takes from well under a second (a quiet store) to minutes (a first run over a
+# large archive with mail to send).
+CYCLE_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class Metrics:
+    """The daemon's counters and gauges; nothing here reads the clock."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.cycles = Counter(
+            "syndicator_cycles",
+            "Cycles run, by outcome (ok or failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.cycle_duration = Histogram(
+            "syndicator_cycle_duration_seconds",
+            "Time taken by one cycle, successful or not.",
+            buckets=CYCLE_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.articles = Gauge(
+            "syndicator_articles",
+            "Articles known after the last cycle.",
+            registry=self.registry,
+        )
+        self.feeds_written = Counter(
+            "syndicator_feeds_written",
+            "Feed files written (files left unchanged are not counted).",
+            registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "syndicator_last_cycle_success_timestamp_seconds",
+            "Unix time at which the last successful cycle finished (0: none yet).",
+            registry=self.registry,
+        )
+        self.mails = Counter(
+            "syndicator_mails",
+            "Mails handed to the transport, by outcome (sent, failed or retry).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.outbox = Gauge(
+            "syndicator_outbox_messages",
+            "Messages in the outbox, by status.",
+            ["status"],
+            registry=self.registry,
+        )
+        # Export every series from the start, so that rate() and alerts see a 0 rather than
+        # no data before the first failure.
+        for outcome in ("ok", "failed"):
+            self.cycles.labels(outcome=outcome)
+        for mail_outcome in ("sent", "failed", "retry"):
+            self.mails.labels(outcome=mail_outcome)
+
+    def record_cycle(
+        self,
+        *,
+        ok: bool,
+        duration: float,
+        articles: int,
+        feeds_written: int,
+        finished_at: datetime,
+    ) -> None:
+        """Record one finished cycle; ``finished_at`` must be timezone-aware."""
+        if finished_at.tzinfo is None:
+            raise ValueError("finished_at must be timezone-aware (e.g. datetime.now(UTC))")
+        self.cycles.labels(outcome="ok" if ok else "failed").inc()
+        self.cycle_duration.observe(max(duration, 0.0))
+        self.articles.set(articles)
+        self.feeds_written.inc(max(feeds_written, 0))
+        if ok:
+            self.last_success.set(finished_at.timestamp())
+
+    def record_mail(self, outcome: MailOutcome, count: int = 1) -> None:
+        """Count ``count`` mails that were sent, failed for good, or will be retried."""
+        self.mails.labels(outcome=outcome).inc(count)
+
+    def set_outbox(self, counts: Mapping[str, int]) -> None:
+        """Set the outbox gauge from ``{status: number of messages}``.
+
+        Statuses missing from ``counts`` but exported before are set to 0, so a drained
+        queue shows 0 instead of its last non-zero value.
+        """
+        for status in self._outbox_statuses():
+            if status not in counts:
+                self.outbox.labels(status=status).set(0)
+        for status, number in counts.items():
+            self.outbox.labels(status=status).set(number)
+
+    def _outbox_statuses(self) -> list[str]:
+        return [
+            sample.labels["status"]
+            for metric in self.outbox.collect()
+            for sample in metric.samples
+            if "status" in sample.labels
+        ]
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text of every metric, and its ``Content-Type``."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
