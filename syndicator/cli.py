@@ -11,18 +11,16 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 from syndicator import __version__
 from syndicator.classify import GLOBAL, Classification, Classifier
 from syndicator.config import Config, default_config_path, load_config
-from syndicator.cycle import reload_store
+from syndicator.cycle import run_cycle
+from syndicator.daemon import run_service
 from syndicator.errors import NotFoundError, SyndicatorError
 from syndicator.models import REGION_SLUGS, RawArticle
 from syndicator.state import State
@@ -72,12 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         parents=[common],
-        help="run the service: a cycle every store.reload_interval until stopped",
-        description="Run the service: reload the store every store.reload_interval seconds "
-        "until SIGTERM or SIGINT. With --once, run one full cycle and exit.",
+        help="run the service: a cycle every store.reload_interval, and the HTTP server",
+        description="Run the service: reload the store and publish feeds every "
+        "store.reload_interval seconds, and serve them over HTTP (http.listen), until SIGTERM "
+        "or SIGINT. With --once, run one full cycle and exit.",
     )
     run.add_argument("--once", action="store_true", help="run one full cycle, then exit")
     run.set_defaults(handler=cmd_run)
+
+    feeds = commands.add_parser(
+        "feeds",
+        parents=[common],
+        help="reload the store and publish the feeds once; send no mail",
+        description="Reload the store and publish every feed, the index page, the OPML file "
+        "and the article pages into feeds.output_dir. Only files whose content changed are "
+        "rewritten. No mail is sent.",
+    )
+    feeds.set_defaults(handler=cmd_feeds)
 
     check = commands.add_parser(
         "check",
@@ -163,34 +172,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     state = State.open(config.state.url)
     try:
         if args.once:
-            result = reload_store(config.store.path, classifier, state, now=datetime.now(UTC))
+            result = run_cycle(config, classifier, state, now=datetime.now(UTC))
             log.info("cycle: %s", result.summary())
             return EXIT_OK
-        return _run_forever(config, classifier, state)
+        return run_service(config, classifier, state)
     finally:
         state.close()
 
 
-def _run_forever(config: Config, classifier: Classifier, state: State) -> int:
-    stop = threading.Event()
-
-    def _request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _request_stop)
-    signal.signal(signal.SIGINT, _request_stop)
-    log.info(
-        "running: store %s, a cycle every %ss", config.store.path, config.store.reload_interval
+def cmd_feeds(args: argparse.Namespace) -> int:
+    config = _load(args)
+    classifier = _classifier(config)
+    state = State.open(config.state.url)
+    try:
+        result = run_cycle(config, classifier, state, now=datetime.now(UTC))
+    finally:
+        state.close()
+    written = result.publish.written if result.publish else []
+    print(
+        f"{config.feeds.output_dir}: {len(written)} files written, "
+        f"{result.reload.articles} articles"
     )
-    while not stop.is_set():
-        try:
-            result = reload_store(config.store.path, classifier, state, now=datetime.now(UTC))
-            log.info("cycle: %s", result.summary())
-        except SyndicatorError as exc:
-            log.error("cycle failed: %s", exc)
-        stop.wait(config.store.reload_interval)
-    log.info("stopped")
     return EXIT_OK
 
 

@@ -1,6 +1,6 @@
-"""One cycle: read the store, classify what changed, reconcile with state.
+"""One cycle: read the store, classify what changed, reconcile with state, publish.
 
-:func:`reload_store` is the left half of the flow in DESIGN.md: it stats every
+:func:`reload_store` is the left half of the flow: it stats every
 store file, re-reads and re-classifies only files whose size or mtime changed,
 and records new, updated and removed articles in one transaction. The clock is
 passed in as ``now``.
@@ -14,8 +14,10 @@ readers and validators can tell them apart.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,8 +27,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from syndicator.classify import Classifier
+from syndicator.config import Config
 from syndicator.errors import StoreError
+from syndicator.feeds import Channel, Names, Site, build_channels
 from syndicator.models import RawArticle, summarize
+from syndicator.publish import PublishResult, publish
 from syndicator.state import (
     State,
     articles_table,
@@ -35,6 +40,7 @@ from syndicator.state import (
     split_slugs,
 )
 from syndicator.store import FileStat, read_file, scan
+from syndicator.websub import ping as websub_ping
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +242,7 @@ def _reconcile(
                 row.summary != (raw.summary or summarize(raw.body))
                 or row.link != raw.link
                 or row.author != raw.author
+                or row.format != raw.format
                 or row.front_date != raw.date
                 or row.front_updated != raw.updated
             )
@@ -297,6 +304,7 @@ def _article_values(
         "line": raw.line,
         "title": raw.title,
         "body": raw.body,
+        "format": raw.format,
         "summary": raw.summary or summarize(raw.body),
         "link": raw.link,
         "author": raw.author,
@@ -341,3 +349,125 @@ def _reclassify_all(conn: Connection, classifier: Classifier) -> int:
         )
         count += 1
     return count
+
+
+# --- the whole cycle -----------------------------------------------------------------------
+
+_FEEDS_DIRTY_KEY = "feeds_dirty"
+_FEEDS_CONFIG_KEY = "feeds_config"
+_WEBSUB_PENDING_KEY = "websub_pending"
+
+
+@dataclass(slots=True)
+class CycleResult:
+    reload: ReloadResult
+    publish: PublishResult | None = None
+    websub_failed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        feeds = (
+            f"{len(self.publish.written)} files written ({self.publish.channels_rendered} "
+            f"channels, {self.publish.pages_rendered} pages)"
+            if self.publish is not None
+            else "feeds unchanged"
+        )
+        return f"{self.reload.summary()}; {feeds}"
+
+
+def site_from_config(config: Config) -> Site:
+    return Site(
+        title=config.site.title,
+        base_url=config.site.base_url,
+        language=config.site.language,
+        description=config.site.description,
+        ttl_minutes=max(1, config.store.reload_interval // 60),
+        tag_authority=config.tag_authority,
+        tag_date=config.feeds.tag_date,
+        hub=config.feeds.websub_hub,
+    )
+
+
+def names_from(classifier: Classifier) -> Names:
+    return Names(
+        regions={slug: region.name for slug, region in classifier.gazetteer.regions.items()},
+        topics={slug: topic.name for slug, topic in classifier.taxonomy.topics.items()},
+    )
+
+
+def channels_from(classifier: Classifier) -> list[Channel]:
+    return build_channels(
+        {slug: (r.name, r.description) for slug, r in classifier.gazetteer.regions.items()},
+        {slug: (t.name, t.description) for slug, t in classifier.taxonomy.topics.items()},
+    )
+
+
+def run_cycle(
+    config: Config,
+    classifier: Classifier,
+    state: State,
+    *,
+    now: datetime,
+    ping: Callable[[str, list[str]], list[str]] | None = None,
+) -> CycleResult:
+    """Reload the store, then publish whatever changed (and tell the WebSub hub)."""
+    result = CycleResult(reload_store(config.store.path, classifier, state, now=now))
+    site = site_from_config(config)
+    names = names_from(classifier)
+    output_dir = config.feeds.output_dir
+    settings = repr(
+        (
+            site,
+            sorted(names.regions.items()),
+            sorted(names.topics.items()),
+            config.feeds.max_items,
+            str(output_dir),
+        )
+    )
+    with state.transaction() as conn:
+        dirty = state.get_meta(conn, _FEEDS_DIRTY_KEY) == "1"
+        same_settings = state.get_meta(conn, _FEEDS_CONFIG_KEY) == settings
+        if (
+            result.reload.changed
+            or dirty
+            or not same_settings
+            or not (output_dir / "index.html").is_file()
+        ):
+            # Recorded before acting: a crash while publishing makes the next cycle publish.
+            state.set_meta(conn, _FEEDS_DIRTY_KEY, "1")
+            dirty = True
+    if dirty:
+        result.publish = publish(
+            state,
+            site=site,
+            names=names,
+            channels=channels_from(classifier),
+            output_dir=output_dir,
+            max_items=config.feeds.max_items,
+        )
+        with state.transaction() as conn:
+            state.set_meta(conn, _FEEDS_DIRTY_KEY, "0")
+            state.set_meta(conn, _FEEDS_CONFIG_KEY, settings)
+    if site.hub:
+        result.websub_failed = _notify_hub(
+            state, site.hub, result.publish.changed_feed_urls if result.publish else [], ping
+        )
+    return result
+
+
+def _notify_hub(
+    state: State,
+    hub: str,
+    changed: list[str],
+    ping: Callable[[str, list[str]], list[str]] | None,
+) -> list[str]:
+    """Ping the hub for changed feeds, and again for those it did not take last time."""
+    with state.transaction() as conn:
+        pending = json.loads(state.get_meta(conn, _WEBSUB_PENDING_KEY) or "[]")
+        urls = list(dict.fromkeys([*pending, *changed]))
+        state.set_meta(conn, _WEBSUB_PENDING_KEY, json.dumps(urls))
+    if not urls:
+        return []
+    failed = (ping or websub_ping)(hub, urls)
+    with state.transaction() as conn:
+        state.set_meta(conn, _WEBSUB_PENDING_KEY, json.dumps(failed))
+    return failed
