@@ -83,7 +83,8 @@ def test_run_serves_feeds_and_stops_on_sigterm(install: Path) -> None:
         status, _, index = get(base)
         assert status == 200
         assert b'rel="alternate" type="application/rss+xml"' in index
-        page = f"{base}articles/colombia-adopts-mexican-expertise-to-modernize-customs-risk-management.html"
+        colombia = "colombia-adopts-mexican-expertise-to-modernize-customs-risk-management"
+        page = f"{base}articles/{colombia}.html"
         assert get(page)[0] == 200
         assert get(f"{base}feeds/../state/syndicator.db")[0] == 404
         # A new article shows up within the interval.
@@ -99,6 +100,6 @@ def test_run_serves_feeds_and_stops_on_sigterm(install: Path) -> None:
         assert 'syndicator_cycles_total{outcome="ok"}' in metrics
     finally:
         process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=30)
+        _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "stopped" in err
