@@ -29,7 +29,6 @@ from syndicator import __version__
 from syndicator.feeds import (
     CONTENT_TYPES,
     FORMATS,
-    RENDERERS,
     Channel,
     Names,
     Site,
@@ -39,6 +38,7 @@ from syndicator.feeds import (
     feed_updated,
     feed_url,
     plain_title,
+    render_all,
     render_opml,
     select_items,
 )
@@ -280,8 +280,7 @@ def publish(
     pages = Pages(site, names, channels)
     for channel, items in wanted.items():
         channel_articles = [full[item.id] for item in items]
-        for fmt in FORMATS:
-            data = RENDERERS[fmt](site, channel, channel_articles, names)
+        for fmt, data in render_all(site, channel, channel_articles, names).items():
             relative = f"{channel.path}.{fmt}"
             if write_if_changed(output_dir / relative, data):
                 result.written.append(relative)

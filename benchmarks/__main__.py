@@ -1,0 +1,51 @@
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--output results.json]``.
+
+Numbers are only comparable within one run on a shared machine, so every figure
+is printed next to a baseline measured in the same run, as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from benchmarks import publishing
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    parser.add_argument(
+        "--output", type=Path, default=Path("benchmark-results.json"), help="JSON results file"
+    )
+    args = parser.parse_args()
+    count, max_items, repeat = (5_000, 500, 3) if args.quick else (100_000, 5_000, 5)
+    results = [publishing.run(count, max_items, repeat)]
+    print(f"{'benchmark':48} {'median s':>10} {'baseline s':>11} {'ratio':>7}")
+    for result in results:
+        print(
+            f"{result['name']:48} {result['seconds']:10.3f} {result['baseline_seconds']:11.3f} "
+            f"{result['ratio']:7.2f}"
+        )
+        print(
+            f"    {result['articles']} articles, {result['channels']} channels, "
+            f"{result['entries_rendered']} entries rendered: "
+            f"{result['entries_per_second']:,.0f} entries/s vs "
+            f"{result['baseline_entries_per_second']:,.0f} for the baseline"
+        )
+    machine = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "quick": args.quick,
+    }
+    args.output.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    print(f"results written to {args.output}")
+    return 0
+
+
+raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Synthetic article stores and articles, drawn from the shipped gazetteer and taxonomy.
+
+Every article is about 700 characters, names one or two places or agencies in
+its title and a few topics' cue phrases in its body, like the real store.
+"""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from syndicator.models import Article, content_hash, derive_id
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+FILLER = (
+    "Officials said the measure would shorten clearance times and improve compliance. "
+    "The administration will review the results with traders after six months. "
+    "Training sessions for officers and brokers are planned across the country. "
+    "The reform follows consultations with the private sector and partner agencies. "
+)
+VERBS = ("Launches", "Expands", "Strengthens", "Reviews", "Modernises", "Pilots", "Adopts")
+
+
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    places: list[str]
+    cues: list[str]
+
+    @classmethod
+    def load(cls) -> Vocabulary:
+        regions = tomllib.loads((CONFIG_DIR / "regions.toml").read_text(encoding="utf-8"))
+        topics = tomllib.loads((CONFIG_DIR / "topics.toml").read_text(encoding="utf-8"))
+        places = [country["name"] for country in regions["country"]]
+        for country in regions["country"]:
+            places.extend(country.get("places", [])[:3])
+        cues = [cue for topic in topics["topic"] for cue in topic["cues"][:6]]
+        return cls(places, cues)
+
+
+def article_texts(count: int, seed: int = 7) -> Iterator[tuple[str, str]]:
+    """``count`` distinct (title, body) pairs of about 700 characters."""
+    vocabulary = Vocabulary.load()
+    chooser = random.Random(seed)
+    for number in range(count):
+        place = chooser.choice(vocabulary.places)
+        cue = chooser.choice(vocabulary.cues)
+        title = f"{place} Customs {chooser.choice(VERBS)} {cue.title()} Programme No. {number}"
+        other = chooser.choice(vocabulary.places)
+        body = (
+            f"The customs administration of {place} has announced a new {cue} programme, "
+            f"developed with support from {other}. "
+            f"It also covers {chooser.choice(vocabulary.cues)} and "
+            f"{chooser.choice(vocabulary.cues)}. {FILLER}"
+        )
+        yield title, body[:700]
+
+
+def write_store(root: Path, count: int, *, per_directory: int = 1000) -> Path:
+    """A store of ``count`` articles: half digest text files, half front-matter files."""
+    root.mkdir(parents=True, exist_ok=True)
+    digest_lines: list[str] = []
+    for number, (title, body) in enumerate(article_texts(count)):
+        directory = root / f"{number // per_directory:04d}"
+        if number % 2:
+            directory.mkdir(exist_ok=True)
+            (directory / f"article-{number}.md").write_text(
+                f'+++\ntitle = "{title}"\nauthor = "Press office"\n+++\n{body}\n',
+                encoding="utf-8",
+            )
+        else:
+            digest_lines.append(f"{title}\n\n{title}\n\n{body}\n\n")
+            if len(digest_lines) == 50:
+                directory.mkdir(exist_ok=True)
+                (directory / f"digest-{number}.txt").write_text(
+                    "".join(digest_lines), encoding="utf-8"
+                )
+                digest_lines = []
+    if digest_lines:
+        (root / "digest-last.txt").write_text("".join(digest_lines), encoding="utf-8")
+    return root
+
+
+def articles(count: int, regions: list[str], topics: list[str]) -> list[Article]:
+    """Classified articles in memory, newest first, for rendering benchmarks."""
+    chooser = random.Random(11)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    made = []
+    for number, (title, body) in enumerate(article_texts(count)):
+        moment = start + timedelta(seconds=count - number)
+        made.append(
+            Article(
+                id=derive_id(title),
+                title=title,
+                body=body,
+                summary=body[:200],
+                link="",
+                author="Press office",
+                source="bench.txt",
+                line=number,
+                regions=(chooser.choice(regions),),
+                topics=tuple(chooser.sample(topics, 2)),
+                published=moment,
+                updated=moment,
+                first_seen=moment,
+                content_hash=content_hash(title, body),
+                seq=number,
+            )
+        )
+    return made
