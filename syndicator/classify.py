@@ -115,6 +115,12 @@ _ROLE_TRIGGERS: dict[str, tuple[str, ...]] = {
         "benchmarking visit to",
         "counterparts in",
     ),
+    "host": (
+        "hosted by",
+        "host country",
+        "organised by",
+        "organized by",
+    ),
     "market": (
         "markets in",
         "markets across",

@@ -31,6 +31,7 @@ LABELLED = [
     *_labelled(SAMPLE_STORE, DATA_DIR / "wco-news-sample.labels.json"),
     *_labelled(DATA_DIR / "wco-news-dev.txt", DATA_DIR / "wco-news-dev.labels.json"),
     *_labelled(DATA_DIR / "wco-news-dev2.txt", DATA_DIR / "wco-news-dev2.labels.json"),
+    *_labelled(DATA_DIR / "wco-news-dev3.txt", DATA_DIR / "wco-news-dev3.labels.json"),
 ]
 
 
