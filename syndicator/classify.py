@@ -120,6 +120,9 @@ _ROLE_TRIGGERS: dict[str, tuple[str, ...]] = {
         "host country",
         "organised by",
         "organized by",
+        "chaired by",
+        "presided over by",
+        "delegate from",
     ),
     "market": (
         "markets in",
@@ -238,7 +241,21 @@ _ROLE_AFTER: dict[str, str] = {
     "funding": "funder",
     "donors": "funder",
     "donor": "funder",
+    "support": "funder",
+    "assistance": "funder",
+    "financing": "funder",
+    "backing": "funder",
+    "grant": "funder",
+    "grants": "funder",
+    "hosted": "host",
+    "hosts": "host",
 }
+# "<on|along|at|near|across> [the] <place> border": a place named for where, not about whom.
+_BORDER_BEFORE = frozenset({"on", "along", "at", "near", "across", "to", "with"})
+_BORDER_AFTER = frozenset({"border", "borders", "frontier", "boundary"})
+# A title naming no place but one of these is about customs everywhere.
+_GLOBAL_TITLE_WORDS = frozenset({"global", "worldwide", "world", "international"})
+
 # In a title, "<A> <verb> <B>" makes A a donor when B is another subject: "Korea Aids Yemen".
 _DONOR_VERBS = frozenset(
     {
@@ -637,6 +654,10 @@ def _assign_roles(text: str, found: list[tuple[int, int, Cue]], field_name: str)
             after = [word for word in _words_after(text, end, 3) if word != "s"]
             if not role and after and after[0] in _ROLE_AFTER:
                 role, trigger = _ROLE_AFTER[after[0]], after[0]
+            if not role and after and after[0] in _BORDER_AFTER:
+                before = [w for w in _clause_before(text, start)[-2:] if w != "the"]
+                if before and before[-1] in _BORDER_BEFORE:
+                    role, trigger = "border", f"{before[-1]} … {after[0]}"
             if (
                 not role
                 and field_name == "title"
@@ -706,7 +727,7 @@ class Classifier:
         mentions = _assign_roles(title_lower, title_regions, "title") + _assign_roles(
             body_lower, body_regions, "body"
         )
-        regions, reason, scores, mentions = self._decide_regions(mentions, body_lower)
+        regions, reason, scores, mentions = self._decide_regions(mentions, title_lower, body_lower)
         topics, topic_scores, topic_mentions = _decide_topics(
             title_lower, title_topics, body_lower, body_topics
         )
@@ -721,7 +742,7 @@ class Classifier:
         )
 
     def _decide_regions(
-        self, mentions: list[Mention], body_lower: str
+        self, mentions: list[Mention], title_lower: str, body_lower: str
     ) -> tuple[tuple[str, ...], str, dict[str, float], list[Mention]]:
         lead_end = body_lower.find(SENTENCE_BREAK)
         weighted: list[Mention] = []
@@ -750,6 +771,8 @@ class Classifier:
             return tuple(chosen), "named in the title", dict(ordered), weighted
         if not ordered:
             return (GLOBAL,), "no region named as a subject", {}, weighted
+        if _GLOBAL_TITLE_WORDS & set(title_lower.split()):
+            return (GLOBAL,), "a worldwide story by its title", dict(ordered), weighted
         top = ordered[0][1]
         kept = [slug for slug, score in ordered if score >= top * BODY_SHARE]
         if len(kept) >= SPREAD_REGIONS:

@@ -32,6 +32,7 @@ LABELLED = [
     *_labelled(DATA_DIR / "wco-news-dev.txt", DATA_DIR / "wco-news-dev.labels.json"),
     *_labelled(DATA_DIR / "wco-news-dev2.txt", DATA_DIR / "wco-news-dev2.labels.json"),
     *_labelled(DATA_DIR / "wco-news-dev3.txt", DATA_DIR / "wco-news-dev3.labels.json"),
+    *_labelled(DATA_DIR / "wco-news-dev4.txt", DATA_DIR / "wco-news-dev4.labels.json"),
 ]
 
 
@@ -211,6 +212,19 @@ def test_languages_and_venues_are_not_subjects(
     classifier: Classifier, title: str, body: str
 ) -> None:
     assert regions_of(classifier, title, body) == {"global"}
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        ("Japan Funds Mobile Scanners for Tajik Posts on Afghan Border", {"europe"}),
+        ("Tunisia Customs Launches AEO Programme with EU Support", {"mena"}),
+    ],
+)
+def test_borders_and_support_in_titles(
+    classifier: Classifier, title: str, expected: set[str]
+) -> None:
+    assert regions_of(classifier, title) == expected
 
 
 def test_a_phrase_may_signal_two_topics(classifier: Classifier) -> None:
