@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
@@ -224,6 +224,14 @@ def sanitize_html(raw: str, base_url: str) -> str:
     return cleaned
 
 
+def split_author(author: str) -> tuple[str, str]:
+    """("Jane Doe", "jane@example.org") from "Jane Doe <jane@example.org>"; names stay names."""
+    name, address = parseaddr(author)
+    if not address or "@" not in address:
+        return plain_title(author), ""
+    return plain_title(name) or address.partition("@")[0], address
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -271,8 +279,14 @@ def _generator(site: Site, channel: Channel, items: Sequence[Article], names: Na
         if categories:
             entry.category(categories)
         if item.author:
-            entry.author({"name": item.author})
-            entry.dc.dc_creator(item.author)
+            name, address = split_author(item.author)
+            if address:
+                # RSS gets <author>email (name)</author>; Atom name and email apart.
+                entry.author({"name": name, "email": address})
+            else:
+                # RSS <author> must be an address: a bare name goes in dc:creator.
+                entry.author({"name": name})
+                entry.dc.dc_creator(name)
     return fg
 
 
@@ -335,7 +349,7 @@ def render_json(site: Site, channel: Channel, items: Sequence[Article], names: N
         if item.summary:
             entry["summary"] = plain_title(item.summary)
         if item.author:
-            entry["authors"] = [{"name": item.author}]
+            entry["authors"] = [{"name": split_author(item.author)[0]}]
         entries.append(entry)
     feed["items"] = entries
     # No indentation: it keeps json on its C encoder, several times faster.
@@ -361,7 +375,6 @@ def render_opml(site: Site, channels: Sequence[Channel], updated: datetime) -> b
         "  <head>",
         f"    <title>{html.escape(plain_title(site.title), quote=False)} feeds</title>",
         f"    <dateModified>{format_datetime(updated.astimezone(UTC), usegmt=True)}</dateModified>",
-        "    <docs>http://opml.org/spec2.opml</docs>",
         "  </head>",
         "  <body>",
     ]

@@ -33,6 +33,7 @@ LABELLED = [
     *_labelled(DATA_DIR / "wco-news-dev2.txt", DATA_DIR / "wco-news-dev2.labels.json"),
     *_labelled(DATA_DIR / "wco-news-dev3.txt", DATA_DIR / "wco-news-dev3.labels.json"),
     *_labelled(DATA_DIR / "wco-news-dev4.txt", DATA_DIR / "wco-news-dev4.labels.json"),
+    *_labelled(DATA_DIR / "wco-news-dev5.txt", DATA_DIR / "wco-news-dev5.labels.json"),
 ]
 
 
