@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -16,16 +17,28 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from syndicator import __version__
 from syndicator.classify import GLOBAL, Classification, Classifier
 from syndicator.config import Config, default_config_path, load_config
-from syndicator.cycle import run_cycle
+from syndicator.cycle import deliver_due, load_subscribers_file, names_from, run_cycle
 from syndicator.daemon import run_service
 from syndicator.errors import NotFoundError, SyndicatorError
 from syndicator.models import REGION_SLUGS, RawArticle
+from syndicator.notify import outbox
+from syndicator.notify.mailer import Mailer
+from syndicator.notify.outbox import (
+    add_subscriber,
+    recover_inflight,
+    remove_subscriber,
+    resubscribe,
+    sync_subscribers,
+)
+from syndicator.notify.unsubscribe import load_secret
 from syndicator.state import State
 from syndicator.store import read_file, scan
-from syndicator.subscribers import load_subscribers
+from syndicator.subscribers import Subscriber, load_subscribers, load_subscribers_csv
 
 log = logging.getLogger("syndicator")
 
@@ -87,6 +100,58 @@ def build_parser() -> argparse.ArgumentParser:
         "rewritten. No mail is sent.",
     )
     feeds.set_defaults(handler=cmd_feeds)
+
+    subscribers = commands.add_parser(
+        "subscribers",
+        parents=[common],
+        help="list, add, remove, import or resubscribe subscribers",
+        description="Manage subscribers. Entries of the subscribers file are synced into state "
+        "at every cycle (and before these commands); entries added here live in state only.",
+    )
+    actions = subscribers.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser(
+        "list", parents=[common], help="list subscribers with status and filters"
+    )
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    listing.set_defaults(handler=cmd_subscribers_list)
+    adding = actions.add_parser("add", parents=[common], help="add or update a subscriber")
+    adding.add_argument("email")
+    adding.add_argument("--name", default="")
+    adding.add_argument("--region", action="append", default=[], dest="regions")
+    adding.add_argument("--topic", action="append", default=[], dest="topics")
+    adding.add_argument("--keyword", action="append", default=[], dest="keywords")
+    adding.add_argument("--exclude-region", action="append", default=[], dest="exclude_regions")
+    adding.add_argument("--exclude-topic", action="append", default=[], dest="exclude_topics")
+    adding.add_argument("--cadence", choices=("immediate", "daily", "weekly"), default="daily")
+    adding.add_argument("--hour", type=int, default=8)
+    adding.add_argument("--weekday", default="mon")
+    adding.add_argument("--timezone", default="UTC")
+    adding.set_defaults(handler=cmd_subscribers_add)
+    removing = actions.add_parser(
+        "remove", parents=[common], help="remove a subscriber added with `add` or `import`"
+    )
+    removing.add_argument("email")
+    removing.set_defaults(handler=cmd_subscribers_remove)
+    importing = actions.add_parser(
+        "import", parents=[common], help="add subscribers from a TOML or CSV file"
+    )
+    importing.add_argument("file", type=Path, help="[[subscriber]] TOML, or CSV with a header")
+    importing.set_defaults(handler=cmd_subscribers_import)
+    again = actions.add_parser(
+        "resubscribe", parents=[common], help="lift an unsubscribe or a suspension"
+    )
+    again.add_argument("email")
+    again.set_defaults(handler=cmd_subscribers_resubscribe)
+
+    preview = commands.add_parser(
+        "preview",
+        parents=[common],
+        help="print the next mail for a subscriber; change nothing",
+        description="Print the next message a subscriber would receive (the articles matched "
+        "for them and not yet sent), as it would be sent. Changes nothing.",
+    )
+    preview.add_argument("email")
+    preview.set_defaults(handler=cmd_preview)
 
     check = commands.add_parser(
         "check",
@@ -172,8 +237,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     state = State.open(config.state.url)
     try:
         if args.once:
+            with state.transaction() as conn:
+                recovered = recover_inflight(conn)
+            if recovered:
+                log.warning("%s messages were in flight at the last stop; sending again", recovered)
             result = run_cycle(config, classifier, state, now=datetime.now(UTC))
             log.info("cycle: %s", result.summary())
+            report = asyncio.run(deliver_due(config, state, clock=lambda: datetime.now(UTC)))
+            log.info(
+                "mail: %s sent, %s to retry, %s failed", report.sent, report.retry, report.failed
+            )
             return EXIT_OK
         return run_service(config, classifier, state)
     finally:
@@ -193,6 +266,206 @@ def cmd_feeds(args: argparse.Namespace) -> int:
         f"{config.feeds.output_dir}: {len(written)} files written, "
         f"{result.reload.articles} articles"
     )
+    return EXIT_OK
+
+
+def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Classifier, State]:
+    """Configuration, classifier and state, with the subscribers file synced."""
+    config = _load(args)
+    classifier = _classifier(config)
+    state = State.open(config.state.url)
+    listed, problems = load_subscribers_file(config, classifier)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if listed is not None:
+        with state.transaction() as conn:
+            sync_subscribers(conn, listed, now=datetime.now(UTC))
+    return config, classifier, state
+
+
+def cmd_subscribers_list(args: argparse.Namespace) -> int:
+    state = _subscriber_state(args)[2]
+    try:
+        with state.engine.connect() as conn:
+            records = outbox.subscribers(conn)
+    finally:
+        state.close()
+    if args.json:
+        json.dump(
+            [
+                {
+                    "email": r.email,
+                    "name": r.name,
+                    "status": r.status,
+                    "source": r.source,
+                    "cadence": r.cadence,
+                    "regions": list(r.regions),
+                    "topics": list(r.topics),
+                    "keywords": list(r.keywords),
+                    "exclude_regions": list(r.exclude_regions),
+                    "exclude_topics": list(r.exclude_topics),
+                    "next_digest_at": r.next_digest_at.isoformat() if r.next_digest_at else None,
+                    "permanent_failures": r.permanent_failures,
+                    "added_at": r.added_at.isoformat(),
+                }
+                for r in records
+            ],
+            sys.stdout,
+            indent=2,
+        )
+        sys.stdout.write("\n")
+        return EXIT_OK
+    for r in records:
+        when = r.cadence
+        if r.next_digest_at:
+            when += f", next {r.next_digest_at:%Y-%m-%d %H:%M} UTC"
+        filters = "; ".join(
+            f"{label} {', '.join(values)}"
+            for label, values in (
+                ("regions", r.regions),
+                ("topics", r.topics),
+                ("keywords", r.keywords),
+                ("not regions", r.exclude_regions),
+                ("not topics", r.exclude_topics),
+            )
+            if values
+        )
+        failures = f", {r.permanent_failures} failures" if r.permanent_failures else ""
+        print(f"{r.email:40} {r.status:12} {when}{failures}\n    {filters or 'everything'}")
+    print(f"{len(records)} subscriber{'s' if len(records) != 1 else ''}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _subscriber_from_args(args: argparse.Namespace) -> Subscriber:
+    try:
+        return Subscriber.model_validate(
+            {
+                key: getattr(args, key)
+                for key in (
+                    "email",
+                    "name",
+                    "regions",
+                    "topics",
+                    "keywords",
+                    "exclude_regions",
+                    "exclude_topics",
+                    "cadence",
+                    "hour",
+                    "weekday",
+                    "timezone",
+                )
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise SyndicatorError(f"{field}: {first['msg'].removeprefix('Value error, ')}") from exc
+
+
+def cmd_subscribers_add(args: argparse.Namespace) -> int:
+    subscriber = _subscriber_from_args(args)
+    _config, classifier, state = _subscriber_state(args)
+    try:
+        unknown = [
+            t
+            for t in subscriber.topics + subscriber.exclude_topics
+            if t not in classifier.taxonomy.topics
+        ]
+        if unknown:
+            raise NotFoundError(
+                f"unknown topic {unknown[0]!r}",
+                hint=f"known topics: {', '.join(classifier.taxonomy.topics)}",
+            )
+        with state.transaction() as conn:
+            outcome = add_subscriber(conn, subscriber, now=datetime.now(UTC))
+    finally:
+        state.close()
+    print(f"{subscriber.email}: {outcome}")
+    return EXIT_OK
+
+
+def cmd_subscribers_remove(args: argparse.Namespace) -> int:
+    state = _subscriber_state(args)[2]
+    try:
+        with state.transaction() as conn:
+            remove_subscriber(conn, args.email)
+    finally:
+        state.close()
+    print(f"{args.email}: removed")
+    return EXIT_OK
+
+
+def cmd_subscribers_resubscribe(args: argparse.Namespace) -> int:
+    state = _subscriber_state(args)[2]
+    try:
+        with state.transaction() as conn:
+            resubscribe(conn, args.email, now=datetime.now(UTC))
+    finally:
+        state.close()
+    print(f"{args.email}: subscribed again (only articles seen from now on)")
+    return EXIT_OK
+
+
+def cmd_subscribers_import(args: argparse.Namespace) -> int:
+    _config, classifier, state = _subscriber_state(args)
+    known_topics = set(classifier.taxonomy.topics)
+    if args.file.suffix.lower() == ".csv":
+        listed, errors = load_subscribers_csv(args.file, known_topics)
+    else:
+        listed, errors = load_subscribers(args.file, known_topics)
+    for error in errors:
+        print(error, file=sys.stderr)
+    counts: dict[str, int] = {}
+    try:
+        for subscriber in listed:
+            try:
+                with state.transaction() as conn:
+                    outcome = add_subscriber(conn, subscriber, now=datetime.now(UTC))
+            except SyndicatorError as exc:
+                print(f"{args.file}: {exc}", file=sys.stderr)
+                outcome = "skipped"
+            counts[outcome] = counts.get(outcome, 0) + 1
+    finally:
+        state.close()
+    summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
+    print(f"{args.file}: {summary or 'nothing imported'}")
+    return EXIT_PROBLEMS if errors or counts.get("skipped") else EXIT_OK
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    config = _load(args)
+    classifier = _classifier(config)
+    state = State.open(config.state.url)
+    try:
+        with state.engine.connect() as conn:
+            record = outbox.find_subscriber(conn, args.email)
+            articles = outbox.pending_articles(conn, record.id) if record else []
+        if record is None:
+            raise NotFoundError(
+                f"no subscriber {args.email!r} in state",
+                hint="entries of the subscribers file are added at the next cycle",
+            )
+        if not articles:
+            due = (
+                f"; the next {record.cadence} digest is due "
+                f"{record.next_digest_at:%Y-%m-%d %H:%M} UTC"
+                if record.next_digest_at
+                else ""
+            )
+            print(f"nothing waiting for {record.email} ({record.status}){due}", file=sys.stderr)
+            return EXIT_OK
+        with state.engine.connect() as conn:
+            secret_row = state.get_meta(conn, "unsubscribe_secret")
+        secret = (
+            bytes.fromhex(secret_row)
+            if secret_row and config.mail.unsubscribe_secret_file is None
+            else load_secret(state, config.mail.unsubscribe_secret_file)
+        )
+    finally:
+        state.close()
+    mailer = Mailer(config, names_from(classifier), secret)
+    _, message = mailer(record, articles, record.cadence, datetime.now(UTC))
+    sys.stdout.write(message.decode("utf-8").replace("\r\n", "\n"))
     return EXIT_OK
 
 

@@ -101,6 +101,7 @@ class SmtpConfig(_Section):
     username: str = ""
     password_file: Path | None = None
     timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+    pool_size: Annotated[int, Field(gt=0, le=64)] = 4
 
     @field_validator("password_file", mode="before")
     @classmethod
@@ -112,7 +113,14 @@ class MailConfig(_Section):
     from_: Annotated[str, Field(alias="from")] = "WCO News <news@example.org>"
     transport: Literal["maildir", "smtp"] = "maildir"
     maildir: Path = Path("../mail")
+    list_id: Annotated[str, Field(pattern=r"^([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)?$")] = ""
+    unsubscribe_secret_file: Path | None = None
     smtp: SmtpConfig = SmtpConfig()
+
+    @field_validator("unsubscribe_secret_file", mode="before")
+    @classmethod
+    def _no_secret_file(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("from_")
     @classmethod
@@ -191,6 +199,11 @@ class Config(_Section):
     def tag_authority(self) -> str:
         """The authority of tag: URIs: ``feeds.tag_authority``, else the host of ``base_url``."""
         return self.feeds.tag_authority or (urlsplit(self.site.base_url).hostname or "localhost")
+
+    @property
+    def list_id(self) -> str:
+        """``mail.list_id``, else "news." + the host of ``base_url``."""
+        return self.mail.list_id or f"news.{urlsplit(self.site.base_url).hostname or 'localhost'}"
 
     def smtp_username(self, environ: dict[str, str] | None = None) -> str:
         env = os.environ if environ is None else environ
@@ -297,6 +310,9 @@ def load_config(path: Path) -> Config:
             "mail": config.mail.model_copy(
                 update={
                     "maildir": _resolve(base, config.mail.maildir),
+                    "unsubscribe_secret_file": _resolve(base, config.mail.unsubscribe_secret_file)
+                    if config.mail.unsubscribe_secret_file
+                    else None,
                     "smtp": config.mail.smtp.model_copy(
                         update={
                             "password_file": _resolve(base, config.mail.smtp.password_file)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +31,17 @@ from syndicator.config import Config
 from syndicator.errors import StoreError
 from syndicator.feeds import Channel, Names, Site, build_channels
 from syndicator.models import RawArticle, summarize
+from syndicator.notify.mailer import Mailer
+from syndicator.notify.outbox import (
+    DeliveryReport,
+    SyncResult,
+    deliver,
+    envelope_sender,
+    queue_due,
+    record_matches,
+    sync_subscribers,
+)
+from syndicator.notify.unsubscribe import load_secret
 from syndicator.publish import PublishResult, publish
 from syndicator.state import (
     State,
@@ -40,6 +51,8 @@ from syndicator.state import (
     split_slugs,
 )
 from syndicator.store import FileStat, read_file, scan
+from syndicator.subscribers import Subscriber, load_subscribers
+from syndicator.transport import Transport, transport_from_config
 from syndicator.websub import ping as websub_ping
 
 log = logging.getLogger(__name__)
@@ -58,6 +71,8 @@ class ReloadResult:
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     reclassified: int = 0
+    matched: int = 0
+    subscribers: SyncResult | None = None
     errors: list[StoreError] = field(default_factory=list)
     duration: float = 0.0
 
@@ -102,9 +117,20 @@ def _check_topics(classifier: Classifier, raw: RawArticle) -> StoreError | None:
 
 
 def reload_store(
-    store_path: Path, classifier: Classifier, state: State, *, now: datetime
+    store_path: Path,
+    classifier: Classifier,
+    state: State,
+    *,
+    now: datetime,
+    subscribers: Sequence[Subscriber] | None = None,
 ) -> ReloadResult:
-    """Bring state in line with the store; return what changed."""
+    """Bring state in line with the store; return what changed.
+
+    In the same transaction, new articles are matched against the subscribers
+    known so far (nothing is matched on the very first load of a store: that is
+    the baseline), then ``subscribers`` (the subscribers file, when given) is
+    synced, so a subscriber added now receives only articles seen from now on.
+    """
     started = time.perf_counter()
     result = ReloadResult()
     scanned = scan(store_path)
@@ -129,6 +155,7 @@ def reload_store(
             articles, problems = read_file(item.path)
             parsed.append((item, articles, problems))
         result.files_read = len(changed)
+        baseline = state.next_seq(conn) == 1  # no article was ever recorded
         _reconcile(
             conn,
             state=state,
@@ -141,6 +168,10 @@ def reload_store(
         if state.get_meta(conn, _CLASSIFIER_KEY) != classifier.fingerprint:
             result.reclassified = _reclassify_all(conn, classifier)
             state.set_meta(conn, _CLASSIFIER_KEY, classifier.fingerprint)
+        if not baseline:
+            result.matched = record_matches(conn, result.new, now=now)
+        if subscribers is not None:
+            result.subscribers = sync_subscribers(conn, subscribers, now=now)
         result.articles = _count_active(conn)
     for error in result.errors:
         log.warning("%s", error)
@@ -363,6 +394,8 @@ class CycleResult:
     reload: ReloadResult
     publish: PublishResult | None = None
     websub_failed: list[str] = field(default_factory=list)
+    queued: list[int] = field(default_factory=list)
+    subscriber_problems: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         feeds = (
@@ -371,7 +404,24 @@ class CycleResult:
             if self.publish is not None
             else "feeds unchanged"
         )
-        return f"{self.reload.summary()}; {feeds}"
+        return (
+            f"{self.reload.summary()}; {feeds}; {self.reload.matched} matches, "
+            f"{len(self.queued)} mails queued"
+        )
+
+
+def load_subscribers_file(
+    config: Config, classifier: Classifier
+) -> tuple[list[Subscriber] | None, list[str]]:
+    """The subscribers file's valid entries (None when the file cannot be used at all)."""
+    listed, errors = load_subscribers(config.subscribers.file, set(classifier.taxonomy.topics))
+    problems = [str(error) for error in errors]
+    unusable = not listed and any(
+        marker in problem
+        for problem in problems
+        for marker in ("not found", "cannot read", "invalid TOML", "must be an array")
+    )
+    return (None if unusable else listed), problems
 
 
 def site_from_config(config: Config) -> Site:
@@ -409,8 +459,14 @@ def run_cycle(
     now: datetime,
     ping: Callable[[str, list[str]], list[str]] | None = None,
 ) -> CycleResult:
-    """Reload the store, then publish whatever changed (and tell the WebSub hub)."""
-    result = CycleResult(reload_store(config.store.path, classifier, state, now=now))
+    """Reload the store and the subscribers, publish what changed, queue the mail due."""
+    listed, problems = load_subscribers_file(config, classifier)
+    for problem in problems:
+        log.warning("%s", problem)
+    result = CycleResult(
+        reload_store(config.store.path, classifier, state, now=now, subscribers=listed),
+        subscriber_problems=problems,
+    )
     site = site_from_config(config)
     names = names_from(classifier)
     output_dir = config.feeds.output_dir
@@ -451,7 +507,34 @@ def run_cycle(
         result.websub_failed = _notify_hub(
             state, site.hub, result.publish.changed_feed_urls if result.publish else [], ping
         )
+    mailer = Mailer(config, names, load_secret(state, config.mail.unsubscribe_secret_file))
+    with state.transaction() as conn:
+        result.queued = queue_due(conn, now=now, composer=mailer)
     return result
+
+
+async def deliver_due(
+    config: Config,
+    state: State,
+    *,
+    clock: Callable[[], datetime],
+    transport: Transport | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> DeliveryReport:
+    """Send every queued message that is due (the async right edge of the cycle)."""
+    own = transport is None
+    used = transport or transport_from_config(config)
+    try:
+        return await deliver(
+            state,
+            used,
+            sender=envelope_sender(config.mail.from_),
+            clock=clock,
+            should_stop=should_stop,
+        )
+    finally:
+        if own:
+            await used.close()
 
 
 def _notify_hub(

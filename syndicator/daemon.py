@@ -19,9 +19,11 @@ from aiohttp import web
 
 from syndicator.classify import Classifier
 from syndicator.config import Config
-from syndicator.cycle import CycleResult, run_cycle
+from syndicator.cycle import CycleResult, deliver_due, run_cycle
 from syndicator.errors import SyndicatorError
 from syndicator.metrics import Metrics
+from syndicator.notify.outbox import recover_inflight
+from syndicator.notify.unsubscribe import UnsubscribeDesk, load_secret
 from syndicator.state import State
 from syndicator.web import Health, create_app, serve
 
@@ -67,6 +69,23 @@ class Service:
             self._record(ok=False, started=started, articles=self.health.articles, error=repr(exc))
             return None
         log.info("cycle: %s", result.summary())
+        try:
+            report = await deliver_due(
+                self.config, self.state, clock=_now, should_stop=self.stopping.is_set
+            )
+        except SyndicatorError as exc:
+            log.error("delivery failed: %s", exc)
+        else:
+            if report.sent or report.retry or report.failed:
+                log.info(
+                    "mail: %s sent, %s to retry, %s failed",
+                    report.sent,
+                    report.retry,
+                    report.failed,
+                )
+            self.metrics.record_mail("sent", report.sent)
+            self.metrics.record_mail("retry", report.retry)
+            self.metrics.record_mail("failed", report.failed)
         self._record(
             ok=True,
             started=started,
@@ -94,14 +113,21 @@ class Service:
             loop.add_signal_handler(signum, self._request_stop, signum)
         try:
             if self.config.http.enabled:
+                secret = load_secret(self.state, self.config.mail.unsubscribe_secret_file)
                 app = create_app(
                     output_dir=self.config.feeds.output_dir,
                     health=self.health,
                     metrics=self.metrics,
                     clock=_now,
+                    unsubscribe=UnsubscribeDesk(self.state, secret, _now),
+                    site_title=self.config.site.title,
                 )
                 self._runner = await serve(app, self.config.http.host, self.config.http.port)
                 log.info("serving http://%s/", self.config.http.listen)
+            with self.state.transaction() as conn:
+                recovered = recover_inflight(conn)
+            if recovered:
+                log.warning("%s messages were in flight at the last stop; sending again", recovered)
             interval = self.config.store.reload_interval
             log.info("cycling every %ss over %s", interval, self.config.store.path)
             while not self.stopping.is_set():

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -111,6 +112,59 @@ articles_table = Table(
     Column("page_signature", String(64), nullable=False, default=""),
 )
 
+subscribers_table = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False),
+    # Lower-cased address: one subscription per address, whatever its case.
+    Column("email_key", String(320), nullable=False, unique=True),
+    Column("name", Text, nullable=False, default=""),
+    Column("filters", Text, nullable=False),  # JSON: regions, topics, keywords, exclusions
+    Column("cadence", String(16), nullable=False),
+    Column("hour", Integer, nullable=False),
+    Column("weekday", String(3), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("source", String(16), nullable=False),  # file | cli
+    Column("status", String(16), nullable=False),  # active | suspended | unsubscribed | removed
+    Column("added_at", AwareDateTime, nullable=False),
+    # Articles with a larger seq were first seen after this subscriber was added.
+    Column("added_seq", BigInteger, nullable=False),
+    Column("permanent_failures", Integer, nullable=False, default=0),
+    Column("next_digest_at", AwareDateTime, nullable=True),
+    Column("last_message_at", AwareDateTime, nullable=True),
+    Column("unsubscribed_at", AwareDateTime, nullable=True),
+)
+
+# One row per (subscriber, article) ever matched: the primary key is the promise that
+# nobody gets the same article twice.
+matches_table = Table(
+    "matches",
+    metadata,
+    Column("subscriber_id", Integer, primary_key=True),
+    Column("article_id", String(128), primary_key=True),
+    Column("matched_at", AwareDateTime, nullable=False),
+    Column("message", Integer, nullable=True, index=True),  # messages.id that carries it
+)
+
+messages_table = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # immediate | daily | weekly
+    Column("message_id", String(255), nullable=False, unique=True),
+    Column("recipient", String(320), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    # pending -> sending -> sent | retry (at next_attempt_at) | failed
+    Column("status", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", AwareDateTime, nullable=True),
+    Column("created_at", AwareDateTime, nullable=False),
+    Column("sent_at", AwareDateTime, nullable=True),
+    Column("last_error", Text, nullable=False, default=""),
+)
+
 # What each published feed file was built from, so unchanged channels are not rebuilt.
 feeds_table = Table(
     "feeds",
@@ -190,7 +244,7 @@ class State:
 
     def _create_schema(self) -> None:
         try:
-            with self.engine.begin() as conn:
+            with self.transaction() as conn:
                 metadata.create_all(conn)
                 version = conn.execute(
                     select(meta_table.c.value).where(meta_table.c.key == "schema_version")
@@ -212,8 +266,10 @@ class State:
     def transaction(self) -> Iterator[Connection]:
         """One write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            with self.engine.connect() as conn:
+                conn.execution_options(syndicator_write=True)
+                with conn.begin():
+                    yield conn
         except OperationalError as exc:
             raise StateError(
                 f"state database error: {exc.orig}",
@@ -305,4 +361,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front, so two writers queue instead of one failing
+        # half-way; readers see a consistent snapshot and never block a writer (WAL).
+        write = conn.get_execution_options().get("syndicator_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

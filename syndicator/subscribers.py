@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import tomllib
 from pathlib import Path
@@ -167,3 +169,62 @@ def _entry_lines(path: Path) -> list[int]:
         for number, line in enumerate(text.splitlines(), start=1)
         if line.strip().startswith("[[subscriber]]")
     ]
+
+
+_LIST_FIELDS = ("regions", "topics", "keywords", "exclude_regions", "exclude_topics")
+
+
+def load_subscribers_csv(
+    path: Path, known_topics: set[str] | None = None
+) -> tuple[list[Subscriber], list[ConfigError]]:
+    """Subscribers from CSV with a header row naming the same fields as the TOML file.
+
+    List fields (regions, topics, keywords, exclusions) separate values with ``;``.
+    Each bad row is one error naming its line; the other rows are kept.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [ConfigError(f"cannot read: {exc}", path=path)]
+    reader = csv.DictReader(io.StringIO(text))
+    known = set(Subscriber.model_fields)
+    unknown = [name for name in reader.fieldnames or [] if name not in known]
+    if unknown or not reader.fieldnames or "email" not in reader.fieldnames:
+        return [], [
+            ConfigError(
+                f"header must name email and any of {', '.join(sorted(known - {'email'}))}"
+                + (f"; unknown column {unknown[0]!r}" if unknown else ""),
+                path=path,
+                line=1,
+            )
+        ]
+    subscribers: list[Subscriber] = []
+    errors: list[ConfigError] = []
+    for row in reader:
+        line = reader.line_num
+        entry: dict[str, Any] = {}
+        for key, value in row.items():
+            if key is None or value is None or value.strip() == "":
+                continue
+            if key in _LIST_FIELDS:
+                entry[key] = [part.strip() for part in value.split(";") if part.strip()]
+            else:
+                entry[key] = value.strip()
+        try:
+            subscriber = Subscriber.model_validate(entry)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(part) for part in first["loc"])
+            message = first["msg"].removeprefix("Value error, ")
+            errors.append(ConfigError(f"{key}: {message}", path=path, line=line))
+            continue
+        bad = [
+            topic
+            for topic in subscriber.topics + subscriber.exclude_topics
+            if known_topics is not None and topic not in known_topics
+        ]
+        if bad:
+            errors.append(ConfigError(f"topics: unknown topic {bad[0]!r}", path=path, line=line))
+            continue
+        subscribers.append(subscriber)
+    return subscribers, errors

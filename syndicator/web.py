@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import html
 import os
 import re
 import stat
@@ -35,6 +36,7 @@ from aiohttp import hdrs, web
 
 from syndicator.errors import SyndicatorError
 from syndicator.metrics import Metrics
+from syndicator.notify.unsubscribe import UnsubscribeDesk
 
 STALE_AFTER_INTERVALS = 3
 CLIENT_MAX_SIZE = 64 * 1024  # every route is GET or HEAD; no request needs a body
@@ -329,6 +331,8 @@ def create_app(
     health: Health,
     metrics: Metrics,
     clock: Callable[[], datetime],
+    unsubscribe: UnsubscribeDesk | None = None,
+    site_title: str = "syndicator",
 ) -> web.Application:
     """The web application; it reads ``output_dir`` on every request and keeps no globals."""
     files = FileServer(output_dir)
@@ -365,7 +369,44 @@ def create_app(
             headers={hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: "no-store"},
         )
 
+    async def unsubscribe_page(request: web.Request) -> web.Response:
+        """GET shows a button and never unsubscribes by itself (mail scanners follow links)."""
+        token = request.match_info["token"]
+        address = await asyncio.to_thread(unsubscribe.check, token) if unsubscribe else None
+        if address is None:
+            return _page(site_title, "This link is not valid", _INVALID_LINK, status=404)
+        form = (
+            f"<p>Stop all mail from {html.escape(site_title)} to "
+            f"<strong>{html.escape(address)}</strong>?</p>"
+            '<form method="post"><input type="hidden" name="List-Unsubscribe" '
+            'value="One-Click"><button type="submit">Unsubscribe</button></form>'
+        )
+        return _page(site_title, "Unsubscribe", form)
+
+    async def unsubscribe_post(request: web.Request) -> web.Response:
+        """RFC 8058 one-click: POST with List-Unsubscribe=One-Click unsubscribes at once."""
+        token = request.match_info["token"]
+        form = await request.post()
+        if form.get("List-Unsubscribe") != "One-Click":
+            return _page(
+                site_title,
+                "Unsubscribe",
+                "<p>Send <code>List-Unsubscribe=One-Click</code> to unsubscribe.</p>",
+                status=400,
+            )
+        address = await asyncio.to_thread(unsubscribe.unsubscribe, token) if unsubscribe else None
+        if address is None:
+            return _page(site_title, "This link is not valid", _INVALID_LINK, status=404)
+        return _page(
+            site_title,
+            "You are unsubscribed",
+            f"<p>{html.escape(address)} will receive no more mail from "
+            f"{html.escape(site_title)}.</p>",
+        )
+
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
+    app.router.add_get("/unsubscribe/{token}", unsubscribe_page)
+    app.router.add_post("/unsubscribe/{token}", unsubscribe_post)
     # add_get also answers HEAD; any other method on these paths is a 405.
     app.router.add_get("/", index)
     app.router.add_get("/feeds/{path:.*}", feed)
@@ -373,6 +414,30 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
     return app
+
+
+_INVALID_LINK = (
+    "<p>This unsubscribe link is not valid. Use the link in your latest mail, or reply to it.</p>"
+)
+
+
+def _page(site_title: str, heading: str, content: str, *, status: int = 200) -> web.Response:
+    """A small self-contained HTML page (no external assets)."""
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(heading)} — {html.escape(site_title)}</title>"
+        "<style>body{font:1rem/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;"
+        "padding:0 1rem}button{font:inherit;padding:.5rem 1rem}</style></head><body>"
+        f"<h1>{html.escape(heading)}</h1>{content}</body></html>"
+    )
+    return web.Response(
+        status=status,
+        text=body,
+        content_type="text/html",
+        charset="utf-8",
+        headers={hdrs.CACHE_CONTROL: "no-store", "Referrer-Policy": "no-referrer"},
+    )
 
 
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:

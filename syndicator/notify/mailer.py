@@ -1,0 +1,75 @@
+"""Turning queued matches into messages: the composer the outbox calls.
+
+It knows the site and mail settings, the display names of regions and topics,
+and the unsubscribe secret; :func:`syndicator.notify.compose.compose` does the
+rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from email.utils import parseaddr
+from urllib.parse import quote
+
+from syndicator.config import Config
+from syndicator.feeds import Names
+from syndicator.models import Article
+from syndicator.notify.compose import (
+    MailSettings,
+    Recipient,
+    compose,
+    describe_filters,
+    make_message_id,
+)
+from syndicator.notify.outbox import SubscriberRecord
+from syndicator.notify.unsubscribe import make_token
+
+
+class Mailer:
+    def __init__(self, config: Config, names: Names, secret: bytes) -> None:
+        self.settings = MailSettings(
+            sender=config.mail.from_,
+            site_title=config.site.title,
+            base_url=config.site.base_url,
+            list_id=config.list_id,
+        )
+        self.names = names
+        self.secret = secret
+        self.sender_address = parseaddr(config.mail.from_)[1]
+        self.domain = self.sender_address.rpartition("@")[2] or "localhost"
+
+    def recipient(self, record: SubscriberRecord) -> Recipient:
+        token = make_token(self.secret, record.id, record.email)
+        return Recipient(
+            email=record.email,
+            name=record.name,
+            filters=describe_filters(
+                record.regions,
+                record.topics,
+                record.keywords,
+                record.exclude_regions,
+                record.exclude_topics,
+                self.names,
+            ),
+            cadence=record.cadence,
+            unsubscribe_url=f"{self.settings.base_url}unsubscribe/{token}",
+            unsubscribe_mailto=(
+                f"mailto:{self.sender_address}?subject={quote('unsubscribe ' + token)}"
+            ),
+        )
+
+    def __call__(
+        self, record: SubscriberRecord, articles: Sequence[Article], kind: str, now: datetime
+    ) -> tuple[str, bytes]:
+        key = f"{record.id}:{kind}:{now.isoformat()}:{','.join(a.id for a in articles)}"
+        message_id = make_message_id(key, self.domain)
+        message = compose(
+            self.recipient(record),
+            articles,
+            settings=self.settings,
+            names=self.names,
+            now=now,
+            message_id=message_id,
+        )
+        return message_id, bytes(message)

@@ -1,0 +1,650 @@
+"""The durable outbox: subscribers in state, their matches, their messages and delivery.
+
+The order of things is the promise to subscribers:
+
+1. matches are recorded in the transaction that records the new articles, before
+   anything is composed or sent (``record_matches``);
+2. a message is composed and stored, with its ``Message-ID``, before it is sent
+   (``queue_due``), and the matches it carries point at it;
+3. a message is marked ``sending`` before the SMTP conversation and ``sent`` only
+   after the server accepted it for its recipient (``deliver``).
+
+A crash anywhere loses nothing: on restart ``recover_inflight`` puts messages
+left in ``sending`` back in the queue, and they go out again with the same bytes
+and the same ``Message-ID`` — the only duplicates possible are those in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from syndicator.errors import NotFoundError, SyndicatorError
+from syndicator.models import Article
+from syndicator.notify.match import Candidate, Filter, FilterIndex
+from syndicator.notify.schedule import next_due
+from syndicator.state import (
+    State,
+    article_from_row,
+    articles_table,
+    matches_table,
+    messages_table,
+    subscribers_table,
+)
+from syndicator.subscribers import Subscriber
+from syndicator.transport import Outcome, Transport
+
+log = logging.getLogger(__name__)
+
+SUSPEND_AFTER = 3  # permanent failures before a subscriber is suspended
+MAX_ATTEMPTS = 8  # temporary failures before a message is given up
+BACKOFF_FIRST = timedelta(minutes=1)
+BACKOFF_LIMIT = timedelta(hours=6)
+BATCH_SIZE = 32
+
+ACTIVE = "active"
+SUSPENDED = "suspended"
+UNSUBSCRIBED = "unsubscribed"
+REMOVED = "removed"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberRecord:
+    """A subscriber as state knows them."""
+
+    id: int
+    email: str
+    name: str
+    regions: tuple[str, ...]
+    topics: tuple[str, ...]
+    keywords: tuple[str, ...]
+    exclude_regions: tuple[str, ...]
+    exclude_topics: tuple[str, ...]
+    cadence: str
+    hour: int
+    weekday: str
+    timezone: str
+    source: str
+    status: str
+    added_at: datetime
+    added_seq: int
+    permanent_failures: int
+    next_digest_at: datetime | None
+
+    def as_filter(self) -> Filter:
+        return Filter(
+            subscriber_id=self.id,
+            regions=frozenset(self.regions),
+            topics=frozenset(self.topics),
+            keywords=self.keywords,
+            exclude_regions=frozenset(self.exclude_regions),
+            exclude_topics=frozenset(self.exclude_topics),
+        )
+
+
+def _record(row: Any) -> SubscriberRecord:
+    filters = json.loads(row.filters)
+    return SubscriberRecord(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        regions=tuple(filters.get("regions", ())),
+        topics=tuple(filters.get("topics", ())),
+        keywords=tuple(filters.get("keywords", ())),
+        exclude_regions=tuple(filters.get("exclude_regions", ())),
+        exclude_topics=tuple(filters.get("exclude_topics", ())),
+        cadence=row.cadence,
+        hour=row.hour,
+        weekday=row.weekday,
+        timezone=row.timezone,
+        source=row.source,
+        status=row.status,
+        added_at=row.added_at,
+        added_seq=row.added_seq,
+        permanent_failures=row.permanent_failures,
+        next_digest_at=row.next_digest_at,
+    )
+
+
+def _filters_json(subscriber: Subscriber) -> str:
+    return json.dumps(
+        {
+            "regions": subscriber.regions,
+            "topics": subscriber.topics,
+            "keywords": subscriber.keywords,
+            "exclude_regions": subscriber.exclude_regions,
+            "exclude_topics": subscriber.exclude_topics,
+        },
+        sort_keys=True,
+    )
+
+
+def _max_seq(conn: Connection) -> int:
+    return int(conn.execute(select(func.max(articles_table.c.seq))).scalar() or 0)
+
+
+def _schedule(subscriber: Subscriber, now: datetime) -> datetime | None:
+    return next_due(
+        now,
+        cadence=subscriber.cadence,
+        hour=subscriber.hour,
+        weekday=subscriber.weekday,
+        timezone=subscriber.timezone,
+    )
+
+
+# --- subscribers ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SyncResult:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def subscribers(conn: Connection, *, status: str | None = None) -> list[SubscriberRecord]:
+    query = select(subscribers_table).order_by(subscribers_table.c.email_key)
+    if status is not None:
+        query = query.where(subscribers_table.c.status == status)
+    return [_record(row) for row in conn.execute(query)]
+
+
+def find_subscriber(conn: Connection, email: str) -> SubscriberRecord | None:
+    row = conn.execute(
+        select(subscribers_table).where(subscribers_table.c.email_key == email.strip().lower())
+    ).first()
+    return _record(row) if row is not None else None
+
+
+def _insert(conn: Connection, subscriber: Subscriber, *, source: str, now: datetime) -> None:
+    conn.execute(
+        subscribers_table.insert().values(
+            email=subscriber.email,
+            email_key=subscriber.email.lower(),
+            name=subscriber.name,
+            filters=_filters_json(subscriber),
+            cadence=subscriber.cadence,
+            hour=subscriber.hour,
+            weekday=subscriber.weekday,
+            timezone=subscriber.timezone,
+            source=source,
+            status=ACTIVE,
+            added_at=now,
+            added_seq=_max_seq(conn),
+            permanent_failures=0,
+            next_digest_at=_schedule(subscriber, now),
+        )
+    )
+
+
+def _settings(subscriber: Subscriber) -> dict[str, Any]:
+    return {
+        "email": subscriber.email,
+        "name": subscriber.name,
+        "filters": _filters_json(subscriber),
+        "cadence": subscriber.cadence,
+        "hour": subscriber.hour,
+        "weekday": subscriber.weekday,
+        "timezone": subscriber.timezone,
+    }
+
+
+def _update(conn: Connection, row: Any, subscriber: Subscriber, *, now: datetime) -> bool:
+    values = _settings(subscriber)
+    current = {key: getattr(row, key) for key in values}
+    if current == values:
+        return False
+    schedule_changed = any(
+        current[key] != values[key] for key in ("cadence", "hour", "weekday", "timezone")
+    )
+    if schedule_changed:
+        values["next_digest_at"] = _schedule(subscriber, now)
+    conn.execute(update(subscribers_table).where(subscribers_table.c.id == row.id).values(**values))
+    return True
+
+
+def sync_subscribers(
+    conn: Connection, listed: Sequence[Subscriber], *, now: datetime
+) -> SyncResult:
+    """Make state follow the subscribers file: add, change and remove its entries.
+
+    An address that unsubscribed (or was suspended) stays so while the file still
+    lists it, until an operator runs ``subscribers resubscribe``. Entries added
+    with the command line are left alone.
+    """
+    result = SyncResult()
+    rows = {row.email_key: row for row in conn.execute(select(subscribers_table))}
+    wanted: set[str] = set()
+    for subscriber in listed:
+        key = subscriber.email.lower()
+        wanted.add(key)
+        row = rows.get(key)
+        if row is None:
+            _insert(conn, subscriber, source="file", now=now)
+            result.added.append(subscriber.email)
+        elif row.source != "file":
+            continue
+        elif row.status == REMOVED:
+            # Listed again: a new subscription, new only to articles seen from now on.
+            conn.execute(
+                update(subscribers_table)
+                .where(subscribers_table.c.id == row.id)
+                .values(
+                    status=ACTIVE,
+                    added_at=now,
+                    added_seq=_max_seq(conn),
+                    permanent_failures=0,
+                    next_digest_at=_schedule(subscriber, now),
+                    **_settings(subscriber),
+                )
+            )
+            result.added.append(subscriber.email)
+        elif _update(conn, row, subscriber, now=now):
+            result.changed.append(subscriber.email)
+    for key, row in rows.items():
+        if row.source == "file" and key not in wanted and row.status != REMOVED:
+            # Unsubscribed addresses keep their status, so they stay suppressed if re-listed.
+            if row.status != UNSUBSCRIBED:
+                conn.execute(
+                    update(subscribers_table)
+                    .where(subscribers_table.c.id == row.id)
+                    .values(status=REMOVED)
+                )
+            result.removed.append(row.email)
+    return result
+
+
+def add_subscriber(conn: Connection, subscriber: Subscriber, *, now: datetime) -> str:
+    """Add (or re-add) a subscriber managed from the command line; returns what happened."""
+    row = conn.execute(
+        select(subscribers_table).where(subscribers_table.c.email_key == subscriber.email.lower())
+    ).first()
+    if row is None:
+        _insert(conn, subscriber, source="cli", now=now)
+        return "added"
+    if row.status == UNSUBSCRIBED:
+        raise SyndicatorError(
+            f"{subscriber.email} unsubscribed",
+            hint="only they can come back: `syndicator subscribers resubscribe` if they asked",
+        )
+    if row.source == "file" and row.status != REMOVED:
+        raise SyndicatorError(
+            f"{subscriber.email} is listed in the subscribers file", hint="edit it there"
+        )
+    if row.status == REMOVED:
+        conn.execute(
+            update(subscribers_table)
+            .where(subscribers_table.c.id == row.id)
+            .values(
+                status=ACTIVE,
+                source="cli",
+                added_at=now,
+                added_seq=_max_seq(conn),
+                permanent_failures=0,
+                next_digest_at=_schedule(subscriber, now),
+                **_settings(subscriber),
+            )
+        )
+        return "added"
+    _update(conn, row, subscriber, now=now)
+    return "updated"
+
+
+def remove_subscriber(conn: Connection, email: str) -> None:
+    record = find_subscriber(conn, email)
+    if record is None or record.status == REMOVED:
+        raise NotFoundError(f"no subscriber {email!r}", hint="see `syndicator subscribers list`")
+    if record.source == "file":
+        raise SyndicatorError(
+            f"{email} is listed in the subscribers file", hint="remove the entry there"
+        )
+    conn.execute(
+        update(subscribers_table).where(subscribers_table.c.id == record.id).values(status=REMOVED)
+    )
+
+
+def unsubscribe(conn: Connection, subscriber_id: int, *, now: datetime) -> bool:
+    """Unsubscribe at once (idempotent); True if they were subscribed until now."""
+    row = conn.execute(
+        select(subscribers_table).where(subscribers_table.c.id == subscriber_id)
+    ).first()
+    if row is None or row.status == UNSUBSCRIBED:
+        return False
+    conn.execute(
+        update(subscribers_table)
+        .where(subscribers_table.c.id == subscriber_id)
+        .values(status=UNSUBSCRIBED, unsubscribed_at=now)
+    )
+    # Nothing more goes out to them, not even what was already queued.
+    conn.execute(
+        update(messages_table)
+        .where(
+            messages_table.c.subscriber_id == subscriber_id,
+            messages_table.c.status.in_(("pending", "retry")),
+        )
+        .values(status="failed", last_error="unsubscribed")
+    )
+    return True
+
+
+def resubscribe(conn: Connection, email: str, *, now: datetime) -> None:
+    record = find_subscriber(conn, email)
+    if record is None:
+        raise NotFoundError(f"no subscriber {email!r}", hint="see `syndicator subscribers list`")
+    if record.status not in (UNSUBSCRIBED, SUSPENDED):
+        raise SyndicatorError(f"{email} is {record.status}, not unsubscribed or suspended")
+    conn.execute(
+        update(subscribers_table)
+        .where(subscribers_table.c.id == record.id)
+        .values(
+            status=ACTIVE,
+            added_at=now,
+            added_seq=_max_seq(conn),
+            permanent_failures=0,
+            unsubscribed_at=None,
+        )
+    )
+
+
+# --- matching and queueing -----------------------------------------------------------------
+
+
+def record_matches(conn: Connection, new_ids: Sequence[str], *, now: datetime) -> int:
+    """Match newly seen articles against active subscribers; record each match once."""
+    if not new_ids:
+        return 0
+    active = subscribers(conn, status=ACTIVE)
+    if not active:
+        return 0
+    rows: list[Any] = []
+    for start in range(0, len(new_ids), 500):
+        chunk = list(new_ids[start : start + 500])
+        rows += conn.execute(
+            select(
+                articles_table.c.id,
+                articles_table.c.seq,
+                articles_table.c.title,
+                articles_table.c.body,
+                articles_table.c.regions,
+                articles_table.c.topics,
+            ).where(articles_table.c.id.in_(chunk))
+        ).all()
+    index = FilterIndex(record.as_filter() for record in active)
+    added_seq = {record.id: record.added_seq for record in active}
+    inserted = []
+    for row in rows:
+        candidate = Candidate(
+            row.id, row.title, row.body, tuple(row.regions.split()), tuple(row.topics.split())
+        )
+        for subscriber_id in index.match(candidate):
+            if added_seq[subscriber_id] < row.seq:
+                inserted.append(
+                    {"subscriber_id": subscriber_id, "article_id": row.id, "matched_at": now}
+                )
+    if inserted:
+        existing = {
+            (r.subscriber_id, r.article_id)
+            for r in conn.execute(
+                select(matches_table.c.subscriber_id, matches_table.c.article_id).where(
+                    matches_table.c.article_id.in_({item["article_id"] for item in inserted})
+                )
+            )
+        }
+        fresh = [i for i in inserted if (i["subscriber_id"], i["article_id"]) not in existing]
+        if fresh:
+            conn.execute(matches_table.insert(), fresh)
+        return len(fresh)
+    return 0
+
+
+Composer = Callable[[SubscriberRecord, Sequence[Article], str, datetime], tuple[str, bytes]]
+
+
+def pending_articles(conn: Connection, subscriber_id: int) -> list[Article]:
+    """Articles matched for a subscriber and not yet in a message, oldest first."""
+    rows = conn.execute(
+        select(articles_table)
+        .join(matches_table, matches_table.c.article_id == articles_table.c.id)
+        .where(
+            matches_table.c.subscriber_id == subscriber_id,
+            matches_table.c.message.is_(None),
+            articles_table.c.removed_at.is_(None),
+        )
+        .order_by(articles_table.c.published.desc(), articles_table.c.seq.asc())
+    ).all()
+    return [article_from_row(row) for row in rows]
+
+
+def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[int]:
+    """Compose and store the messages due now; returns their ids."""
+    pending_by_subscriber: dict[int, int] = defaultdict(int)
+    for row in conn.execute(
+        select(matches_table.c.subscriber_id, func.count())
+        .where(matches_table.c.message.is_(None))
+        .group_by(matches_table.c.subscriber_id)
+    ):
+        pending_by_subscriber[row[0]] = row[1]
+    queued: list[int] = []
+    for record in subscribers(conn, status=ACTIVE):
+        if record.cadence == "immediate":
+            if not pending_by_subscriber.get(record.id):
+                continue
+        else:
+            if record.next_digest_at is None or record.next_digest_at > now:
+                continue
+            # Due now: the next one is the first due time after now, so a digest missed
+            # while the service was down goes out once.
+            conn.execute(
+                update(subscribers_table)
+                .where(subscribers_table.c.id == record.id)
+                .values(
+                    next_digest_at=next_due(
+                        now,
+                        cadence=record.cadence,
+                        hour=record.hour,
+                        weekday=record.weekday,
+                        timezone=record.timezone,
+                    )
+                )
+            )
+            if not pending_by_subscriber.get(record.id):
+                continue  # nothing to say: no mail
+        articles = pending_articles(conn, record.id)
+        if not articles:
+            continue
+        message_id, body = composer(record, articles, record.cadence, now)
+        message_row = conn.execute(
+            messages_table.insert().values(
+                subscriber_id=record.id,
+                kind=record.cadence,
+                message_id=message_id,
+                recipient=record.email,
+                body=body,
+                status="pending",
+                attempts=0,
+                created_at=now,
+                last_error="",
+            )
+        )
+        key = message_row.inserted_primary_key
+        assert key is not None
+        message_key = int(key[0])
+        conn.execute(
+            update(matches_table)
+            .where(
+                matches_table.c.subscriber_id == record.id,
+                matches_table.c.message.is_(None),
+                matches_table.c.article_id.in_([article.id for article in articles]),
+            )
+            .values(message=message_key)
+        )
+        queued.append(message_key)
+    return queued
+
+
+def recover_inflight(conn: Connection) -> int:
+    """Messages left in ``sending`` by a crash go out again, with the same Message-ID."""
+    return int(
+        conn.execute(
+            update(messages_table)
+            .where(messages_table.c.status == "sending")
+            .values(status="pending")
+        ).rowcount
+        or 0
+    )
+
+
+def outbox_counts(conn: Connection) -> dict[str, int]:
+    return {
+        row[0]: int(row[1])
+        for row in conn.execute(
+            select(messages_table.c.status, func.count()).group_by(messages_table.c.status)
+        )
+    }
+
+
+# --- delivery ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    suspended: list[str] = field(default_factory=list)
+
+
+def backoff(attempts: int, rng: random.Random) -> timedelta:
+    """Exponential backoff with jitter: about 1, 2, 4 … minutes, at most 6 hours."""
+    delay: timedelta = min(BACKOFF_FIRST * (2 ** max(attempts - 1, 0)), BACKOFF_LIMIT)
+    return timedelta(seconds=delay.total_seconds() * rng.uniform(0.8, 1.2))
+
+
+def envelope_sender(from_header: str) -> str:
+    return parseaddr(from_header)[1]
+
+
+async def deliver(
+    state: State,
+    transport: Transport,
+    *,
+    sender: str,
+    clock: Callable[[], datetime],
+    rng: random.Random | None = None,
+    batch_size: int = BATCH_SIZE,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> DeliveryReport:
+    """Send every message that is due, batch by batch, recording each outcome."""
+    rng = rng or random.Random()
+    report = DeliveryReport()
+    while not should_stop():
+        now = clock()
+        with state.transaction() as conn:
+            due = conn.execute(
+                select(
+                    messages_table.c.id,
+                    messages_table.c.recipient,
+                    messages_table.c.body,
+                    messages_table.c.attempts,
+                    messages_table.c.subscriber_id,
+                )
+                .where(
+                    (messages_table.c.status == "pending")
+                    | (
+                        (messages_table.c.status == "retry")
+                        & (messages_table.c.next_attempt_at <= now)
+                    )
+                )
+                .order_by(messages_table.c.id)
+                .limit(batch_size)
+            ).all()
+            if not due:
+                break
+            conn.execute(
+                update(messages_table)
+                .where(messages_table.c.id.in_([row.id for row in due]))
+                .values(status="sending", attempts=messages_table.c.attempts + 1)
+            )
+        outcomes = await asyncio.gather(
+            *(transport.send(row.body, sender=sender, recipient=row.recipient) for row in due)
+        )
+        finished = clock()
+        with state.transaction() as conn:
+            for row, delivery in zip(due, outcomes, strict=True):
+                attempts = row.attempts + 1
+                if delivery.outcome is Outcome.SENT:
+                    conn.execute(
+                        update(messages_table)
+                        .where(messages_table.c.id == row.id)
+                        .values(status="sent", sent_at=finished, last_error="")
+                    )
+                    conn.execute(
+                        update(subscribers_table)
+                        .where(subscribers_table.c.id == row.subscriber_id)
+                        .values(last_message_at=finished)
+                    )
+                    report.sent += 1
+                elif delivery.outcome is Outcome.TEMPORARY and attempts < MAX_ATTEMPTS:
+                    conn.execute(
+                        update(messages_table)
+                        .where(messages_table.c.id == row.id)
+                        .values(
+                            status="retry",
+                            next_attempt_at=finished + backoff(attempts, rng),
+                            last_error=delivery.detail,
+                        )
+                    )
+                    report.retry += 1
+                    log.warning("to %s: %s; will retry", row.recipient, delivery.detail)
+                else:
+                    conn.execute(
+                        update(messages_table)
+                        .where(messages_table.c.id == row.id)
+                        .values(status="failed", last_error=delivery.detail)
+                    )
+                    report.failed += 1
+                    log.warning("to %s: %s; given up", row.recipient, delivery.detail)
+                    if delivery.outcome is Outcome.PERMANENT and _count_permanent_failure(
+                        conn, row.subscriber_id
+                    ):
+                        report.suspended.append(row.recipient)
+    return report
+
+
+def _count_permanent_failure(conn: Connection, subscriber_id: int) -> bool:
+    """Count a permanent failure; suspend the subscriber past the threshold."""
+    conn.execute(
+        update(subscribers_table)
+        .where(subscribers_table.c.id == subscriber_id)
+        .values(permanent_failures=subscribers_table.c.permanent_failures + 1)
+    )
+    row = conn.execute(
+        select(subscribers_table.c.permanent_failures, subscribers_table.c.status).where(
+            subscribers_table.c.id == subscriber_id
+        )
+    ).first()
+    if row is not None and row.permanent_failures >= SUSPEND_AFTER and row.status == ACTIVE:
+        conn.execute(
+            update(subscribers_table)
+            .where(subscribers_table.c.id == subscriber_id)
+            .values(status=SUSPENDED)
+        )
+        log.warning(
+            "subscriber %s suspended after %s permanent failures",
+            subscriber_id,
+            row.permanent_failures,
+        )
+        return True
+    return False
