@@ -5,9 +5,9 @@ and (no topics and no keywords given, or a topic in common, or a keyword found
 as a whole word, case-insensitive, in title or body) and no exclusion applies.
 A subscriber with no filters gets everything.
 
-The index maps each region and topic to the subscribers asking for it, and all
-keywords go into one Aho-Corasick automaton, so a batch of articles is matched
-with a few set operations per article, whatever the number of subscribers.
+The index keeps, for each region and topic, a boolean mask of the subscribers
+asking for it, and all keywords go into one Aho-Corasick automaton, so an
+article is matched with a few vectorised operations instead of a scan.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import ahocorasick
+import numpy as np
+from numpy.typing import NDArray
 
 from syndicator.tokens import normalize
 
@@ -48,68 +50,92 @@ def _keyword_key(keyword: str) -> str:
 
 
 class FilterIndex:
-    """All subscribers' filters, indexed for matching many articles at once."""
+    """All subscribers' filters, indexed for matching many articles at once.
+
+    Subscribers are numbered 0..N-1; each region and topic has a boolean mask
+    over them, so matching an article is a handful of vectorised ORs and ANDs
+    over N booleans, whatever the number of subscribers.
+    """
 
     def __init__(self, filters: Iterable[Filter]) -> None:
-        self.any_region: set[int] = set()
-        self.any_topic: set[int] = set()
-        self.by_region: dict[str, set[int]] = defaultdict(set)
-        self.by_topic: dict[str, set[int]] = defaultdict(set)
-        self.excluded_by_region: dict[str, set[int]] = defaultdict(set)
-        self.excluded_by_topic: dict[str, set[int]] = defaultdict(set)
-        keywords: dict[str, set[int]] = defaultdict(set)
-        for item in filters:
+        items = list(filters)
+        self.ids = np.fromiter(
+            (item.subscriber_id for item in items), dtype=np.int64, count=len(items)
+        )
+        size = len(items)
+        self.any_region = np.zeros(size, dtype=bool)
+        self.any_topic = np.zeros(size, dtype=bool)
+        by_region: dict[str, list[int]] = defaultdict(list)
+        by_topic: dict[str, list[int]] = defaultdict(list)
+        excluded_by_region: dict[str, list[int]] = defaultdict(list)
+        excluded_by_topic: dict[str, list[int]] = defaultdict(list)
+        keywords: dict[str, list[int]] = defaultdict(list)
+        for position, item in enumerate(items):
             if item.regions:
                 for region in item.regions:
-                    self.by_region[region].add(item.subscriber_id)
+                    by_region[region].append(position)
             else:
-                self.any_region.add(item.subscriber_id)
+                self.any_region[position] = True
             if item.topics or item.keywords:
                 for topic in item.topics:
-                    self.by_topic[topic].add(item.subscriber_id)
+                    by_topic[topic].append(position)
                 for keyword in item.keywords:
                     key = _keyword_key(keyword)
                     if key:
-                        keywords[key].add(item.subscriber_id)
+                        keywords[key].append(position)
             else:
-                self.any_topic.add(item.subscriber_id)
+                self.any_topic[position] = True
             for region in item.exclude_regions:
-                self.excluded_by_region[region].add(item.subscriber_id)
+                excluded_by_region[region].append(position)
             for topic in item.exclude_topics:
-                self.excluded_by_topic[topic].add(item.subscriber_id)
+                excluded_by_topic[topic].append(position)
+        self.by_region = {key: self._mask(positions) for key, positions in by_region.items()}
+        self.by_topic = {key: self._mask(positions) for key, positions in by_topic.items()}
+        self.excluded_by_region = {k: self._mask(v) for k, v in excluded_by_region.items()}
+        self.excluded_by_topic = {k: self._mask(v) for k, v in excluded_by_topic.items()}
         self._keywords: Any = None
         if keywords:
             self._keywords = ahocorasick.Automaton()
-            for key, ids in keywords.items():
-                self._keywords.add_word(f" {key} ", (len(key) + 2, frozenset(ids)))
+            for key, positions in keywords.items():
+                self._keywords.add_word(
+                    f" {key} ", (len(key) + 2, np.asarray(positions, dtype=np.int64))
+                )
             self._keywords.make_automaton()
 
-    def _keyword_hits(self, article: Candidate) -> set[int]:
-        if self._keywords is None:
-            return set()
-        hits: set[int] = set()
-        for text in (article.title, article.body):
-            for _end, (_length, ids) in self._keywords.iter(normalize(text).lower()):
-                hits |= ids
-        return hits
+    def _mask(self, positions: list[int]) -> NDArray[np.bool_]:
+        mask = np.zeros(len(self.ids), dtype=bool)
+        mask[np.asarray(positions, dtype=np.int64)] = True
+        return mask
 
-    def match(self, article: Candidate) -> set[int]:
-        """The ids of the subscribers ``article`` matches."""
-        region_ok = set(self.any_region)
+    def match(self, article: Candidate) -> NDArray[np.int64]:
+        """The ids of the subscribers ``article`` matches (an array: there may be millions)."""
+        region_ok = self.any_region.copy()
         for region in article.regions:
-            region_ok |= self.by_region.get(region, set())
-        if not region_ok:
-            return set()
-        topic_ok = set(self.any_topic)
+            mask = self.by_region.get(region)
+            if mask is not None:
+                region_ok |= mask
+        if not region_ok.any():
+            return self.ids[:0]
+        topic_ok = self.any_topic.copy()
         for topic in article.topics:
-            topic_ok |= self.by_topic.get(topic, set())
-        topic_ok |= self._keyword_hits(article)
+            mask = self.by_topic.get(topic)
+            if mask is not None:
+                topic_ok |= mask
+        if self._keywords is not None:
+            for text in (article.title, article.body):
+                for _end, (_length, positions) in self._keywords.iter(normalize(text).lower()):
+                    topic_ok[positions] = True
         matched = region_ok & topic_ok
         for region in article.regions:
-            matched -= self.excluded_by_region.get(region, set())
+            mask = self.excluded_by_region.get(region)
+            if mask is not None:
+                matched &= ~mask
         for topic in article.topics:
-            matched -= self.excluded_by_topic.get(topic, set())
-        return matched
+            mask = self.excluded_by_topic.get(topic)
+            if mask is not None:
+                matched &= ~mask
+        # flatnonzero + take is several times faster than boolean indexing.
+        return self.ids.take(np.flatnonzero(matched))
 
-    def match_all(self, articles: Sequence[Candidate]) -> dict[str, set[int]]:
+    def match_all(self, articles: Sequence[Candidate]) -> dict[str, NDArray[np.int64]]:
         return {article.id: self.match(article) for article in articles}

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from syndicator.errors import NotFoundError, SyndicatorError
@@ -43,7 +43,7 @@ from syndicator.state import (
     subscribers_table,
 )
 from syndicator.subscribers import Subscriber
-from syndicator.transport import Outcome, Transport
+from syndicator.transport import Delivery, Outcome, Transport
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +388,7 @@ def record_matches(conn: Connection, new_ids: Sequence[str], *, now: datetime) -
         candidate = Candidate(
             row.id, row.title, row.body, tuple(row.regions.split()), tuple(row.topics.split())
         )
-        for subscriber_id in index.match(candidate):
+        for subscriber_id in index.match(candidate).tolist():
             if added_seq[subscriber_id] < row.seq:
                 inserted.append(
                     {"subscriber_id": subscriber_id, "article_id": row.id, "matched_at": now}
@@ -427,71 +427,96 @@ def pending_articles(conn: Connection, subscriber_id: int) -> list[Article]:
     return [article_from_row(row) for row in rows]
 
 
+def _pending_by_subscriber(conn: Connection) -> dict[int, list[Article]]:
+    """Every match not yet in a message, with its article, grouped by subscriber."""
+    rows = conn.execute(
+        select(matches_table.c.subscriber_id, articles_table)
+        .join(articles_table, matches_table.c.article_id == articles_table.c.id)
+        .where(matches_table.c.message.is_(None), articles_table.c.removed_at.is_(None))
+        .order_by(articles_table.c.published.desc(), articles_table.c.seq.asc())
+    ).all()
+    articles: dict[str, Article] = {}
+    pending: dict[int, list[Article]] = defaultdict(list)
+    for row in rows:
+        article = articles.get(row.id)
+        if article is None:
+            article = articles[row.id] = article_from_row(row)
+        pending[row.subscriber_id].append(article)
+    return pending
+
+
 def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[int]:
-    """Compose and store the messages due now; returns their ids."""
-    pending_by_subscriber: dict[int, int] = defaultdict(int)
-    for row in conn.execute(
-        select(matches_table.c.subscriber_id, func.count())
-        .where(matches_table.c.message.is_(None))
-        .group_by(matches_table.c.subscriber_id)
-    ):
-        pending_by_subscriber[row[0]] = row[1]
-    queued: list[int] = []
+    """Compose and store the messages due now; returns their ids.
+
+    Immediate subscribers get one message with everything matched since their
+    last one; digest subscribers get theirs when it is due (and nothing when
+    there is nothing to say). The matches a message carries point at it.
+    """
+    pending = _pending_by_subscriber(conn)
+    rows: list[dict[str, Any]] = []
+    schedule: list[dict[str, Any]] = []
     for record in subscribers(conn, status=ACTIVE):
-        if record.cadence == "immediate":
-            if not pending_by_subscriber.get(record.id):
-                continue
-        else:
+        if record.cadence != "immediate":
             if record.next_digest_at is None or record.next_digest_at > now:
                 continue
             # Due now: the next one is the first due time after now, so a digest missed
             # while the service was down goes out once.
-            conn.execute(
-                update(subscribers_table)
-                .where(subscribers_table.c.id == record.id)
-                .values(
-                    next_digest_at=next_due(
+            schedule.append(
+                {
+                    "key": record.id,
+                    "due": next_due(
                         now,
                         cadence=record.cadence,
                         hour=record.hour,
                         weekday=record.weekday,
                         timezone=record.timezone,
-                    )
-                )
+                    ),
+                }
             )
-            if not pending_by_subscriber.get(record.id):
-                continue  # nothing to say: no mail
-        articles = pending_articles(conn, record.id)
+        articles = pending.get(record.id)
         if not articles:
-            continue
+            continue  # nothing to say: no mail
         message_id, body = composer(record, articles, record.cadence, now)
-        message_row = conn.execute(
-            messages_table.insert().values(
-                subscriber_id=record.id,
-                kind=record.cadence,
-                message_id=message_id,
-                recipient=record.email,
-                body=body,
-                status="pending",
-                attempts=0,
-                created_at=now,
-                last_error="",
-            )
+        rows.append(
+            {
+                "subscriber_id": record.id,
+                "kind": record.cadence,
+                "message_id": message_id,
+                "recipient": record.email,
+                "body": body,
+                "status": "pending",
+                "attempts": 0,
+                "created_at": now,
+                "last_error": "",
+            }
         )
-        key = message_row.inserted_primary_key
-        assert key is not None
-        message_key = int(key[0])
+    if schedule:
         conn.execute(
-            update(matches_table)
-            .where(
-                matches_table.c.subscriber_id == record.id,
-                matches_table.c.message.is_(None),
-                matches_table.c.article_id.in_([article.id for article in articles]),
-            )
-            .values(message=message_key)
+            update(subscribers_table)
+            .where(subscribers_table.c.id == bindparam("key"))
+            .values(next_digest_at=bindparam("due")),
+            schedule,
         )
-        queued.append(message_key)
-    return queued
+    if not rows:
+        return []
+    inserted = conn.execute(
+        messages_table.insert().returning(
+            messages_table.c.id, messages_table.c.subscriber_id, sort_by_parameter_order=True
+        ),
+        rows,
+    ).all()
+    # Everything pending for these subscribers is in their message now (matches of
+    # articles that left the store are closed with it, never to be sent).
+    conn.execute(
+        update(matches_table)
+        .where(
+            matches_table.c.subscriber_id == bindparam("key"),
+            matches_table.c.message.is_(None),
+        )
+        .values(message=bindparam("message_key")),
+        [{"key": row.subscriber_id, "message_key": row.id} for row in inserted],
+    )
+    return [row.id for row in inserted]
 
 
 def recover_inflight(conn: Connection) -> int:
@@ -581,46 +606,76 @@ async def deliver(
             *(transport.send(row.body, sender=sender, recipient=row.recipient) for row in due)
         )
         finished = clock()
-        with state.transaction() as conn:
-            for row, delivery in zip(due, outcomes, strict=True):
-                attempts = row.attempts + 1
-                if delivery.outcome is Outcome.SENT:
-                    conn.execute(
-                        update(messages_table)
-                        .where(messages_table.c.id == row.id)
-                        .values(status="sent", sent_at=finished, last_error="")
-                    )
-                    conn.execute(
-                        update(subscribers_table)
-                        .where(subscribers_table.c.id == row.subscriber_id)
-                        .values(last_message_at=finished)
-                    )
-                    report.sent += 1
-                elif delivery.outcome is Outcome.TEMPORARY and attempts < MAX_ATTEMPTS:
-                    conn.execute(
-                        update(messages_table)
-                        .where(messages_table.c.id == row.id)
-                        .values(
-                            status="retry",
-                            next_attempt_at=finished + backoff(attempts, rng),
-                            last_error=delivery.detail,
-                        )
-                    )
-                    report.retry += 1
-                    log.warning("to %s: %s; will retry", row.recipient, delivery.detail)
-                else:
-                    conn.execute(
-                        update(messages_table)
-                        .where(messages_table.c.id == row.id)
-                        .values(status="failed", last_error=delivery.detail)
-                    )
-                    report.failed += 1
-                    log.warning("to %s: %s; given up", row.recipient, delivery.detail)
-                    if delivery.outcome is Outcome.PERMANENT and _count_permanent_failure(
-                        conn, row.subscriber_id
-                    ):
-                        report.suspended.append(row.recipient)
+        _record_outcomes(due, outcomes, finished=finished, rng=rng, report=report, state=state)
     return report
+
+
+def _record_outcomes(
+    due: Sequence[Any],
+    outcomes: Sequence[Delivery],
+    *,
+    finished: datetime,
+    rng: random.Random,
+    report: DeliveryReport,
+    state: State,
+) -> None:
+    """Record a batch's outcomes in one transaction, a statement per kind of outcome."""
+    sent: list[Any] = []
+    retry: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    permanent: list[Any] = []
+    for row, delivery in zip(due, outcomes, strict=True):
+        attempts = row.attempts + 1
+        if delivery.outcome is Outcome.SENT:
+            sent.append(row)
+        elif delivery.outcome is Outcome.TEMPORARY and attempts < MAX_ATTEMPTS:
+            retry.append(
+                {
+                    "key": row.id,
+                    "at": finished + backoff(attempts, rng),
+                    "error": delivery.detail,
+                }
+            )
+            log.warning("to %s: %s; will retry", row.recipient, delivery.detail)
+        else:
+            failed.append({"key": row.id, "error": delivery.detail})
+            log.warning("to %s: %s; given up", row.recipient, delivery.detail)
+            if delivery.outcome is Outcome.PERMANENT:
+                permanent.append(row)
+    with state.transaction() as conn:
+        if sent:
+            conn.execute(
+                update(messages_table)
+                .where(messages_table.c.id.in_([row.id for row in sent]))
+                .values(status="sent", sent_at=finished, last_error="")
+            )
+            conn.execute(
+                update(subscribers_table)
+                .where(subscribers_table.c.id.in_({row.subscriber_id for row in sent}))
+                .values(last_message_at=finished)
+            )
+        if retry:
+            conn.execute(
+                update(messages_table)
+                .where(messages_table.c.id == bindparam("key"))
+                .values(
+                    status="retry", next_attempt_at=bindparam("at"), last_error=bindparam("error")
+                ),
+                retry,
+            )
+        if failed:
+            conn.execute(
+                update(messages_table)
+                .where(messages_table.c.id == bindparam("key"))
+                .values(status="failed", last_error=bindparam("error")),
+                failed,
+            )
+        for row in permanent:
+            if _count_permanent_failure(conn, row.subscriber_id):
+                report.suspended.append(row.recipient)
+    report.sent += len(sent)
+    report.retry += len(retry)
+    report.failed += len(failed)
 
 
 def _count_permanent_failure(conn: Connection, subscriber_id: int) -> bool:

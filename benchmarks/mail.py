@@ -1,0 +1,156 @@
+"""Personalized mail per second through our whole path, against a bare pooled sender.
+
+The SMTP sink is aiosmtpd in a separate process, so it does not share our
+interpreter. The baseline sends prebuilt bytes over the same number of
+persistent aiosmtplib connections; ours composes one message per subscriber
+(queue_due), stores it, and delivers it through SmtpTransport, recording each
+outcome in the state database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+
+from syndicator.classify import Classifier
+from syndicator.config import load_config
+from syndicator.cycle import deliver_due, run_cycle
+from syndicator.state import State, messages_table
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+POOL = 4
+SINK = textwrap.dedent(
+    """
+    import sys, time
+    from aiosmtpd.controller import Controller
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            return "250 OK"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=int(sys.argv[1]))
+    controller.start()
+    print("ready", flush=True)
+    sys.stdin.read()
+    controller.stop()
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _bare(port: int, message: bytes, count: int) -> float:
+    """The baseline: prebuilt bytes over POOL persistent connections."""
+
+    async def worker(share: int) -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await client.connect()
+        for number in range(share):
+            await client.sendmail("news@example.org", [f"p{number}@example.org"], message)
+        await client.quit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(count // POOL) for _ in range(POOL)))
+    return time.perf_counter() - started
+
+
+def _install(root: Path, port: int, count: int) -> Path:
+    (root / "config").mkdir(parents=True)
+    for name in ("regions.toml", "topics.toml"):
+        shutil.copy(CONFIG_DIR / name, root / "config" / name)
+    (root / "articles").mkdir()
+    (root / "articles" / "a.txt").write_text("Old Story\n\nOld Story\n\nKenya news.\n")
+    subscribers = "".join(
+        f'[[subscriber]]\nemail = "p{n}@example.org"\nname = "Person {n}"\ncadence = "immediate"\n'
+        for n in range(count)
+    )
+    (root / "config" / "subscribers.toml").write_text(subscribers)
+    config = root / "config" / "syndicator.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [site]
+            base_url = "https://news.example.org/"
+            [store]
+            path = "../articles"
+            [feeds]
+            output_dir = "../feeds"
+            [state]
+            url = "sqlite:///../state/s.db"
+            [mail]
+            transport = "smtp"
+            [mail.smtp]
+            host = "127.0.0.1"
+            port = {port}
+            pool_size = {POOL}
+            """
+        )
+    )
+    return config
+
+
+def run(count: int) -> dict[str, Any]:
+    port = _free_port()
+    sink = subprocess.Popen(
+        [sys.executable, "-c", SINK, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    root = Path(tempfile.mkdtemp(prefix="syndicator-bench-"))
+    try:
+        config = load_config(_install(root, port, count))
+        classifier = Classifier.load(config.classify.regions, config.classify.topics)
+        state = State.open(config.state.url)
+        now = datetime(2026, 3, 2, 9, tzinfo=UTC)
+        run_cycle(config, classifier, state, now=now)  # baseline cycle, subscribers synced
+        (root / "articles" / "b.txt").write_text(
+            "Kenya Launches Single Window\n\nKenya Launches Single Window\n\nKRA news.\n"
+        )
+        later = now + timedelta(minutes=5)
+        started = time.perf_counter()
+        run_cycle(config, classifier, state, now=later)
+        composed = time.perf_counter() - started
+        report = asyncio.run(deliver_due(config, state, clock=lambda: later))
+        ours = time.perf_counter() - started
+        assert report.sent == count, report
+        with state.engine.connect() as conn:
+            sample = conn.execute(messages_table.select().limit(1)).first()
+        assert sample is not None
+        state.close()
+        baseline = asyncio.run(_bare(port, bytes(sample.body), count))
+    finally:
+        assert sink.stdin is not None
+        sink.stdin.close()
+        sink.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+    return {
+        "name": "personalized mails per second to an SMTP sink",
+        "messages": count,
+        "seconds": ours,
+        "compose_seconds": composed,
+        "messages_per_second": count / ours,
+        "baseline": f"bare aiosmtplib, {POOL} pooled connections, prebuilt bytes",
+        "baseline_seconds": baseline,
+        "baseline_messages_per_second": count / baseline,
+        "ratio": ours / baseline,
+        "share_of_baseline": baseline / ours,
+        "target": "at least 70 % of the baseline's messages per second",
+    }
