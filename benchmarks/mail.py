@@ -2,9 +2,10 @@
 
 The SMTP sink is aiosmtpd in a separate process, so it does not share our
 interpreter. The baseline sends prebuilt bytes over the same number of
-persistent aiosmtplib connections; ours composes one message per subscriber
-(queue_due), stores it, and delivers it through SmtpTransport, recording each
-outcome in the state database.
+persistent aiosmtplib connections. Ours is the cycle at which a daily digest
+falls due for every subscriber: it composes one personalised message each
+(queue_due), stores them, and delivers them through SmtpTransport, recording
+every outcome in the state database.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def _install(root: Path, port: int, count: int) -> Path:
     (root / "articles").mkdir()
     (root / "articles" / "a.txt").write_text("Old Story\n\nOld Story\n\nKenya news.\n")
     subscribers = "".join(
-        f'[[subscriber]]\nemail = "p{n}@example.org"\nname = "Person {n}"\ncadence = "immediate"\n'
+        f'[[subscriber]]\nemail = "p{n}@example.org"\nname = "Person {n}"\n'
+        'cadence = "daily"\nhour = 10\n'
         for n in range(count)
     )
     (root / "config" / "subscribers.toml").write_text(subscribers)
@@ -124,11 +126,12 @@ def run(count: int) -> dict[str, Any]:
         (root / "articles" / "b.txt").write_text(
             "Kenya Launches Single Window\n\nKenya Launches Single Window\n\nKRA news.\n"
         )
-        later = now + timedelta(minutes=5)
+        run_cycle(config, classifier, state, now=now + timedelta(minutes=5))  # matched
+        due = now + timedelta(hours=1)  # 10:00 UTC: every digest is due
         started = time.perf_counter()
-        run_cycle(config, classifier, state, now=later)
+        run_cycle(config, classifier, state, now=due)
         composed = time.perf_counter() - started
-        report = asyncio.run(deliver_due(config, state, clock=lambda: later))
+        report = asyncio.run(deliver_due(config, state, clock=lambda: due))
         ours = time.perf_counter() - started
         assert report.sent == count, report
         with state.engine.connect() as conn:

@@ -413,15 +413,35 @@ class CycleResult:
 def load_subscribers_file(
     config: Config, classifier: Classifier
 ) -> tuple[list[Subscriber] | None, list[str]]:
-    """The subscribers file's valid entries (None when the file cannot be used at all)."""
-    listed, errors = load_subscribers(config.subscribers.file, set(classifier.taxonomy.topics))
+    """The subscribers file's valid entries (None when the file cannot be used at all).
+
+    Like store files, the file is parsed again only when its size or mtime changed.
+    """
+    path = config.subscribers.file
+    topics = frozenset(classifier.taxonomy.topics)
+    try:
+        stat = path.stat()
+        key: tuple[object, ...] | None = (str(path), stat.st_size, stat.st_mtime_ns, topics)
+    except OSError:
+        key = None
+    if key is not None and key in _SUBSCRIBERS_CACHE:
+        listed, problems = _SUBSCRIBERS_CACHE[key]
+        return listed, problems
+    listed_all, errors = load_subscribers(path, set(topics))
     problems = [str(error) for error in errors]
-    unusable = not listed and any(
+    unusable = not listed_all and any(
         marker in problem
         for problem in problems
         for marker in ("not found", "cannot read", "invalid TOML", "must be an array")
     )
-    return (None if unusable else listed), problems
+    result = (None if unusable else listed_all), problems
+    if key is not None:
+        _SUBSCRIBERS_CACHE.clear()
+        _SUBSCRIBERS_CACHE[key] = result
+    return result
+
+
+_SUBSCRIBERS_CACHE: dict[tuple[object, ...], tuple[list[Subscriber] | None, list[str]]] = {}
 
 
 def site_from_config(config: Config) -> Site:

@@ -231,7 +231,7 @@ class SmtpTransport:
     async def _send_in_slot(self, message: bytes, sender: str, recipient: str) -> Delivery:
         smtp: SMTP | None = None
         try:
-            smtp = await self._checkout()
+            smtp, reused = await self._checkout()
             utf8 = _needs_smtputf8(sender, recipient)
             if utf8 and not smtp.supports_extension("smtputf8"):
                 self._idle.append(smtp)
@@ -241,12 +241,22 @@ class SmtpTransport:
                     f"{self._server} does not support SMTPUTF8, needed for a non-ASCII address",
                 )
             encoding = "utf-8" if utf8 else "ascii"
-            await _step(
-                "MAIL FROM",
-                smtp.mail(
-                    sender, options=self._mail_options(smtp, message, utf8=utf8), encoding=encoding
-                ),
-            )
+            options = self._mail_options(smtp, message, utf8=utf8)
+            try:
+                await _step("MAIL FROM", smtp.mail(sender, options=options, encoding=encoding))
+            except _StepFailed as failure:
+                closing = isinstance(failure.error, SMTPResponseException) and (
+                    failure.error.code == 421
+                )
+                if not reused or (isinstance(failure.error, SMTPResponseException) and not closing):
+                    raise
+                # The server closed an idle connection (or says it will: 421): once more,
+                # on a new one.
+                log.debug("idle connection to %s went away: %s", self._server, failure.error)
+                await self._release(smtp, graceful=False)
+                smtp = None
+                smtp = await self._connect()
+                await _step("MAIL FROM", smtp.mail(sender, options=options, encoding=encoding))
             # A normal return from RCPT means 250/251 for *this* recipient; any
             # other reply raises SMTPRecipientRefused. We send one recipient per
             # transaction, so there is no partial acceptance to read from a dict.
@@ -277,21 +287,19 @@ class SmtpTransport:
             options.append("SMTPUTF8")  # RFC 6531: UTF-8 addresses or header fields
         return options
 
-    async def _checkout(self) -> SMTP:
-        """A connected session, envelope clear: an idle one that answers RSET, or a new one."""
+    async def _checkout(self) -> tuple[SMTP, bool]:
+        """A connected session with a clear envelope, and whether it was reused.
+
+        Sessions go back to the pool only after a completed transaction or an RSET,
+        so a reused one needs no extra round trip; one the server closed meanwhile
+        shows at MAIL FROM, and the caller then retries once on a new connection.
+        """
         while self._idle:
             smtp = self._idle.pop()
-            if not smtp.is_connected:
-                await self._release(smtp, graceful=False)
-                continue
-            try:
-                await smtp.rset()
-            except (SMTPException, OSError) as exc:
-                log.debug("discarding stale connection to %s: %s", self._server, exc)
-                await self._release(smtp, graceful=False)
-                continue
-            return smtp
-        return await self._connect()
+            if smtp.is_connected:
+                return smtp, True
+            await self._release(smtp, graceful=False)
+        return await self._connect(), False
 
     async def _connect(self) -> SMTP:
         smtp = SMTP(

@@ -7,14 +7,22 @@ import copy
 import email
 import email.policy
 import pickle
+import quopri
 import re
+import sys
+import unicodedata
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from email.headerregistry import Address
 from email.message import EmailMessage
+from email.utils import format_datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from syndicator.feeds import Names
+from syndicator.feeds import Names, plain_title
 from syndicator.models import Article
 from syndicator.notify import (
     MailSettings,
@@ -23,6 +31,23 @@ from syndicator.notify import (
     describe_filters,
     make_message_id,
     safe_header_text,
+)
+from syndicator.notify.compose import (
+    _CADENCE_HEADING,
+    _CADENCE_REASON,
+    _UNSAFE_CATEGORIES,
+    _UNSAFE_CHARS,
+    CacheInfo,
+    Composer,
+    _date,
+    _item,
+    _list_id,
+    _one_line,
+    _plural,
+    _quoted_printable,
+    _subject,
+    _templates,
+    _VerbatimHeader,
 )
 from tests.conftest import DATA_DIR
 
@@ -504,3 +529,397 @@ def test_describe_filters(filters: tuple[tuple[str, ...], ...], expected: str) -
         describe_filters(regions, topics, keywords, exclude_regions, exclude_topics, NAMES)
         == expected
     )
+
+
+# --- Composer: the batch path --------------------------------------------------------------
+
+
+def five() -> list[Article]:
+    return [
+        *digest(),
+        article(4, "Kenya Launches Single Window", regions=("global",), topics=()),
+        article(5, "Zoll \u2013 Neuigkeiten über Risikomanagement", summary=""),
+    ]
+
+
+def legacy_compose(
+    recipient: Recipient,
+    articles: list[Article],
+    *,
+    settings: MailSettings = SETTINGS,
+    names: Names = NAMES,
+) -> EmailMessage:
+    """compose() as it was before Composer: the email package builds and folds everything."""
+    site_title = _one_line(plain_title(settings.site_title))
+    context = {
+        "site_title": site_title,
+        "heading": f"{site_title} — {_CADENCE_HEADING[recipient.cadence]}",
+        "intro": f"{_plural(len(articles), 'new article')} for you, {_date(T0)}.",
+        "items": [_item(item, names, settings.base_url) for item in articles],
+        "reason": (
+            f"You receive this because you subscribed to {site_title}"
+            f" ({_CADENCE_REASON[recipient.cadence]}) for {_one_line(recipient.filters)}."
+        ),
+        "unsubscribe_url": recipient.unsubscribe_url,
+        "manage_url": recipient.manage_url,
+    }
+    text_template, html_template = _templates()
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = settings.sender
+    message["To"] = Address(
+        display_name=safe_header_text(recipient.name, limit=100), addr_spec=recipient.email
+    )
+    message["Date"] = format_datetime(T0)
+    message["Message-ID"] = MESSAGE_ID
+    message["Subject"] = _subject(articles)
+    message["List-Id"] = _list_id(settings)
+    message["List-Unsubscribe"] = _VerbatimHeader(
+        "List-Unsubscribe",
+        [f"<{recipient.unsubscribe_url}>,", f"<{recipient.unsubscribe_mailto}>"],
+    )
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(
+        text_template.render(context), subtype="plain", charset="utf-8", cte="quoted-printable"
+    )
+    message.add_alternative(
+        html_template.render(context), subtype="html", charset="utf-8", cte="quoted-printable"
+    )
+    for part in message.iter_parts():
+        del part["MIME-Version"]
+    return message
+
+
+def parse(data: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def assert_same_message(data: bytes, expected: EmailMessage) -> None:
+    """``data`` parses to the headers and decoded parts of ``expected``, whatever the folding."""
+    parsed, reference = parse(data), parse(bytes(expected))
+    assert parsed.keys() == reference.keys() == EXPECTED_HEADERS
+    for name in EXPECTED_HEADERS:
+        if name not in {"To", "Content-Type"}:
+            assert str(parsed[name]) == str(reference[name]), name
+    (address,), (expected_address,) = parsed["To"].addresses, reference["To"].addresses
+    assert address.addr_spec == expected_address.addr_spec
+    # CPython puts a space between adjacent encoded-words; mail clients join them.
+    assert address.display_name.split() == expected_address.display_name.split() or (
+        "".join(address.display_name.split()) == "".join(expected_address.display_name.split())
+    )
+    assert parsed.get_content_type() == reference.get_content_type() == "multipart/alternative"
+    for part, expected_part in zip(parsed.iter_parts(), reference.iter_parts(), strict=True):
+        assert isinstance(part, EmailMessage)
+        assert isinstance(expected_part, EmailMessage)
+        assert part.get_content_type() == expected_part.get_content_type()
+        assert part.get_content_charset() == expected_part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+        assert part.get_content() == expected_part.get_content()
+
+
+def assert_well_formed(data: bytes) -> None:
+    assert data.isascii()
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    head, body = data.split(b"\r\n\r\n", 1)
+    name = b""
+    for line in head.split(b"\r\n"):
+        if not line.startswith(b" "):
+            name = line.split(b":", 1)[0]
+        # List-Unsubscribe and List-Id are written verbatim (RFC 2369, RFC 2919): never
+        # encoded, so a long URL may make a long line.
+        verbatim = name in {b"List-Unsubscribe", b"List-Id"}
+        assert len(line) <= (998 if verbatim else 78), line
+    assert all(len(line) <= 76 for line in body.split(b"\r\n"))  # RFC 2045 §6.7
+
+
+def composed(
+    composer: Composer, articles: list[Article], recipient: Recipient = RECIPIENT
+) -> bytes:
+    return composer.compose_bytes(recipient, articles, now=T0, message_id=MESSAGE_ID)
+
+
+@pytest.mark.parametrize("count", [1, 3, 5])
+def test_compose_bytes_matches_the_email_package(count: int) -> None:
+    articles = five()[:count]
+    data = composed(Composer(SETTINGS, NAMES), articles)
+    assert_well_formed(data)
+    assert_same_message(data, legacy_compose(RECIPIENT, articles))
+
+
+def test_compose_is_compose_bytes_parsed_back() -> None:
+    data = composed(Composer(SETTINGS, NAMES), digest())
+    message = compose(
+        RECIPIENT, digest(), settings=SETTINGS, names=NAMES, now=T0, message_id=MESSAGE_ID
+    )
+    assert bytes(message) == data
+    assert message.as_bytes() == data
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_compose_bytes_matches_the_email_package_for_hostile_text(hostile: str) -> None:
+    composer = Composer(SETTINGS, NAMES)
+    for recipient, articles in (
+        (replace(RECIPIENT, name=hostile), five()),
+        (replace(RECIPIENT, filters=hostile), five()),
+        (RECIPIENT, [article(1, hostile)]),
+        (RECIPIENT, [article(1, hostile, summary=hostile), *five()[1:]]),
+    ):
+        data = composed(composer, articles, recipient)
+        assert_well_formed(data)
+        assert_safe(data, parse(data))
+        assert_same_message(data, legacy_compose(recipient, articles))
+
+
+def test_compose_bytes_matches_for_hostile_names_and_settings() -> None:
+    names = Names(regions={"americas": "Americas\r\nBcc: evil@example.org"}, topics={})
+    for settings in (
+        SETTINGS,
+        replace(SETTINGS, site_title="Douanes — Actualités"),
+        replace(SETTINGS, site_title='WCO "News", Inc.'),
+        replace(SETTINGS, sender="Zoll Nachrichten \u2013 Aktuell <news@example.org>"),
+    ):
+        data = Composer(settings, names).compose_bytes(
+            RECIPIENT, five(), now=T0, message_id=MESSAGE_ID
+        )
+        assert_well_formed(data)
+        assert_same_message(data, legacy_compose(RECIPIENT, five(), settings=settings, names=names))
+
+
+@pytest.mark.parametrize(
+    ("name", "to"),
+    [
+        ("Ana Pérez", "To: Ana =?utf-8?q?P=C3=A9rez?= <ana@example.org>"),
+        ("Person 7", "To: Person 7 <ana@example.org>"),
+        ("J. Smith, Esq.", 'To: "J. Smith, Esq." <ana@example.org>'),
+        ('Eve\\" <x>', 'To: "Eve\\\\\\" <x>" <ana@example.org>'),
+        ("", "To: ana@example.org"),
+        ("  \r\n ", "To: ana@example.org"),
+    ],
+)
+def test_to_header_is_written_as_the_email_package_would(name: str, to: str) -> None:
+    recipient = replace(RECIPIENT, name=name)
+    data = composed(Composer(SETTINGS, NAMES), digest(), recipient)
+    assert header_block(data).split("\r\n")[1] == to
+    parsed = parse(data)
+    assert parsed["To"].addresses[0].display_name == safe_header_text(name, limit=100)
+    assert_same_message(data, legacy_compose(recipient, digest()))
+
+
+@pytest.mark.parametrize(
+    "address", ["ana.p+news@example.org", '"ana p"@example.org', "ana@[192.0.2.1]"]
+)
+def test_unusual_addresses_go_through_the_email_package(address: str) -> None:
+    recipient = replace(RECIPIENT, email=address)
+    data = composed(Composer(SETTINGS, NAMES), digest(), recipient)
+    assert_same_message(data, legacy_compose(recipient, digest()))
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "=?utf-8?q?a?=@example.org",
+        "ana@example.org, evil@example.org",
+        "ana@example.org\r\nBcc: evil@example.org",
+    ],
+)
+def test_addresses_the_email_package_refuses_are_refused(address: str) -> None:
+    recipient = replace(RECIPIENT, email=address)
+    with pytest.raises(ValueError, match=r"."):
+        legacy_compose(recipient, digest())
+    with pytest.raises(ValueError, match=r"."):
+        composed(Composer(SETTINGS, NAMES), digest(), recipient)
+
+
+def test_recipients_share_the_cached_articles_but_not_their_own_parts() -> None:
+    composer = Composer(SETTINGS, NAMES)
+    other = Recipient(
+        email="bo@example.org",
+        name="Bo Li",
+        filters="topic Risk management",
+        cadence="weekly",
+        unsubscribe_url="https://news.example.org/unsubscribe/tok_bo",
+        unsubscribe_mailto="mailto:news@example.org?subject=unsubscribe%20tok_bo",
+    )
+    other_id = make_message_id("bo@example.org/2026-03-02", "news.example.org")
+    first = parse(composed(composer, five()))
+    second = parse(composer.compose_bytes(other, five(), now=T0, message_id=other_id))
+    assert composer.cache_info().hits == 1
+    assert first["Subject"] == second["Subject"]
+    assert str(second["To"]) == "Bo Li <bo@example.org>"
+    assert second["Message-ID"] == other_id != first["Message-ID"]
+    assert second["List-Unsubscribe"] == (
+        "<https://news.example.org/unsubscribe/tok_bo>, "
+        "<mailto:news@example.org?subject=unsubscribe%20tok_bo>"
+    )
+    assert second.get_boundary() != first.get_boundary()
+    text, html = parts(second)
+    for part in (" ".join(text.split()), html):
+        assert "WCO News — your weekly digest" in part
+        assert "(weekly digest) for topic Risk management." in part
+        assert "https://news.example.org/unsubscribe/tok_bo" in part
+        assert TOKEN not in part
+        assert "Manage your subscription" not in part
+        assert "Americas and Caribbean; topics AEO" not in part
+    first_text, first_html = parts(first)
+    assert TOKEN in first_text
+    assert TOKEN in first_html
+
+    # The article lists are the same text, recipient for recipient.
+    def articles_of(text: str) -> str:
+        return text[text.index("1.  ") : text.index("\r\n-- \r\n")]
+
+    assert articles_of(first_text) == articles_of(text)
+    assert_same_message(
+        composer.compose_bytes(other, five(), now=T0, message_id=MESSAGE_ID),
+        legacy_compose(other, five()),
+    )
+
+
+def test_later_calls_hit_the_section_cache() -> None:
+    composer = Composer(SETTINGS, NAMES, cache_size=2)
+    assert composer.cache_info() == CacheInfo(hits=0, misses=0, maxsize=2, currsize=0)
+    expected = composed(composer, five())
+    assert composer.cache_info() == CacheInfo(hits=0, misses=1, maxsize=2, currsize=1)
+    for number in range(1, 5):
+        assert composed(composer, five()) == expected  # fresh but equal Article objects
+        assert composer.cache_info() == CacheInfo(hits=number, misses=1, maxsize=2, currsize=1)
+    # A different set or order of articles is a different section; the oldest is evicted.
+    composed(composer, five()[:1])
+    composed(composer, five()[::-1])
+    assert composer.cache_info() == CacheInfo(hits=4, misses=3, maxsize=2, currsize=2)
+    assert composed(composer, five()) == expected
+    assert composer.cache_info().misses == 4
+    composer.cache_clear()
+    assert composer.cache_info() == CacheInfo(hits=0, misses=0, maxsize=2, currsize=0)
+
+
+def test_the_cache_key_covers_what_the_mail_shows() -> None:
+    """content_hash covers title and body; the summary, link and classification are shown too."""
+    composer = Composer(SETTINGS, NAMES)
+    before = composed(composer, [article(1, "Same")])
+    for changed in (
+        article(1, "Same", summary="A corrected summary."),
+        article(1, "Same", link="https://partners.example.com/x"),
+        article(1, "Same", regions=("europe",)),
+        article(1, "Same", topics=("risk-management",)),
+        article(1, "Same", published=T0 - timedelta(days=3)),
+        article(1, "Other title"),
+    ):
+        data = composed(composer, [changed])
+        assert data != before
+        assert_same_message(data, legacy_compose(RECIPIENT, [changed]))
+    assert composer.cache_info().hits == 0
+
+
+def test_a_new_day_reuses_the_section_and_dates_the_intro() -> None:
+    composer = Composer(SETTINGS, NAMES)
+    composed(composer, digest())
+    later = T0 + timedelta(days=1)
+    data = composer.compose_bytes(RECIPIENT, digest(), now=later, message_id=MESSAGE_ID)
+    assert composer.cache_info().hits == 1
+    parsed = parse(data)
+    assert parsed["Date"].datetime == later
+    text, html = parts(parsed)
+    assert "3 new articles for you, 3 March 2026." in text
+    assert "3 new articles for you, 3 March 2026." in html
+
+
+def test_compose_bytes_refuses_what_compose_refuses() -> None:
+    composer = Composer(SETTINGS, NAMES)
+    with pytest.raises(ValueError, match="at least one article"):
+        composed(composer, [])
+    with pytest.raises(ValueError, match="Message-ID"):
+        composer.compose_bytes(RECIPIENT, digest(), now=T0, message_id=f"<{'a' * 900}@example.org>")
+    with pytest.raises(ValueError, match="header line"):
+        long_url = "https://news.example.org/unsubscribe/" + "a" * 862
+        composed(composer, digest(), replace(RECIPIENT, unsubscribe_url=long_url))
+    with pytest.raises(ValueError, match="exactly one address"):
+        Composer(replace(SETTINGS, sender="a@example.org, b@example.org"), NAMES)
+    with pytest.raises(ValueError, match="list id"):
+        Composer(replace(SETTINGS, list_id="wco.example.org\n"), NAMES)
+
+
+# --- the pieces Composer builds on ---------------------------------------------------------
+
+
+def test_template_blocks_make_the_whole_and_end_at_line_breaks() -> None:
+    context = {
+        "site_title": "WCO News",
+        "heading": "WCO News — news alert",
+        "intro": "1 new article for you, 2 March 2026.",
+        "items": [_item(item, NAMES, SETTINGS.base_url) for item in five()],
+        "reason": "You receive this because…",
+        "unsubscribe_url": RECIPIENT.unsubscribe_url,
+        "manage_url": RECIPIENT.manage_url,
+    }
+    for template in _templates():
+        blocks = [
+            "".join(template.blocks[name](template.new_context(context)))
+            for name in ("head", "items", "foot")
+        ]
+        assert "".join(blocks) == template.render(context)
+        assert all(block.endswith("\n") for block in blocks)
+
+
+def test_one_line_removes_exactly_the_unsafe_categories() -> None:
+    unsafe = "".join(
+        chr(code)
+        for code in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(code)) in _UNSAFE_CATEGORIES
+    )
+    assert _UNSAFE_CHARS.sub("", unsafe) == ""
+    everything_else = "".join(
+        chr(code)
+        for code in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(code)) not in _UNSAFE_CATEGORIES
+    )
+    assert _UNSAFE_CHARS.search(everything_else) is None
+
+
+QP_SAMPLES = [
+    "",
+    "\n",
+    "-- \nsignature\t\n",
+    "a" * 74 + "=b\n" + "c" * 73 + "==\n" + "d" * 75 + "é\n",
+    "x" * 300 + " \n",
+    ".\n..\nFrom here\n",
+    "Bogotá · 2 March 2026 — “quoted” …\r\nCR only\rend",
+    "\x0b\x0c\x1b\x7f\x85\u2028 control\n",
+    '<a href="https://news.example.org/?a=1&amp;b=2" style="color:#5b6670;">x</a>' * 5,
+]
+
+
+@pytest.mark.parametrize("text", QP_SAMPLES)
+def test_quoted_printable_decodes_back_and_keeps_lines_short(text: str) -> None:
+    encoded = _quoted_printable(text)
+    normal = b"".join(line + b"\n" for line in text.encode("utf-8").splitlines())
+    assert quopri.decodestring(encoded.replace(b"\r\n", b"\n")) == normal
+    assert encoded.isascii()
+    assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
+    assert not re.search(rb"[ \t]\r\n", encoded)
+    assert b"=_" not in encoded  # so the "=_..." boundary never occurs in a part
+
+
+@given(st.lists(st.text(max_size=200), max_size=4))
+@hypothesis_settings(max_examples=200, deadline=None)
+def test_quoted_printable_chunks_join_like_one_text(chunks: list[str]) -> None:
+    """Chunks that end at line breaks encode apart to the encoding of the whole."""
+    chunks = [chunk if chunk.endswith("\n") else chunk + "\n" for chunk in chunks]
+    whole = "".join(chunks)
+    encoded = _quoted_printable(whole)
+    assert b"".join(_quoted_printable(chunk) for chunk in chunks) == encoded
+    decoded = quopri.decodestring(encoded.replace(b"\r\n", b"\n"))
+    assert decoded == b"".join(line + b"\n" for line in whole.encode("utf-8").splitlines())
+
+
+@given(st.text(min_size=1, max_size=100))
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_any_display_name_parses_back(name: str) -> None:
+    display_name = safe_header_text(name, limit=100)
+    data = composed(Composer(SETTINGS, NAMES), digest(), replace(RECIPIENT, name=name))
+    assert_well_formed(data)
+    (address,) = parse(data)["To"].addresses
+    assert address.addr_spec == "ana@example.org"
+    assert "".join(address.display_name.split()) == "".join(display_name.split())

@@ -70,6 +70,7 @@ class Handler:
     """aiosmtpd handler that records envelopes; set a field to simulate a fault."""
 
     mail_reply: str = ""
+    mail_replies: list[str] = field(default_factory=list)  # consumed one per MAIL
     rcpt_reply: str = ""
     data_reply: str = ""
     rset_replies: list[str] = field(default_factory=list)  # consumed one per RSET
@@ -88,6 +89,8 @@ class Handler:
     ) -> str:
         if self.mail_reply:
             return self.mail_reply
+        if self.mail_replies:
+            return self.mail_replies.pop(0)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -619,11 +622,11 @@ async def test_reconnects_after_server_drops_idle_connection(
     assert len(handler.received) == 2
 
 
-async def test_stale_connection_failing_rset_is_replaced(
+async def test_idle_connection_closed_by_the_server_is_replaced(
     smtp: SmtpTransport, server: Server, handler: Handler
 ) -> None:
     assert (await send_one(smtp)).outcome is Outcome.SENT
-    handler.rset_replies = ["421 4.4.2 idle too long, closing"]
+    handler.mail_replies = ["421 4.4.2 idle too long, closing"]
 
     assert (await send_one(smtp)).outcome is Outcome.SENT
     assert server.connections.total == 2

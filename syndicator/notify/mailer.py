@@ -16,9 +16,9 @@ from syndicator.config import Config
 from syndicator.feeds import Names
 from syndicator.models import Article
 from syndicator.notify.compose import (
+    Composer,
     MailSettings,
     Recipient,
-    compose,
     describe_filters,
     make_message_id,
 )
@@ -36,6 +36,8 @@ class Mailer:
         )
         self.names = names
         self.secret = secret
+        # Renders each set of articles once, then only the recipient's parts per message.
+        self.composer = Composer(self.settings, names)
         self.sender_address = parseaddr(config.mail.from_)[1]
         self.domain = self.sender_address.rpartition("@")[2] or "localhost"
 
@@ -64,12 +66,7 @@ class Mailer:
     ) -> tuple[str, bytes]:
         key = f"{record.id}:{kind}:{now.isoformat()}:{','.join(a.id for a in articles)}"
         message_id = make_message_id(key, self.domain)
-        message = compose(
-            self.recipient(record),
-            articles,
-            settings=self.settings,
-            names=self.names,
-            now=now,
-            message_id=message_id,
+        body = self.composer.compose_bytes(
+            self.recipient(record), articles, now=now, message_id=message_id
         )
-        return message_id, bytes(message)
+        return message_id, body

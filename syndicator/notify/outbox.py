@@ -51,7 +51,7 @@ SUSPEND_AFTER = 3  # permanent failures before a subscriber is suspended
 MAX_ATTEMPTS = 8  # temporary failures before a message is given up
 BACKOFF_FIRST = timedelta(minutes=1)
 BACKOFF_LIMIT = timedelta(hours=6)
-BATCH_SIZE = 32
+BATCH_SIZE = 64  # messages marked sending at once: the most a crash can duplicate
 
 ACTIVE = "active"
 SUSPENDED = "suspended"
@@ -561,6 +561,33 @@ def envelope_sender(from_header: str) -> str:
     return parseaddr(from_header)[1]
 
 
+def _claim(state: State, now: datetime, limit: int) -> list[Any]:
+    """Mark up to ``limit`` due messages ``sending`` (durably) and return them."""
+    with state.transaction() as conn:
+        due = conn.execute(
+            select(
+                messages_table.c.id,
+                messages_table.c.recipient,
+                messages_table.c.body,
+                messages_table.c.attempts,
+                messages_table.c.subscriber_id,
+            )
+            .where(
+                (messages_table.c.status == "pending")
+                | ((messages_table.c.status == "retry") & (messages_table.c.next_attempt_at <= now))
+            )
+            .order_by(messages_table.c.id)
+            .limit(limit)
+        ).all()
+        if due:
+            conn.execute(
+                update(messages_table)
+                .where(messages_table.c.id.in_([row.id for row in due]))
+                .values(status="sending", attempts=messages_table.c.attempts + 1)
+            )
+    return list(due)
+
+
 async def deliver(
     state: State,
     transport: Transport,
@@ -571,42 +598,22 @@ async def deliver(
     batch_size: int = BATCH_SIZE,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> DeliveryReport:
-    """Send every message that is due, batch by batch, recording each outcome."""
+    """Send every message that is due, batch by batch, recording each batch's outcomes.
+
+    A batch is marked ``sending`` (durably) before its SMTP conversations start,
+    and its outcomes are recorded once they are all known: at most one batch is
+    ever in ``sending``, which bounds what a crash could send twice.
+    """
     rng = rng or random.Random()
     report = DeliveryReport()
     while not should_stop():
-        now = clock()
-        with state.transaction() as conn:
-            due = conn.execute(
-                select(
-                    messages_table.c.id,
-                    messages_table.c.recipient,
-                    messages_table.c.body,
-                    messages_table.c.attempts,
-                    messages_table.c.subscriber_id,
-                )
-                .where(
-                    (messages_table.c.status == "pending")
-                    | (
-                        (messages_table.c.status == "retry")
-                        & (messages_table.c.next_attempt_at <= now)
-                    )
-                )
-                .order_by(messages_table.c.id)
-                .limit(batch_size)
-            ).all()
-            if not due:
-                break
-            conn.execute(
-                update(messages_table)
-                .where(messages_table.c.id.in_([row.id for row in due]))
-                .values(status="sending", attempts=messages_table.c.attempts + 1)
-            )
+        due = _claim(state, clock(), batch_size)
+        if not due:
+            break
         outcomes = await asyncio.gather(
             *(transport.send(row.body, sender=sender, recipient=row.recipient) for row in due)
         )
-        finished = clock()
-        _record_outcomes(due, outcomes, finished=finished, rng=rng, report=report, state=state)
+        _record_outcomes(due, outcomes, finished=clock(), rng=rng, report=report, state=state)
     return report
 
 
