@@ -24,9 +24,13 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.quick:
-        results = [publishing.run(5_000, 500, 3), matching.run(100_000), mail.run(500)]
+        results = [publishing.run(5_000, 500, 3), matching.run(100_000), mail.run(500, repeat=3)]
     else:
-        results = [publishing.run(100_000, 5_000, 5), matching.run(1_000_000), mail.run(5_000)]
+        results = [
+            publishing.run(100_000, 5_000, 5),
+            matching.run(1_000_000),
+            mail.run(5_000, repeat=5),
+        ]
     print(f"{'benchmark':48} {'seconds':>10} {'baseline s':>11} {'ratio':>7}")
     for result in results:
         print(

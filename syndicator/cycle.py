@@ -550,6 +550,7 @@ async def deliver_due(
             used,
             sender=envelope_sender(config.mail.from_),
             clock=clock,
+            concurrency=config.mail.smtp.pool_size if config.mail.transport == "smtp" else 1,
             should_stop=should_stop,
         )
     finally:

@@ -38,22 +38,30 @@ class Mailer:
         self.secret = secret
         # Renders each set of articles once, then only the recipient's parts per message.
         self.composer = Composer(self.settings, names)
+        # Many subscribers share filters: describe each combination once.
+        self._described: dict[tuple[tuple[str, ...], ...], str] = {}
         self.sender_address = parseaddr(config.mail.from_)[1]
         self.domain = self.sender_address.rpartition("@")[2] or "localhost"
+
+    def _filters(self, record: SubscriberRecord) -> str:
+        key = (
+            record.regions,
+            record.topics,
+            record.keywords,
+            record.exclude_regions,
+            record.exclude_topics,
+        )
+        described = self._described.get(key)
+        if described is None:
+            described = self._described[key] = describe_filters(*key, self.names)
+        return described
 
     def recipient(self, record: SubscriberRecord) -> Recipient:
         token = make_token(self.secret, record.id, record.email)
         return Recipient(
             email=record.email,
             name=record.name,
-            filters=describe_filters(
-                record.regions,
-                record.topics,
-                record.keywords,
-                record.exclude_regions,
-                record.exclude_topics,
-                self.names,
-            ),
+            filters=self._filters(record),
             cadence=record.cadence,
             unsubscribe_url=f"{self.settings.base_url}unsubscribe/{token}",
             unsubscribe_mailto=(

@@ -454,24 +454,16 @@ def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[in
     """
     pending = _pending_by_subscriber(conn)
     rows: list[dict[str, Any]] = []
-    schedule: list[dict[str, Any]] = []
+    # Subscribers sharing a schedule share their next due time: one update each.
+    schedule: dict[tuple[str, int, str, str], list[int]] = defaultdict(list)
     for record in subscribers(conn, status=ACTIVE):
         if record.cadence != "immediate":
             if record.next_digest_at is None or record.next_digest_at > now:
                 continue
             # Due now: the next one is the first due time after now, so a digest missed
             # while the service was down goes out once.
-            schedule.append(
-                {
-                    "key": record.id,
-                    "due": next_due(
-                        now,
-                        cadence=record.cadence,
-                        hour=record.hour,
-                        weekday=record.weekday,
-                        timezone=record.timezone,
-                    ),
-                }
+            schedule[(record.cadence, record.hour, record.weekday, record.timezone)].append(
+                record.id
             )
         articles = pending.get(record.id)
         if not articles:
@@ -490,13 +482,14 @@ def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[in
                 "last_error": "",
             }
         )
-    if schedule:
-        conn.execute(
-            update(subscribers_table)
-            .where(subscribers_table.c.id == bindparam("key"))
-            .values(next_digest_at=bindparam("due")),
-            schedule,
-        )
+    for (cadence, hour, weekday, timezone), ids in schedule.items():
+        following = next_due(now, cadence=cadence, hour=hour, weekday=weekday, timezone=timezone)
+        for start in range(0, len(ids), 500):
+            conn.execute(
+                update(subscribers_table)
+                .where(subscribers_table.c.id.in_(ids[start : start + 500]))
+                .values(next_digest_at=following)
+            )
     if not rows:
         return []
     inserted = conn.execute(
@@ -564,27 +557,32 @@ def envelope_sender(from_header: str) -> str:
 def _claim(state: State, now: datetime, limit: int) -> list[Any]:
     """Mark up to ``limit`` due messages ``sending`` (durably) and return them."""
     with state.transaction() as conn:
-        due = conn.execute(
-            select(
-                messages_table.c.id,
-                messages_table.c.recipient,
-                messages_table.c.body,
-                messages_table.c.attempts,
-                messages_table.c.subscriber_id,
-            )
-            .where(
-                (messages_table.c.status == "pending")
-                | ((messages_table.c.status == "retry") & (messages_table.c.next_attempt_at <= now))
-            )
-            .order_by(messages_table.c.id)
-            .limit(limit)
-        ).all()
-        if due:
-            conn.execute(
-                update(messages_table)
-                .where(messages_table.c.id.in_([row.id for row in due]))
-                .values(status="sending", attempts=messages_table.c.attempts + 1)
-            )
+        return _claim_in(conn, now, limit)
+
+
+def _claim_in(conn: Connection, now: datetime, limit: int) -> list[Any]:
+    """Mark up to ``limit`` due messages ``sending`` and return them."""
+    due = conn.execute(
+        select(
+            messages_table.c.id,
+            messages_table.c.recipient,
+            messages_table.c.body,
+            messages_table.c.attempts,
+            messages_table.c.subscriber_id,
+        )
+        .where(
+            (messages_table.c.status == "pending")
+            | ((messages_table.c.status == "retry") & (messages_table.c.next_attempt_at <= now))
+        )
+        .order_by(messages_table.c.id)
+        .limit(limit)
+    ).all()
+    if due:
+        conn.execute(
+            update(messages_table)
+            .where(messages_table.c.id.in_([row.id for row in due]))
+            .values(status="sending", attempts=messages_table.c.attempts + 1)
+        )
     return list(due)
 
 
@@ -596,6 +594,7 @@ async def deliver(
     clock: Callable[[], datetime],
     rng: random.Random | None = None,
     batch_size: int = BATCH_SIZE,
+    concurrency: int = 4,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> DeliveryReport:
     """Send every message that is due, batch by batch, recording each batch's outcomes.
@@ -606,15 +605,39 @@ async def deliver(
     """
     rng = rng or random.Random()
     report = DeliveryReport()
-    while not should_stop():
-        due = _claim(state, clock(), batch_size)
-        if not due:
-            break
-        outcomes = await asyncio.gather(
-            *(transport.send(row.body, sender=sender, recipient=row.recipient) for row in due)
+    due = [] if should_stop() else _claim(state, clock(), batch_size)
+    while due:
+        outcomes = await _send_batch(transport, due, sender=sender, concurrency=concurrency)
+        # One transaction records this batch and claims the next.
+        due = _record_outcomes(
+            due,
+            outcomes,
+            finished=clock(),
+            rng=rng,
+            report=report,
+            state=state,
+            claim_next=0 if should_stop() else batch_size,
         )
-        _record_outcomes(due, outcomes, finished=clock(), rng=rng, report=report, state=state)
     return report
+
+
+async def _send_batch(
+    transport: Transport, due: Sequence[Any], *, sender: str, concurrency: int
+) -> list[Delivery]:
+    """Send a batch with ``concurrency`` workers, each sending one message after another
+    (one worker per pooled connection: no task waits on a busy connection)."""
+    outcomes: list[Delivery | None] = [None] * len(due)
+    positions = iter(range(len(due)))
+
+    async def worker() -> None:
+        for position in positions:
+            row = due[position]
+            outcomes[position] = await transport.send(
+                row.body, sender=sender, recipient=row.recipient
+            )
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(due))))))
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _record_outcomes(
@@ -625,8 +648,10 @@ def _record_outcomes(
     rng: random.Random,
     report: DeliveryReport,
     state: State,
-) -> None:
-    """Record a batch's outcomes in one transaction, a statement per kind of outcome."""
+    claim_next: int = 0,
+) -> list[Any]:
+    """Record a batch's outcomes in one transaction, a statement per kind of outcome,
+    and in the same transaction claim up to ``claim_next`` more messages."""
     sent: list[Any] = []
     retry: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
@@ -680,9 +705,11 @@ def _record_outcomes(
         for row in permanent:
             if _count_permanent_failure(conn, row.subscriber_id):
                 report.suspended.append(row.recipient)
+        claimed = _claim_in(conn, finished, claim_next) if claim_next else []
     report.sent += len(sent)
     report.retry += len(retry)
     report.failed += len(failed)
+    return claimed
 
 
 def _count_permanent_failure(conn: Connection, subscriber_id: int) -> bool:
