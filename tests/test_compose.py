@@ -339,7 +339,7 @@ def test_hostile_filters_and_region_names_stay_in_the_body() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("unsubscribe_url", "http://news.example.org/unsubscribe/x"),
+        ("unsubscribe_url", "ftp://news.example.org/unsubscribe/x"),
         ("unsubscribe_url", "https://news.example.org/u/x>, <https://evil.example.org/"),
         ("unsubscribe_url", "https://news.example.org/u/x\r\nBcc: evil@example.org"),
         ("unsubscribe_url", "https://news.example.org/u/a b"),

@@ -597,3 +597,38 @@ def test_sender_address_from_header() -> None:
         "WCO News <news@example.org>"
     )
     assert urllib.parse.quote("x") == "x"
+
+
+def test_example_configuration_mails_a_new_article_into_the_maildir(tmp_path: Path) -> None:
+    """The README's walk-through: the example configuration, a new article, a Maildir."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    shutil.copytree(ROOT / "articles", tmp_path / "articles")
+    command = [
+        sys.executable,
+        "-m",
+        "syndicator",
+        "--config",
+        str(tmp_path / "config" / "syndicator.toml"),
+        "run",
+        "--once",
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    assert not (tmp_path / "mail" / "new").exists() or not any(
+        (tmp_path / "mail" / "new").iterdir()
+    )
+    write(
+        tmp_path / "articles" / "chile.txt",
+        "Chile Launches AEO Programme\n\nChile Launches AEO Programme\n\nChile news.\n",
+    )
+    result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+    assert "1 sent" in result.stderr
+    (delivered,) = list((tmp_path / "mail" / "new").iterdir())
+    text = delivered.read_text()
+    assert "Subject: Chile Launches AEO Programme" in text
+    assert "To: Americas desk <americas-desk@example.org>" in text

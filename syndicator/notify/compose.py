@@ -219,14 +219,14 @@ def _scheme_in(url: str, schemes: tuple[str, ...]) -> bool:
     return bool(colon) and head.lower() in schemes
 
 
-def _header_url(url: str, scheme: str, field: str) -> str:
+def _header_url(url: str, schemes: tuple[str, ...], field: str) -> str:
     if len(url) > _MAX_URL or not _HEADER_URL.fullmatch(url):
         raise ValueError(
             f"{field}: {url!r} cannot go in a header; percent-encode spaces, commas, "
             "angle brackets and non-ASCII characters"
         )
-    if not _scheme_in(url, (scheme,)):
-        raise ValueError(f"{field}: {url!r} must be a {scheme}: URL")
+    if not _scheme_in(url, schemes):
+        raise ValueError(f"{field}: {url!r} must be a {' or '.join(schemes)}: URL")
     return url
 
 
@@ -684,9 +684,12 @@ class Composer:
         manage_url = recipient.manage_url
         if manage_url and not _body_url(manage_url):
             raise ValueError(f"manage_url: {manage_url!r} must be an http(s) URL")
-        unsubscribe_url = _header_url(recipient.unsubscribe_url, "https", "unsubscribe_url")
+        # RFC 8058 asks for HTTPS; plain HTTP still works for a local or test installation.
+        unsubscribe_url = _header_url(
+            recipient.unsubscribe_url, ("https", "http"), "unsubscribe_url"
+        )
         unsubscribe_mailto = _header_url(
-            recipient.unsubscribe_mailto, "mailto", "unsubscribe_mailto"
+            recipient.unsubscribe_mailto, ("mailto",), "unsubscribe_mailto"
         )
         # The lines "<url>," and "<mailto>" within _MAX_URL, as _VerbatimHeader checks them.
         for line in (f"<{unsubscribe_url}>,", f"<{unsubscribe_mailto}>"):

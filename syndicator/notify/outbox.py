@@ -468,7 +468,13 @@ def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[in
         articles = pending.get(record.id)
         if not articles:
             continue  # nothing to say: no mail
-        message_id, body = composer(record, articles, record.cadence, now)
+        try:
+            message_id, body = composer(record, articles, record.cadence, now)
+        except (ValueError, SyndicatorError) as exc:
+            # One subscriber's mail cannot be built: the others still get theirs, and
+            # their matches stay pending for the next cycle.
+            log.error("cannot compose mail for %s: %s", record.email, exc)
+            continue
         rows.append(
             {
                 "subscriber_id": record.id,
