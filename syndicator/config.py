@@ -69,6 +69,7 @@ class SiteConfig(_Section):
 class StoreConfig(_Section):
     path: Path = Path("../articles")
     reload_interval: Annotated[int, Field(gt=0, le=7 * 24 * 3600)] = 300
+    watch: bool = False
 
 
 class FeedsConfig(_Section):

@@ -527,10 +527,16 @@ def run_cycle(
         result.websub_failed = _notify_hub(
             state, site.hub, result.publish.changed_feed_urls if result.publish else [], ping
         )
-    mailer = Mailer(config, names, load_secret(state, config.mail.unsubscribe_secret_file))
-    with state.transaction() as conn:
-        result.queued = queue_due(conn, now=now, composer=mailer)
+    result.queued = queue_mail(config, classifier, state, now=now)
     return result
+
+
+def queue_mail(config: Config, classifier: Classifier, state: State, *, now: datetime) -> list[int]:
+    """Compose and store the messages due at ``now`` (immediate ones and due digests)."""
+    secret = load_secret(state, config.mail.unsubscribe_secret_file)
+    mailer = Mailer(config, names_from(classifier), secret)
+    with state.transaction() as conn:
+        return queue_due(conn, now=now, composer=mailer)
 
 
 async def deliver_due(

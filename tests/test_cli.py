@@ -162,3 +162,11 @@ def test_concurrent_commands_do_not_corrupt_state(sample_install: Path) -> None:
         assert len({a.seq for a in articles}) == 40
     finally:
         state.close()
+
+
+def test_json_log_format(sample_install: Path) -> None:
+    result = syndicator("--log-format", "json", "--config", str(sample_install), "run", "--once")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    assert any(line["message"].startswith("cycle: 10 articles") for line in lines)
