@@ -264,3 +264,36 @@ def test_unit_is_hardened_and_verifies_cleanly() -> None:
     )
     assert verify.stdout == "" and verify.stderr == "", verify.stderr
     assert datetime.now(UTC).year >= 2024  # the check ran
+
+
+def test_store_watch_and_rebinding_http_on_reload(install: Path) -> None:
+    port, new_port = free_port(), free_port()
+    config = daemon_config(install, port, interval=300)
+    config.write_text(config.read_text().replace("[store]\n", "[store]\nwatch = true\n"))
+    process = start(config, {})
+    store = install.parent.parent / "articles"
+    feed = install.parent.parent / "feeds" / "west-central-africa.rss"
+    try:
+        deadline = time.monotonic() + 30
+        while not http_ok(f"http://127.0.0.1:{port}/healthz"):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        time.sleep(0.5)  # the watcher is up
+        write(
+            store / "ghana.txt",
+            "Ghana Opens AEO Programme\n\nGhana Opens AEO Programme\n\nGhana.\n",
+        )
+        # The interval is five minutes: only the watcher can publish it this soon.
+        while "Ghana Opens AEO Programme" not in feed.read_text():
+            assert time.monotonic() < deadline + 15, "store change never picked up"
+            time.sleep(0.2)
+        config.write_text(config.read_text().replace(f"127.0.0.1:{port}", f"127.0.0.1:{new_port}"))
+        process.send_signal(signal.SIGHUP)
+        while not http_ok(f"http://127.0.0.1:{new_port}/healthz"):
+            assert time.monotonic() < deadline + 30, "never rebound"
+            time.sleep(0.1)
+        assert not http_ok(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
