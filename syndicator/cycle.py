@@ -442,6 +442,8 @@ def load_subscribers_file(
 
 
 _SUBSCRIBERS_CACHE: dict[tuple[object, ...], tuple[list[Subscriber] | None, list[str]]] = {}
+# The parse of the subscribers file last synced into each state database (by URL).
+_LAST_SYNCED: dict[str, list[Subscriber]] = {}
 
 
 def site_from_config(config: Config) -> Site:
@@ -481,12 +483,23 @@ def run_cycle(
 ) -> CycleResult:
     """Reload the store and the subscribers, publish what changed, queue the mail due."""
     listed, problems = load_subscribers_file(config, classifier)
-    for problem in problems:
-        log.warning("%s", problem)
+    synced_before = listed is not None and _LAST_SYNCED.get(config.state.url) is listed
+    if not synced_before:
+        for problem in problems:
+            log.warning("%s", problem)
     result = CycleResult(
-        reload_store(config.store.path, classifier, state, now=now, subscribers=listed),
+        reload_store(
+            config.store.path,
+            classifier,
+            state,
+            now=now,
+            # The same parse of an unchanged file was synced already: nothing to do.
+            subscribers=None if synced_before else listed,
+        ),
         subscriber_problems=problems,
     )
+    if listed is not None:
+        _LAST_SYNCED[config.state.url] = listed
     site = site_from_config(config)
     names = names_from(classifier)
     output_dir = config.feeds.output_dir
