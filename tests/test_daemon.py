@@ -159,6 +159,11 @@ def test_sigterm_then_restart_sends_no_duplicate(install: Path) -> None:
             while not sink.received:
                 assert time.monotonic() < deadline + 30, "never mailed"
                 time.sleep(0.1)
+            time.sleep(0.5)  # the outcome is recorded
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                metrics = reply.read().decode()
+            assert 'syndicator_mails_total{outcome="sent"} 1.0' in metrics
+            assert 'syndicator_outbox_messages{status="sent"} 1.0' in metrics
         finally:
             process.send_signal(signal.SIGTERM)
             _, err = process.communicate(timeout=60)
