@@ -231,6 +231,13 @@ def _classifier(config: Config) -> Classifier:
     return Classifier.load(config.classify.regions, config.classify.topics)
 
 
+def _open(args: argparse.Namespace) -> tuple[Config, Classifier, State]:
+    """Configuration, classifier and an open state database (the caller closes it)."""
+    config = _load(args)
+    classifier = _classifier(config)
+    return config, classifier, State.open(config.state.url)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -256,9 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args)
-    classifier = _classifier(config)
-    state = State.open(config.state.url)
+    config, classifier, state = _open(args)
     try:
         if args.once:
             with state.transaction() as conn:
@@ -278,9 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_feeds(args: argparse.Namespace) -> int:
-    config = _load(args)
-    classifier = _classifier(config)
-    state = State.open(config.state.url)
+    config, classifier, state = _open(args)
     try:
         result = run_cycle(config, classifier, state, now=datetime.now(UTC))
     finally:
@@ -295,9 +298,7 @@ def cmd_feeds(args: argparse.Namespace) -> int:
 
 def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Classifier, State]:
     """Configuration, classifier and state, with the subscribers file synced."""
-    config = _load(args)
-    classifier = _classifier(config)
-    state = State.open(config.state.url)
+    config, classifier, state = _open(args)
     listed, problems = load_subscribers_file(config, classifier)
     for problem in problems:
         print(problem, file=sys.stderr)
@@ -457,9 +458,7 @@ def cmd_subscribers_import(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    config = _load(args)
-    classifier = _classifier(config)
-    state = State.open(config.state.url)
+    config, classifier, state = _open(args)
     try:
         with state.engine.connect() as conn:
             record = outbox.find_subscriber(conn, args.email)
@@ -585,9 +584,7 @@ def cmd_articles(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    config = _load(args)
-    classifier = _classifier(config)
-    state = State.open(config.state.url)
+    config, classifier, state = _open(args)
     try:
         found = state.find_articles(args.article)
     finally:

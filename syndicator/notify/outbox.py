@@ -215,6 +215,21 @@ def _update(conn: Connection, row: Any, subscriber: Subscriber, *, now: datetime
     return True
 
 
+def _reactivate(conn: Connection, subscriber_id: int, *, now: datetime, **values: Any) -> None:
+    """Make a subscription active again, as if new: only articles seen from now on count."""
+    conn.execute(
+        update(subscribers_table)
+        .where(subscribers_table.c.id == subscriber_id)
+        .values(
+            status=ACTIVE,
+            added_at=now,
+            added_seq=_max_seq(conn),
+            permanent_failures=0,
+            **values,
+        )
+    )
+
+
 def sync_subscribers(
     conn: Connection, listed: Sequence[Subscriber], *, now: datetime
 ) -> SyncResult:
@@ -238,17 +253,12 @@ def sync_subscribers(
             continue
         elif row.status == REMOVED:
             # Listed again: a new subscription, new only to articles seen from now on.
-            conn.execute(
-                update(subscribers_table)
-                .where(subscribers_table.c.id == row.id)
-                .values(
-                    status=ACTIVE,
-                    added_at=now,
-                    added_seq=_max_seq(conn),
-                    permanent_failures=0,
-                    next_digest_at=_schedule(subscriber, now),
-                    **_settings(subscriber),
-                )
+            _reactivate(
+                conn,
+                row.id,
+                now=now,
+                next_digest_at=_schedule(subscriber, now),
+                **_settings(subscriber),
             )
             result.added.append(subscriber.email)
         elif _update(conn, row, subscriber, now=now):
@@ -284,18 +294,13 @@ def add_subscriber(conn: Connection, subscriber: Subscriber, *, now: datetime) -
             f"{subscriber.email} is listed in the subscribers file", hint="edit it there"
         )
     if row.status == REMOVED:
-        conn.execute(
-            update(subscribers_table)
-            .where(subscribers_table.c.id == row.id)
-            .values(
-                status=ACTIVE,
-                source="cli",
-                added_at=now,
-                added_seq=_max_seq(conn),
-                permanent_failures=0,
-                next_digest_at=_schedule(subscriber, now),
-                **_settings(subscriber),
-            )
+        _reactivate(
+            conn,
+            row.id,
+            now=now,
+            source="cli",
+            next_digest_at=_schedule(subscriber, now),
+            **_settings(subscriber),
         )
         return "added"
     _update(conn, row, subscriber, now=now)
@@ -345,17 +350,7 @@ def resubscribe(conn: Connection, email: str, *, now: datetime) -> None:
         raise NotFoundError(f"no subscriber {email!r}", hint="see `syndicator subscribers list`")
     if record.status not in (UNSUBSCRIBED, SUSPENDED):
         raise SyndicatorError(f"{email} is {record.status}, not unsubscribed or suspended")
-    conn.execute(
-        update(subscribers_table)
-        .where(subscribers_table.c.id == record.id)
-        .values(
-            status=ACTIVE,
-            added_at=now,
-            added_seq=_max_seq(conn),
-            permanent_failures=0,
-            unsubscribed_at=None,
-        )
-    )
+    _reactivate(conn, record.id, now=now, unsubscribed_at=None)
 
 
 # --- matching and queueing -----------------------------------------------------------------
