@@ -256,6 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (e.g. `syndicator articles | head`).
         sys.stderr.close()
         return EXIT_OK
+    except OSError as exc:
+        # A file or directory the configuration names cannot be written or read.
+        if verbose:
+            log.exception("failed")
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"syndicator: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_PROBLEMS
     return result
 
 

@@ -170,3 +170,12 @@ def test_json_log_format(sample_install: Path) -> None:
     lines = [json.loads(line) for line in result.stderr.splitlines()]
     assert {"time", "level", "logger", "message"} <= set(lines[0])
     assert any(line["message"].startswith("cycle: 10 articles") for line in lines)
+
+
+def test_unwritable_output_is_one_line_and_exit_1(sample_install: Path) -> None:
+    output = sample_install.parent.parent / "feeds"
+    output.write_text("a file where the feeds directory should be\n")
+    result = syndicator("--config", str(sample_install), "feeds")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("syndicator: error: ")
+    assert "Traceback" not in result.stderr
