@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from syndicator.classify import Classifier
@@ -190,6 +191,53 @@ def _count_active(conn: Connection) -> int:
     )
 
 
+def _rows_by_id(conn: Connection, ids: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        for row in conn.execute(select(articles_table).where(articles_table.c.id.in_(chunk))):
+            found[row.id] = row
+    return found
+
+
+def _active_by_source(conn: Connection, paths: list[str]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = defaultdict(set)
+    for start in range(0, len(paths), _CHUNK):
+        chunk = paths[start : start + _CHUNK]
+        for row in conn.execute(
+            select(articles_table.c.id, articles_table.c.source).where(
+                articles_table.c.source.in_(chunk), articles_table.c.removed_at.is_(None)
+            )
+        ):
+            found[row.source].add(row.id)
+    return found
+
+
+_CHUNK = 500
+# Columns written when an article's content or metadata changed (the same for every row,
+# so the updates go out as one executemany).
+_CHANGED_COLUMNS = (
+    "source",
+    "line",
+    "title",
+    "body",
+    "format",
+    "summary",
+    "link",
+    "author",
+    "regions",
+    "topics",
+    "front_regions",
+    "front_topics",
+    "front_date",
+    "front_updated",
+    "content_hash",
+    "classified_with",
+    "published",
+    "updated",
+)
+
+
 def _reconcile(
     conn: Connection,
     *,
@@ -200,23 +248,23 @@ def _reconcile(
     now: datetime,
     result: ReloadResult,
 ) -> None:
+    """Apply what changed files say to state, with a handful of statements in all."""
     changed_paths = {str(item.path) for item, _, _ in parsed} | set(vanished)
+    existing = _rows_by_id(conn, sorted({raw.id for _, raws, _ in parsed for raw in raws}))
+    before_by_source = _active_by_source(conn, sorted(changed_paths))
     next_seq = state.next_seq(conn)
     new_offset = 0
     edit_offset = 0
     seen_now: set[str] = set()
+    inserts: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
+    moves: list[dict[str, Any]] = []
+    gone: list[str] = []
+    file_rows: list[dict[str, Any]] = []
     for item, raw_articles, problems in parsed:
         path = str(item.path)
         result.errors.extend(problems)
         readable = not any("vanished" in p.message or "cannot read" in p.message for p in problems)
-        before = {
-            row.id
-            for row in conn.execute(
-                select(articles_table.c.id).where(
-                    articles_table.c.source == path, articles_table.c.removed_at.is_(None)
-                )
-            )
-        }
         kept: set[str] = set()
         for raw in raw_articles:
             problem = _check_topics(classifier, raw)
@@ -233,7 +281,7 @@ def _reconcile(
                     )
                 )
                 continue
-            row = conn.execute(select(articles_table).where(articles_table.c.id == raw.id)).first()
+            row = existing.get(raw.id)
             if (
                 row is not None
                 and row.removed_at is None
@@ -253,16 +301,10 @@ def _reconcile(
             if row is None:
                 first_seen = now - timedelta(seconds=new_offset)
                 new_offset += 1
-                conn.execute(
-                    articles_table.insert().values(
-                        seq=next_seq,
-                        **_article_values(classifier, raw, first_seen),
-                    )
-                )
+                inserts.append({"seq": next_seq, **_article_values(classifier, raw, first_seen)})
                 next_seq += 1
                 result.new.append(raw.id)
                 continue
-            values: dict[str, Any] = {"source": path, "line": raw.line, "removed_at": None}
             front_changed = (
                 split_slugs(row.front_regions) if row.front_regions is not None else None
             ) != raw.regions or (
@@ -277,51 +319,66 @@ def _reconcile(
                 or row.front_date != raw.date
                 or row.front_updated != raw.updated
             )
-            if content_changed or front_changed or meta_changed:
-                values.update(_article_values(classifier, raw, row.first_seen))
-                values.pop("first_seen", None)
-                if content_changed:
-                    moved = now - timedelta(seconds=edit_offset)
-                    edit_offset += 1
-                    if moved <= row.updated:
-                        moved = row.updated + timedelta(seconds=1)
-                    values["updated"] = raw.updated or moved
-                    result.updated.append(raw.id)
-                else:
-                    values["updated"] = raw.updated or row.updated
-            conn.execute(
-                update(articles_table).where(articles_table.c.id == raw.id).values(**values)
-            )
+            if not (content_changed or front_changed or meta_changed):
+                moves.append({"key": raw.id, "source": path, "line": raw.line})
+                continue
+            values = _article_values(classifier, raw, row.first_seen)
+            if content_changed:
+                moved = now - timedelta(seconds=edit_offset)
+                edit_offset += 1
+                if moved <= row.updated:
+                    moved = row.updated + timedelta(seconds=1)
+                values["updated"] = raw.updated or moved
+                result.updated.append(raw.id)
+            else:
+                values["updated"] = raw.updated or row.updated
+            changes.append({"key": raw.id, **{c: values[c] for c in _CHANGED_COLUMNS}})
         if readable:
-            for gone in sorted(before - kept):
-                conn.execute(
-                    update(articles_table).where(articles_table.c.id == gone).values(removed_at=now)
-                )
-                result.removed.append(gone)
-            problems_text = "\n".join(str(problem) for problem in problems)
-            conn.execute(delete(files_table).where(files_table.c.path == path))
-            conn.execute(
-                files_table.insert().values(
-                    path=path, size=item.size, mtime_ns=item.mtime_ns, problems=problems_text
-                )
+            gone.extend(sorted(before_by_source.get(path, set()) - kept))
+            file_rows.append(
+                {
+                    "path": path,
+                    "size": item.size,
+                    "mtime_ns": item.mtime_ns,
+                    "problems": "\n".join(str(problem) for problem in problems),
+                }
             )
     for path in vanished:
-        gone_ids = [
-            row.id
-            for row in conn.execute(
-                select(articles_table.c.id).where(
-                    articles_table.c.source == path, articles_table.c.removed_at.is_(None)
-                )
-            )
-        ]
-        for gone in gone_ids:
-            if gone in seen_now:
-                continue
-            conn.execute(
-                update(articles_table).where(articles_table.c.id == gone).values(removed_at=now)
-            )
-            result.removed.append(gone)
-        conn.execute(delete(files_table).where(files_table.c.path == path))
+        gone.extend(sorted(before_by_source.get(path, set())))
+    # An article found again elsewhere in this scan moved; it did not leave the store.
+    gone = [article_id for article_id in dict.fromkeys(gone) if article_id not in seen_now]
+    if inserts:
+        conn.execute(articles_table.insert(), inserts)
+    if changes:
+        conn.execute(
+            update(articles_table)
+            .where(articles_table.c.id == bindparam("key"))
+            .values(
+                {**{column: bindparam(column) for column in _CHANGED_COLUMNS}, "removed_at": None}
+            ),
+            changes,
+        )
+    if moves:
+        conn.execute(
+            update(articles_table)
+            .where(articles_table.c.id == bindparam("key"))
+            .values(source=bindparam("source"), line=bindparam("line"), removed_at=None),
+            moves,
+        )
+    for start in range(0, len(gone), _CHUNK):
+        conn.execute(
+            update(articles_table)
+            .where(articles_table.c.id.in_(gone[start : start + _CHUNK]))
+            .values(removed_at=now)
+        )
+    result.removed.extend(gone)
+    stale = sorted({row["path"] for row in file_rows} | set(vanished))
+    for start in range(0, len(stale), _CHUNK):
+        conn.execute(
+            delete(files_table).where(files_table.c.path.in_(stale[start : start + _CHUNK]))
+        )
+    if file_rows:
+        conn.execute(files_table.insert(), file_rows)
 
 
 def _article_values(

@@ -17,13 +17,14 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from syndicator import __version__
 from syndicator.feeds import (
@@ -62,8 +63,12 @@ class PublishResult:
     duration: float = 0.0
 
 
-def write_if_changed(path: Path, data: bytes) -> bool:
-    """Atomically replace ``path`` with ``data`` unless it already holds exactly that."""
+def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) -> bool:
+    """Atomically replace ``path`` with ``data`` unless it already holds exactly that.
+
+    With ``sync_directory=False`` the caller fsyncs the directory itself, once for
+    many files.
+    """
     try:
         if path.stat().st_size == len(data) and path.read_bytes() == data:
             return False
@@ -84,7 +89,8 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         with contextlib.suppress(FileNotFoundError):
             Path(temporary).unlink()
         raise
-    _fsync_directory(path.parent)
+    if sync_directory:
+        _fsync_directory(path.parent)
     return True
 
 
@@ -293,11 +299,8 @@ def publish(
     ):
         if write_if_changed(output_dir / relative, data):
             result.written.append(relative)
-    for article_id in sorted(pages_wanted):
-        relative = article_page_path(article_id)
-        if write_if_changed(output_dir / relative, pages.article(full[article_id])):
-            result.written.append(relative)
-        result.pages_rendered += 1
+    result.written += _write_pages(output_dir, pages, [full[i] for i in sorted(pages_wanted)])
+    result.pages_rendered += len(pages_wanted)
     result.removed = _remove_stale_pages(output_dir, set(page_signatures))
     with state.transaction() as conn:
         for channel in wanted:
@@ -305,14 +308,39 @@ def publish(
             conn.execute(
                 feeds_table.insert().values(path=channel.path, signature=signatures[channel.path])
             )
-        for article_id in pages_wanted:
+        if pages_wanted:
             conn.execute(
                 update(articles_table)
-                .where(articles_table.c.id == article_id)
-                .values(page_signature=page_signatures[article_id])
+                .where(articles_table.c.id == bindparam("key"))
+                .values(page_signature=bindparam("signature")),
+                [{"key": i, "signature": page_signatures[i]} for i in pages_wanted],
             )
     result.duration = time.perf_counter() - started
     return result
+
+
+def _write_pages(output_dir: Path, pages: Pages, articles: Sequence[Article]) -> list[str]:
+    """Render article pages and write them from a few threads (fsync waits on the disk,
+    not the interpreter); the directory is fsynced once at the end."""
+    if not articles:
+        return []
+    directory = output_dir / "articles"
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def write(article: Article) -> str | None:
+        relative = article_page_path(article.id)
+        data = pages.article(article)
+        if write_if_changed(output_dir / relative, data, sync_directory=False):
+            return relative
+        return None
+
+    with ThreadPoolExecutor(max_workers=_WRITERS) as pool:
+        written = [relative for relative in pool.map(write, articles) if relative]
+    _fsync_directory(directory)
+    return written
+
+
+_WRITERS = 4
 
 
 def _pages_wanted(
