@@ -423,20 +423,26 @@ def _reclassify_all(conn: Connection, classifier: Classifier) -> int:
             articles_table.c.classified_with,
         )
     ).all()
-    count = 0
+    changes = []
     for row in rows:
         if row.classified_with == classifier.fingerprint:
             continue
         front_regions = split_slugs(row.front_regions) if row.front_regions is not None else None
         front_topics = split_slugs(row.front_topics) if row.front_topics is not None else None
         regions, topics = _classified(classifier, row.title, row.body, front_regions, front_topics)
+        changes.append({"key": row.id, "regions": regions, "topics": topics})
+    if changes:
         conn.execute(
             update(articles_table)
-            .where(articles_table.c.id == row.id)
-            .values(regions=regions, topics=topics, classified_with=classifier.fingerprint)
+            .where(articles_table.c.id == bindparam("key"))
+            .values(
+                regions=bindparam("regions"),
+                topics=bindparam("topics"),
+                classified_with=classifier.fingerprint,
+            ),
+            changes,
         )
-        count += 1
-    return count
+    return len(changes)
 
 
 # --- the whole cycle -----------------------------------------------------------------------
