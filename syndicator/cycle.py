@@ -578,12 +578,10 @@ def run_cycle(
     with state.transaction() as conn:
         dirty = state.get_meta(conn, _FEEDS_DIRTY_KEY) == "1"
         same_settings = state.get_meta(conn, _FEEDS_CONFIG_KEY) == settings
-        if (
-            result.reload.changed
-            or dirty
-            or not same_settings
-            or not (output_dir / "index.html").is_file()
-        ):
+        # Rebuilding after a crash, a settings change or a lost output directory: check
+        # every page on disk too, not only the ones whose inputs changed.
+        verify = dirty or not same_settings or not (output_dir / "index.html").is_file()
+        if result.reload.changed or verify:
             # Recorded before acting: a crash while publishing makes the next cycle publish.
             state.set_meta(conn, _FEEDS_DIRTY_KEY, "1")
             dirty = True
@@ -595,6 +593,7 @@ def run_cycle(
             channels=channels_from(classifier),
             output_dir=output_dir,
             max_items=config.feeds.max_items,
+            verify_pages=verify,
         )
         with state.transaction() as conn:
             state.set_meta(conn, _FEEDS_DIRTY_KEY, "0")

@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -235,7 +235,7 @@ def publish(
     channels: Sequence[Channel],
     output_dir: Path,
     max_items: int,
-    progress: Callable[[str], None] | None = None,
+    verify_pages: bool = True,
 ) -> PublishResult:
     """Bring ``output_dir`` in line with the articles in state."""
     started = time.perf_counter()
@@ -280,7 +280,7 @@ def publish(
         for item in light
         if not item.link
     }
-    pages_wanted = _pages_wanted(light, page_signatures, output_dir)
+    pages_wanted = _pages_wanted(light, page_signatures, output_dir, verify=verify_pages)
     needed_ids |= pages_wanted
     full = _load_articles(state, needed_ids)
     pages = Pages(site, names, channels)
@@ -344,16 +344,31 @@ _WRITERS = 4
 
 
 def _pages_wanted(
-    light: Sequence[_LightArticle], signatures: dict[str, str], output_dir: Path
+    light: Sequence[_LightArticle],
+    signatures: dict[str, str],
+    output_dir: Path,
+    *,
+    verify: bool,
 ) -> set[str]:
+    """Pages whose inputs changed; with ``verify``, also pages missing on disk.
+
+    Checking every page file costs a stat per article, so it is done only when
+    asked (a forced rebuild), not at every publish.
+    """
+    present: set[str] | None = None
+    if verify:
+        directory = output_dir / "articles"
+        present = set()
+        if directory.is_dir():
+            with os.scandir(directory) as entries:
+                present = {entry.name for entry in entries}
     wanted = set()
     for item in light:
         signature = signatures.get(item.id)
         if signature is None:
             continue
-        if (
-            item.page_signature != signature
-            or not (output_dir / article_page_path(item.id)).is_file()
+        if item.page_signature != signature or (
+            present is not None and Path(article_page_path(item.id)).name not in present
         ):
             wanted.add(item.id)
     return wanted

@@ -342,3 +342,17 @@ def test_websub_ping_and_retry(install: Path, classifier: Classifier, hub: str) 
         assert f"{config.site.base_url}feeds/all.atom" in pinged
     finally:
         state.close()
+
+
+def test_lost_pages_come_back_on_a_forced_rebuild(
+    config: Config, classifier: Classifier, state: State
+) -> None:
+    run_cycle(config, classifier, state, now=T0)
+    output = config.feeds.output_dir
+    page = next((output / "articles").iterdir())
+    page.unlink()
+    (output / "index.html").unlink()  # what an operator wiping the output would do
+    result = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=5))
+    assert result.publish is not None
+    assert sorted(result.publish.written) == sorted(["index.html", f"articles/{page.name}"])
+    assert page.is_file()
