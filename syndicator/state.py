@@ -132,7 +132,6 @@ subscribers_table = Table(
     Column("added_seq", BigInteger, nullable=False),
     Column("permanent_failures", Integer, nullable=False, default=0),
     Column("next_digest_at", AwareDateTime, nullable=True),
-    Column("last_message_at", AwareDateTime, nullable=True),
     Column("unsubscribed_at", AwareDateTime, nullable=True),
 )
 

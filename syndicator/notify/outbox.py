@@ -493,24 +493,31 @@ def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[in
             )
     if not rows:
         return []
-    inserted = conn.execute(
-        messages_table.insert().returning(
-            messages_table.c.id, messages_table.c.subscriber_id, sort_by_parameter_order=True
-        ),
-        rows,
-    ).all()
-    # Everything pending for these subscribers is in their message now (matches of
-    # articles that left the store are closed with it, never to be sent).
+    # Plain executemany (no RETURNING: several times faster), then one set-based update
+    # points every pending match of these subscribers at its new message.
+    before = int(conn.execute(select(func.max(messages_table.c.id))).scalar() or 0)
+    conn.execute(messages_table.insert(), rows)
+    new = messages_table.alias("new")
     conn.execute(
         update(matches_table)
         .where(
-            matches_table.c.subscriber_id == bindparam("key"),
             matches_table.c.message.is_(None),
+            matches_table.c.subscriber_id.in_(
+                select(messages_table.c.subscriber_id).where(messages_table.c.id > before)
+            ),
         )
-        .values(message=bindparam("message_key")),
-        [{"key": row.subscriber_id, "message_key": row.id} for row in inserted],
+        .values(
+            message=select(func.max(new.c.id))
+            .where(new.c.subscriber_id == matches_table.c.subscriber_id, new.c.id > before)
+            .scalar_subquery()
+        )
     )
-    return [row.id for row in inserted]
+    return [
+        int(key)
+        for key in conn.execute(
+            select(messages_table.c.id).where(messages_table.c.id > before)
+        ).scalars()
+    ]
 
 
 def recover_inflight(conn: Connection) -> int:
@@ -681,11 +688,6 @@ def _record_outcomes(
                 update(messages_table)
                 .where(messages_table.c.id.in_([row.id for row in sent]))
                 .values(status="sent", sent_at=finished, last_error="")
-            )
-            conn.execute(
-                update(subscribers_table)
-                .where(subscribers_table.c.id.in_({row.subscriber_id for row in sent}))
-                .values(last_message_at=finished)
             )
         if retry:
             conn.execute(
