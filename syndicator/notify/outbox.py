@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
@@ -93,17 +94,23 @@ class SubscriberRecord:
         )
 
 
+@lru_cache(maxsize=4096)
+def _filters(text: str) -> dict[str, tuple[str, ...]]:
+    """Parsed filter JSON; many subscribers share the same filters."""
+    return {key: tuple(value) for key, value in json.loads(text).items()}
+
+
 def _record(row: Any) -> SubscriberRecord:
-    filters = json.loads(row.filters)
+    filters = _filters(row.filters)
     return SubscriberRecord(
         id=row.id,
         email=row.email,
         name=row.name,
-        regions=tuple(filters.get("regions", ())),
-        topics=tuple(filters.get("topics", ())),
-        keywords=tuple(filters.get("keywords", ())),
-        exclude_regions=tuple(filters.get("exclude_regions", ())),
-        exclude_topics=tuple(filters.get("exclude_topics", ())),
+        regions=filters.get("regions", ()),
+        topics=filters.get("topics", ()),
+        keywords=filters.get("keywords", ()),
+        exclude_regions=filters.get("exclude_regions", ()),
+        exclude_topics=filters.get("exclude_topics", ()),
         cadence=row.cadence,
         hour=row.hour,
         weekday=row.weekday,
@@ -424,19 +431,23 @@ def pending_articles(conn: Connection, subscriber_id: int) -> list[Article]:
 
 def _pending_by_subscriber(conn: Connection) -> dict[int, list[Article]]:
     """Every match not yet in a message, with its article, grouped by subscriber."""
-    rows = conn.execute(
-        select(matches_table.c.subscriber_id, articles_table)
+    # Pairs first, then each article once: thousands of subscribers share a few articles.
+    pairs = conn.execute(
+        select(matches_table.c.subscriber_id, matches_table.c.article_id)
         .join(articles_table, matches_table.c.article_id == articles_table.c.id)
         .where(matches_table.c.message.is_(None), articles_table.c.removed_at.is_(None))
         .order_by(articles_table.c.published.desc(), articles_table.c.seq.asc())
     ).all()
+    wanted = sorted({pair.article_id for pair in pairs})
     articles: dict[str, Article] = {}
+    for start in range(0, len(wanted), 500):
+        for row in conn.execute(
+            select(articles_table).where(articles_table.c.id.in_(wanted[start : start + 500]))
+        ):
+            articles[row.id] = article_from_row(row)
     pending: dict[int, list[Article]] = defaultdict(list)
-    for row in rows:
-        article = articles.get(row.id)
-        if article is None:
-            article = articles[row.id] = article_from_row(row)
-        pending[row.subscriber_id].append(article)
+    for pair in pairs:
+        pending[pair.subscriber_id].append(articles[pair.article_id])
     return pending
 
 
