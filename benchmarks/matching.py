@@ -8,18 +8,11 @@ import time
 from typing import Any
 
 from benchmarks.generate import article_texts
+from syndicator.models import REGION_SLUGS
 from syndicator.notify.match import Candidate, Filter, FilterIndex
 from syndicator.tokens import normalize
 
-REGIONS = [
-    "americas",
-    "east-southern-africa",
-    "west-central-africa",
-    "europe",
-    "mena",
-    "asia-pacific",
-    "global",
-]
+REGIONS = list(REGION_SLUGS)
 TOPICS = ["risk-management", "aeo", "transit", "revenue", "e-commerce", "security", "integrity"]
 KEYWORDS = ["scanner", "green lane", "tariff", "single window", "valuation"]
 
