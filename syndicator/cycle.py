@@ -43,7 +43,7 @@ from syndicator.notify.outbox import (
     sync_subscribers,
 )
 from syndicator.notify.unsubscribe import load_secret
-from syndicator.publish import PublishResult, publish
+from syndicator.publish import PublishResult, publish, settings_signature
 from syndicator.state import (
     State,
     articles_table,
@@ -458,7 +458,6 @@ class CycleResult:
     publish: PublishResult | None = None
     websub_failed: list[str] = field(default_factory=list)
     queued: list[int] = field(default_factory=list)
-    subscriber_problems: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         feeds = (
@@ -559,22 +558,13 @@ def run_cycle(
             # The same parse of an unchanged file was synced already: nothing to do.
             subscribers=None if synced_before else listed,
         ),
-        subscriber_problems=problems,
     )
     if listed is not None:
         _LAST_SYNCED[config.state.url] = listed
     site = site_from_config(config)
     names = names_from(classifier)
     output_dir = config.feeds.output_dir
-    settings = repr(
-        (
-            site,
-            sorted(names.regions.items()),
-            sorted(names.topics.items()),
-            config.feeds.max_items,
-            str(output_dir),
-        )
-    )
+    settings = f"{settings_signature(site, names, config.feeds.max_items)} {output_dir}"
     with state.transaction() as conn:
         dirty = state.get_meta(conn, _FEEDS_DIRTY_KEY) == "1"
         same_settings = state.get_meta(conn, _FEEDS_CONFIG_KEY) == settings

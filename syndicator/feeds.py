@@ -232,7 +232,8 @@ def split_author(author: str) -> tuple[str, str]:
     return plain_title(name) or address.partition("@")[0], address
 
 
-def _iso(moment: datetime) -> str:
+def iso_date(moment: datetime) -> str:
+    """RFC 3339 in UTC with a Z, as Atom and JSON Feed readers like it."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -341,8 +342,8 @@ def render_json(site: Site, channel: Channel, items: Sequence[Article], names: N
             "url": article_url(site, item),
             "title": plain_title(item.title),
             "content_html": body_html(item, site.base_url),
-            "date_published": _iso(item.published),
-            "date_modified": _iso(item.updated),
+            "date_published": iso_date(item.published),
+            "date_modified": iso_date(item.updated),
             "tags": [names.region(slug) for slug in item.regions]
             + [names.topic(slug) for slug in item.topics],
         }

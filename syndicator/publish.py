@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from syndicator.feeds import (
     body_html,
     feed_updated,
     feed_url,
+    iso_date,
     plain_title,
     render_all,
     render_opml,
@@ -117,10 +118,6 @@ def _templates() -> Environment:
     )
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 class Pages:
     """The HTML pages: the index and one page per article."""
 
@@ -133,7 +130,7 @@ class Pages:
             site=site,
             site_title=plain_title(site.title),
             version=__version__,
-            iso=_iso,
+            iso=iso_date,
             title=lambda article: plain_title(article.title),
             title_of=plain_title,
             tags=self._tags,
@@ -176,6 +173,19 @@ def _hash(*parts: object) -> str:
         digest.update(repr(part).encode("utf-8"))
         digest.update(b"\x1f")
     return digest.hexdigest()
+
+
+def settings_signature(site: Site, names: Names, max_items: int) -> str:
+    """What every published file depends on besides its articles, this version included:
+    when it changes (a setting, a name, an upgrade), everything is rendered again."""
+    return _hash(
+        RENDER_VERSION,
+        __version__,
+        site,
+        sorted(names.regions.items()),
+        sorted(names.topics.items()),
+        max_items,
+    )
 
 
 def _light_rows(state: State) -> list[Any]:
@@ -240,14 +250,7 @@ def publish(
     """Bring ``output_dir`` in line with the articles in state."""
     started = time.perf_counter()
     result = PublishResult()
-    site_signature = _hash(
-        RENDER_VERSION,
-        __version__,
-        site,
-        sorted(names.regions.items()),
-        sorted(names.topics.items()),
-        max_items,
-    )
+    site_signature = settings_signature(site, names, max_items)
     light = [_LightArticle(row) for row in _light_rows(state)]
     with state.engine.connect() as conn:
         stored = {row.path: row.signature for row in conn.execute(select(feeds_table))}
