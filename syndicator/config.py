@@ -36,6 +36,11 @@ SMTP_USERNAME_ENV = "SYNDICATOR_SMTP_USERNAME"
 _HEADER_UNSAFE = re.compile(r"[\r\n\x00\u2028\u2029\x85]")
 
 
+def _none_if_empty(value: Any) -> Any:
+    """An empty string in an optional file key means "no file"."""
+    return None if value == "" else value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -107,7 +112,7 @@ class SmtpConfig(_Section):
     @field_validator("password_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
+        return _none_if_empty(value)
 
 
 class MailConfig(_Section):
@@ -121,7 +126,7 @@ class MailConfig(_Section):
     @field_validator("unsubscribe_secret_file", mode="before")
     @classmethod
     def _no_secret_file(cls, value: Any) -> Any:
-        return None if value == "" else value
+        return _none_if_empty(value)
 
     @field_validator("from_")
     @classmethod

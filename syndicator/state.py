@@ -242,24 +242,21 @@ class State:
         self.engine.dispose()
 
     def _create_schema(self) -> None:
-        try:
-            with self.transaction() as conn:
-                metadata.create_all(conn)
-                version = conn.execute(
-                    select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-                ).scalar()
-                if version is None:
-                    conn.execute(
-                        meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
-                    )
-                elif int(version) > SCHEMA_VERSION:
-                    raise StateError(
-                        f"the state database has schema version {version}, newer than this "
-                        f"syndicator understands ({SCHEMA_VERSION})",
-                        hint="upgrade syndicator",
-                    )
-        except OperationalError as exc:
-            raise StateError(f"cannot open the state database: {exc.orig}") from exc
+        with self.transaction() as conn:
+            metadata.create_all(conn)
+            version = conn.execute(
+                select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            ).scalar()
+            if version is None:
+                conn.execute(
+                    meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
+            elif int(version) > SCHEMA_VERSION:
+                raise StateError(
+                    f"the state database has schema version {version}, newer than this "
+                    f"syndicator understands ({SCHEMA_VERSION})",
+                    hint="upgrade syndicator",
+                )
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

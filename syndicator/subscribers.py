@@ -83,6 +83,29 @@ class Subscriber(BaseModel):
         return value
 
 
+def _validated(
+    entry: Any, known_topics: set[str] | None
+) -> tuple[Subscriber, str] | tuple[None, str]:
+    """A subscriber from one entry (file table or CSV row), or what is wrong: "key: why"."""
+    try:
+        subscriber = Subscriber.model_validate(entry)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        return None, f"{key}: {message}"
+    unknown = [
+        topic
+        for topic in subscriber.topics + subscriber.exclude_topics
+        if known_topics is not None and topic not in known_topics
+    ]
+    if unknown:
+        return None, f"topics: unknown topic {unknown[0]!r}"
+    return subscriber, ""
+
+
 def load_subscribers(
     path: Path, known_topics: set[str] | None = None
 ) -> tuple[list[Subscriber], list[ConfigError]]:
@@ -125,27 +148,9 @@ def load_subscribers(
         if isinstance(entry, dict) and isinstance(entry.get("email"), str):
             label += f" ({entry['email'].strip()[:80]!r})"
         line = lines[index] if index < len(lines) else None
-        try:
-            subscriber = Subscriber.model_validate(entry)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            key = ".".join(str(part) for part in first["loc"])
-            message = first["msg"].removeprefix("Value error, ")
-            if first["type"] == "extra_forbidden":
-                message = "unknown key"
-            errors.append(ConfigError(f"{label}.{key}: {message}", path=path, line=line))
-            continue
-        bad_topics = [
-            t
-            for t in subscriber.topics + subscriber.exclude_topics
-            if known_topics is not None and t not in known_topics
-        ]
-        if bad_topics:
-            errors.append(
-                ConfigError(
-                    f"{label}.topics: unknown topic {bad_topics[0]!r}", path=path, line=line
-                )
-            )
+        subscriber, problem = _validated(entry, known_topics)
+        if subscriber is None:
+            errors.append(ConfigError(f"{label}.{problem}", path=path, line=line))
             continue
         if subscriber.email.lower() in seen:
             errors.append(
@@ -210,21 +215,9 @@ def load_subscribers_csv(
                 entry[key] = [part.strip() for part in value.split(";") if part.strip()]
             else:
                 entry[key] = value.strip()
-        try:
-            subscriber = Subscriber.model_validate(entry)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            key = ".".join(str(part) for part in first["loc"])
-            message = first["msg"].removeprefix("Value error, ")
-            errors.append(ConfigError(f"{key}: {message}", path=path, line=line))
-            continue
-        bad = [
-            topic
-            for topic in subscriber.topics + subscriber.exclude_topics
-            if known_topics is not None and topic not in known_topics
-        ]
-        if bad:
-            errors.append(ConfigError(f"topics: unknown topic {bad[0]!r}", path=path, line=line))
+        subscriber, problem = _validated(entry, known_topics)
+        if subscriber is None:
+            errors.append(ConfigError(problem, path=path, line=line))
             continue
         subscribers.append(subscriber)
     return subscribers, errors

@@ -21,7 +21,7 @@ import ahocorasick
 import numpy as np
 from numpy.typing import NDArray
 
-from syndicator.tokens import normalize
+from syndicator.tokens import normalize, normalize_phrase
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +43,6 @@ class Candidate:
     body: str
     regions: tuple[str, ...]
     topics: tuple[str, ...]
-
-
-def _keyword_key(keyword: str) -> str:
-    return normalize(keyword).lower().strip(" |")
 
 
 class FilterIndex:
@@ -80,7 +76,7 @@ class FilterIndex:
                 for topic in item.topics:
                     by_topic[topic].append(position)
                 for keyword in item.keywords:
-                    key = _keyword_key(keyword)
+                    key = normalize_phrase(keyword)
                     if key:
                         keywords[key].append(position)
             else:
