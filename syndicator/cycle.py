@@ -168,6 +168,10 @@ def reload_store(
         )
         if state.get_meta(conn, _CLASSIFIER_KEY) != classifier.fingerprint:
             result.reclassified = _reclassify_all(conn, classifier)
+            if result.reclassified:
+                # Too many to name: publishers reload every article.
+                state.record_article_changes(conn, [])
+                state.article_changes = None
             state.set_meta(conn, _CLASSIFIER_KEY, classifier.fingerprint)
         if not baseline:
             result.matched = record_matches(conn, result.new, now=now)
@@ -372,6 +376,9 @@ def _reconcile(
             .values(removed_at=now)
         )
     result.removed.extend(gone)
+    touched = [row["id"] for row in inserts] + [row["key"] for row in changes + moves] + gone
+    if touched:
+        state.record_article_changes(conn, touched)
     stale = sorted({row["path"] for row in file_rows} | set(vanished))
     for start in range(0, len(stale), _CHUNK):
         conn.execute(

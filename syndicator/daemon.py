@@ -39,11 +39,20 @@ from watchfiles import awatch
 
 from syndicator.classify import Classifier
 from syndicator.config import Config, load_config
-from syndicator.cycle import CycleResult, deliver_due, queue_mail, run_cycle
+from syndicator.cycle import (
+    CycleResult,
+    channels_from,
+    deliver_due,
+    names_from,
+    queue_mail,
+    run_cycle,
+    site_from_config,
+)
 from syndicator.errors import SyndicatorError
 from syndicator.metrics import Metrics
 from syndicator.notify.outbox import DeliveryReport, outbox_counts, recover_inflight
 from syndicator.notify.unsubscribe import UnsubscribeDesk, load_secret
+from syndicator.publish import PageOnDemand
 from syndicator.state import State
 from syndicator.systemd import Notifier
 from syndicator.web import Health, create_app, serve
@@ -86,6 +95,7 @@ class Service:
         self._runner: web.AppRunner | None = None
         self._listen = ""
         self._secret = b""
+        self._pages: tuple[Config, Classifier, PageOnDemand] | None = None
 
     # --- signals: flags only ---------------------------------------------------------------
 
@@ -219,12 +229,28 @@ class Service:
             clock=_now,
             unsubscribe=UnsubscribeDesk(self.state, self._secret, _now),
             site_title=config.site.title,
+            write_page=self._write_page,
         )
         runner = await serve(app, config.http.host, config.http.port)
         log.info("serving http://%s/", config.http.listen)
         return runner
 
     # --- reload ----------------------------------------------------------------------------
+
+    def _write_page(self, article_id: str) -> bool:
+        """Write an article's page on request, with the configuration running now."""
+        config, classifier = self.config, self.classifier
+        if self._pages is None or self._pages[0] is not config or self._pages[1] is not classifier:
+            writer = PageOnDemand(
+                self.state,
+                site=site_from_config(config),
+                names=names_from(classifier),
+                channels=channels_from(classifier),
+                output_dir=config.feeds.output_dir,
+                max_items=config.feeds.max_items,
+            )
+            self._pages = (config, classifier, writer)
+        return self._pages[2].write(article_id)
 
     async def reload(self) -> None:
         """Re-read the configuration; apply it if valid, keep the running one if not."""

@@ -10,21 +10,26 @@ the channels it belongs to, not all of them.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import logging
 import os
 import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Connection
 
 from syndicator import __version__
 from syndicator.feeds import (
@@ -45,7 +50,13 @@ from syndicator.feeds import (
     select_items,
 )
 from syndicator.models import Article
-from syndicator.state import State, article_from_row, articles_table, feeds_table
+from syndicator.state import (
+    State,
+    article_from_row,
+    articles_table,
+    feeds_table,
+    matches_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +186,18 @@ def _hash(*parts: object) -> str:
     return digest.hexdigest()
 
 
+def _page_signature(site_signature: str, item: _LightArticle | Article) -> str:
+    return _hash(
+        site_signature,
+        item.id,
+        item.content_hash,
+        item.published,
+        item.updated,
+        item.regions,
+        item.topics,
+    )
+
+
 def settings_signature(site: Site, names: Names, max_items: int) -> str:
     """What every published file depends on besides its articles, this version included:
     when it changes (a setting, a name, an upgrade), everything is rendered again."""
@@ -188,26 +211,17 @@ def settings_signature(site: Site, names: Names, max_items: int) -> str:
     )
 
 
-def _light_rows(state: State) -> list[Any]:
-    columns = (
-        articles_table.c.id,
-        articles_table.c.seq,
-        articles_table.c.published,
-        articles_table.c.updated,
-        articles_table.c.regions,
-        articles_table.c.topics,
-        articles_table.c.content_hash,
-        articles_table.c.link,
-        articles_table.c.summary,
-        articles_table.c.page_signature,
-    )
-    query = (
-        select(*columns)
-        .where(articles_table.c.removed_at.is_(None))
-        .order_by(articles_table.c.published.desc(), articles_table.c.seq.asc())
-    )
-    with state.engine.connect() as conn:
-        return list(conn.execute(query).all())
+_LIGHT_COLUMNS = (
+    articles_table.c.id,
+    articles_table.c.seq,
+    articles_table.c.published,
+    articles_table.c.updated,
+    articles_table.c.regions,
+    articles_table.c.topics,
+    articles_table.c.content_hash,
+    articles_table.c.link,
+    articles_table.c.page_signature,
+)
 
 
 class _LightArticle:
@@ -216,11 +230,11 @@ class _LightArticle:
     __slots__ = (
         "content_hash",
         "id",
+        "key",
         "link",
         "page_signature",
         "published",
         "regions",
-        "summary",
         "topics",
         "updated",
     )
@@ -233,8 +247,94 @@ class _LightArticle:
         self.topics: tuple[str, ...] = tuple(row.topics.split())
         self.content_hash: str = row.content_hash
         self.link: str = row.link
-        self.summary: str = row.summary
         self.page_signature: str = row.page_signature
+        # Feed order: newest first, then in the order they were first seen.
+        self.key: tuple[float, int] = (-row.published.timestamp(), row.seq)
+
+
+_by_key = attrgetter("key")
+
+
+class _Catalogue:
+    """Every active article, light, in feed order, and each channel's items.
+
+    Kept between publishes in one process: when the only change since the last
+    publish is one this process made (and named), just those articles are read
+    again, so a new article costs its own rows, not the whole archive.
+    """
+
+    def __init__(self, revision: str, light: list[_LightArticle]) -> None:
+        self.revision = revision
+        self.order = sorted(light, key=_by_key)
+        self.by_id = {item.id: item for item in self.order}
+        self.selections: dict[str, list[_LightArticle]] = {}
+        self.chosen_for: tuple[object, ...] | None = None
+
+    def apply(self, rows: dict[str, Any], ids: frozenset[str]) -> list[_LightArticle]:
+        """Bring the changed ``ids`` up to date (absent from ``rows``: removed); returns
+        their versions before and after."""
+        touched = []
+        for article_id in ids:
+            old = self.by_id.pop(article_id, None)
+            if old is not None:
+                index = bisect.bisect_left(self.order, old.key, key=_by_key)
+                del self.order[index]
+                touched.append(old)
+            row = rows.get(article_id)
+            if row is not None:
+                new = _LightArticle(row)
+                bisect.insort(self.order, new, key=_by_key)
+                self.by_id[article_id] = new
+                touched.append(new)
+        return touched
+
+    def choose(
+        self, channels: Sequence[Channel], max_items: int, touched: list[_LightArticle] | None
+    ) -> None:
+        """Each channel's items: all again, or only the channels ``touched`` articles
+        were or are in."""
+        chosen_for = (tuple(channels), max_items)
+        if touched is None or self.chosen_for != chosen_for:
+            affected = list(channels)
+        else:
+            affected = [c for c in channels if any(c.includes(item) for item in touched)]
+        for channel in affected:
+            self.selections[channel.path] = select_items(channel, self.order, max_items)
+        self.chosen_for = chosen_for
+
+
+# One catalogue per open state database, for as long as it is open.
+_CATALOGUES: weakref.WeakKeyDictionary[State, _Catalogue] = weakref.WeakKeyDictionary()
+
+
+def _catalogue(
+    state: State, conn: Connection, *, rebuild: bool
+) -> tuple[_Catalogue, frozenset[str] | None, list[_LightArticle] | None]:
+    """The catalogue as of now, the ids changed since the last publish (None: unknown)
+    and their versions before and after."""
+    revision = state.articles_revision(conn)
+    catalogue = _CATALOGUES.get(state)
+    changes = state.article_changes
+    if not rebuild and catalogue is not None:
+        if catalogue.revision == revision:
+            return catalogue, frozenset(), []
+        if changes is not None and changes[0] == catalogue.revision and changes[1] == revision:
+            ids = changes[2]
+            rows: dict[str, Any] = {}
+            ordered = sorted(ids)
+            for start in range(0, len(ordered), 500):
+                query = select(*_LIGHT_COLUMNS).where(
+                    articles_table.c.id.in_(ordered[start : start + 500]),
+                    articles_table.c.removed_at.is_(None),
+                )
+                rows.update((row.id, row) for row in conn.execute(query))
+            touched = catalogue.apply(rows, ids)
+            catalogue.revision = revision
+            return catalogue, ids, touched
+    query = select(*_LIGHT_COLUMNS).where(articles_table.c.removed_at.is_(None))
+    catalogue = _Catalogue(revision, [_LightArticle(row) for row in conn.execute(query)])
+    _CATALOGUES[state] = catalogue
+    return catalogue, None, None
 
 
 def publish(
@@ -247,17 +347,30 @@ def publish(
     max_items: int,
     verify_pages: bool = True,
 ) -> PublishResult:
-    """Bring ``output_dir`` in line with the articles in state."""
+    """Bring ``output_dir`` in line with the articles in state.
+
+    Pages are published for the articles something links to (a feed, the index, a
+    mail about to be sent) and kept up to date while their articles stay; the HTTP
+    server renders any other article's page when it is asked for.
+    """
     started = time.perf_counter()
     result = PublishResult()
     site_signature = settings_signature(site, names, max_items)
-    light = [_LightArticle(row) for row in _light_rows(state)]
-    with state.engine.connect() as conn:
+    with state.engine.connect() as conn, conn.begin():
+        catalogue, changed, touched = _catalogue(state, conn, rebuild=verify_pages)
         stored = {row.path: row.signature for row in conn.execute(select(feeds_table))}
+        about_to_mail = set(
+            conn.execute(
+                select(matches_table.c.article_id)
+                .where(matches_table.c.message.is_(None))
+                .distinct()
+            ).scalars()
+        )
+    catalogue.choose(channels, max_items, touched)
     wanted: dict[Channel, list[_LightArticle]] = {}
     signatures: dict[str, str] = {}
     for channel in channels:
-        items = select_items(channel, light, max_items)
+        items = catalogue.selections[channel.path]
         signature = _hash(
             site_signature,
             channel,
@@ -267,23 +380,26 @@ def publish(
         missing = any(not (output_dir / f"{channel.path}.{fmt}").is_file() for fmt in FORMATS)
         if stored.get(channel.path) != signature or missing:
             wanted[channel] = items
-    latest_light = light[:INDEX_LATEST]
+    latest_light = catalogue.order[:INDEX_LATEST]
     needed_ids = {item.id for items in wanted.values() for item in items}
     needed_ids |= {item.id for item in latest_light}
-    page_signatures = {
-        item.id: _hash(
-            site_signature,
-            item.id,
-            item.content_hash,
-            item.published,
-            item.updated,
-            item.regions,
-            item.topics,
+    linked: dict[str, _LightArticle] = {}
+    for items in catalogue.selections.values():
+        linked.update((item.id, item) for item in items)
+    linked.update((item.id, item) for item in latest_light)
+    linked.update((i, catalogue.by_id[i]) for i in about_to_mail if i in catalogue.by_id)
+    if changed is None:  # after a full reload, any published page may be out of date
+        linked.update((item.id, item) for item in catalogue.order if item.page_signature)
+    else:
+        linked.update(
+            (i, catalogue.by_id[i])
+            for i in changed
+            if i in catalogue.by_id and catalogue.by_id[i].page_signature
         )
-        for item in light
-        if not item.link
+    page_signatures = {
+        item.id: _page_signature(site_signature, item) for item in linked.values() if not item.link
     }
-    pages_wanted = _pages_wanted(light, page_signatures, output_dir, verify=verify_pages)
+    pages_wanted = _pages_wanted(catalogue, page_signatures, output_dir, verify=verify_pages)
     needed_ids |= pages_wanted
     full = _load_articles(state, needed_ids)
     pages = Pages(site, names, channels)
@@ -304,22 +420,79 @@ def publish(
             result.written.append(relative)
     result.written += _write_pages(output_dir, pages, [full[i] for i in sorted(pages_wanted)])
     result.pages_rendered += len(pages_wanted)
-    result.removed = _remove_stale_pages(output_dir, set(page_signatures))
+    if changed is None:
+        unpublished = _remove_stale_pages(output_dir, catalogue)
+    else:
+        unpublished = _remove_pages(
+            output_dir,
+            [i for i in changed if i not in catalogue.by_id or catalogue.by_id[i].link],
+        )
+    result.removed = [article_page_path(i) for i in unpublished]
     with state.transaction() as conn:
         for channel in wanted:
             conn.execute(feeds_table.delete().where(feeds_table.c.path == channel.path))
             conn.execute(
                 feeds_table.insert().values(path=channel.path, signature=signatures[channel.path])
             )
-        if pages_wanted:
+        page_rows = [{"key": i, "signature": page_signatures[i]} for i in pages_wanted]
+        page_rows += [{"key": i, "signature": ""} for i in unpublished]
+        if page_rows:
             conn.execute(
                 update(articles_table)
                 .where(articles_table.c.id == bindparam("key"))
                 .values(page_signature=bindparam("signature")),
-                [{"key": i, "signature": page_signatures[i]} for i in pages_wanted],
+                page_rows,
             )
+    for article_id in pages_wanted:
+        catalogue.by_id[article_id].page_signature = page_signatures[article_id]
     result.duration = time.perf_counter() - started
     return result
+
+
+class PageOnDemand:
+    """Writes the page of an article nothing linked to yet, when someone asks for it.
+
+    Publishing writes pages only for the articles a feed, the index or a mail links
+    to; any other article's page is written the first time it is requested (by the
+    HTTP server), and then kept up to date like the others.
+    """
+
+    def __init__(
+        self,
+        state: State,
+        *,
+        site: Site,
+        names: Names,
+        channels: Sequence[Channel],
+        output_dir: Path,
+        max_items: int,
+    ) -> None:
+        self.state = state
+        self.output_dir = output_dir
+        self._pages = Pages(site, names, channels)
+        self._site_signature = settings_signature(site, names, max_items)
+
+    def write(self, article_id: str) -> bool:
+        """Write the page of active article ``article_id``; False when it has none."""
+        with self.state.engine.connect() as conn:
+            row = conn.execute(
+                select(articles_table).where(
+                    articles_table.c.id == article_id, articles_table.c.removed_at.is_(None)
+                )
+            ).first()
+        if row is None or row.link:
+            return False
+        article = article_from_row(row)
+        signature = _page_signature(self._site_signature, article)
+        page = self.output_dir / article_page_path(article.id)
+        write_if_changed(page, self._pages.article(article))
+        with self.state.transaction() as conn:
+            conn.execute(
+                update(articles_table)
+                .where(articles_table.c.id == article.id)
+                .values(page_signature=signature)
+            )
+        return True
 
 
 def _write_pages(output_dir: Path, pages: Pages, articles: Sequence[Article]) -> list[str]:
@@ -347,7 +520,7 @@ _WRITERS = 4
 
 
 def _pages_wanted(
-    light: Sequence[_LightArticle],
+    catalogue: _Catalogue,
     signatures: dict[str, str],
     output_dir: Path,
     *,
@@ -355,8 +528,8 @@ def _pages_wanted(
 ) -> set[str]:
     """Pages whose inputs changed; with ``verify``, also pages missing on disk.
 
-    Checking every page file costs a stat per article, so it is done only when
-    asked (a forced rebuild), not at every publish.
+    Checking page files costs a directory listing, so it is done only when asked
+    (a forced rebuild), not at every publish.
     """
     present: set[str] | None = None
     if verify:
@@ -366,14 +539,11 @@ def _pages_wanted(
             with os.scandir(directory) as entries:
                 present = {entry.name for entry in entries}
     wanted = set()
-    for item in light:
-        signature = signatures.get(item.id)
-        if signature is None:
-            continue
-        if item.page_signature != signature or (
-            present is not None and Path(article_page_path(item.id)).name not in present
+    for article_id, signature in signatures.items():
+        if catalogue.by_id[article_id].page_signature != signature or (
+            present is not None and Path(article_page_path(article_id)).name not in present
         ):
-            wanted.add(item.id)
+            wanted.add(article_id)
     return wanted
 
 
@@ -389,17 +559,30 @@ def _load_articles(state: State, ids: set[str]) -> dict[str, Article]:
     return found
 
 
-def _remove_stale_pages(output_dir: Path, keep: set[str]) -> list[str]:
-    """Delete pages of articles that left the store (or now link elsewhere)."""
+def _remove_stale_pages(output_dir: Path, catalogue: _Catalogue) -> list[str]:
+    """Delete pages of articles that left the store (or now link elsewhere); their ids."""
     directory = output_dir / "articles"
     if not directory.is_dir():
         return []
-    keep_names = {Path(article_page_path(article_id)).name for article_id in keep}
     removed = []
     with os.scandir(directory) as entries:
         for entry in entries:
-            if entry.name.endswith(".html") and entry.name not in keep_names:
+            if not entry.name.endswith(".html"):
+                continue
+            article_id = unquote(entry.name.removesuffix(".html"))
+            item = catalogue.by_id.get(article_id)
+            if item is None or item.link:
                 with contextlib.suppress(FileNotFoundError):
                     Path(entry.path).unlink()
-                removed.append(f"articles/{entry.name}")
+                removed.append(article_id)
     return sorted(removed)
+
+
+def _remove_pages(output_dir: Path, ids: Sequence[str]) -> list[str]:
+    """Delete the pages of ``ids``, those that exist; their ids."""
+    removed = []
+    for article_id in sorted(ids):
+        with contextlib.suppress(FileNotFoundError):
+            (output_dir / article_page_path(article_id)).unlink()
+            removed.append(article_id)
+    return removed

@@ -9,6 +9,7 @@ each waits up to ``busy_timeout`` for the other.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -210,11 +211,17 @@ class FileRecord:
     problems: str
 
 
+_ARTICLES_REVISION = "articles_revision"
+
+
 class State:
     """A handle on the state database."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # The last change of articles this handle made: (revision before, revision after,
+        # the ids changed), so a publisher in this process can apply just that change.
+        self.article_changes: tuple[str, str, frozenset[str]] | None = None
 
     @classmethod
     def open(cls, url: str) -> State:
@@ -284,6 +291,20 @@ class State:
         ).rowcount
         if not updated:
             conn.execute(meta_table.insert().values(key=key, value=value))
+
+    # --- articles revision -------------------------------------------------------------
+
+    def articles_revision(self, conn: Connection) -> str:
+        """A token that changes with every write to articles, by any process."""
+        return self.get_meta(conn, _ARTICLES_REVISION) or ""
+
+    def record_article_changes(self, conn: Connection, ids: Iterable[str]) -> None:
+        """Note, in the transaction that changes them, that articles ``ids`` changed."""
+        before = self.articles_revision(conn)
+        number = int(before.partition(":")[0] or 0) + 1
+        after = f"{number}:{secrets.token_hex(6)}"
+        self.set_meta(conn, _ARTICLES_REVISION, after)
+        self.article_changes = (before, after, frozenset(ids))
 
     # --- files ---------------------------------------------------------------------------
 

@@ -333,8 +333,13 @@ def create_app(
     clock: Callable[[], datetime],
     unsubscribe: UnsubscribeDesk | None = None,
     site_title: str = "syndicator",
+    write_page: Callable[[str], bool] | None = None,
 ) -> web.Application:
-    """The web application; it reads ``output_dir`` on every request and keeps no globals."""
+    """The web application; it reads ``output_dir`` on every request and keeps no globals.
+
+    ``write_page(article_id)`` writes the page of an article that has none yet (pages
+    are published for what feeds and mail link to); it returns False for no article.
+    """
     files = FileServer(output_dir)
 
     async def send_file(request: web.Request, parts: tuple[str, ...] | None) -> web.Response:
@@ -356,6 +361,12 @@ def create_app(
         parts = public_parts(request.rel_url.raw_path, "articles")
         if parts is None or len(parts) != 1 or not parts[0].endswith(".html"):
             raise web.HTTPNotFound()
+        try:
+            return await send_file(request, ("articles", *parts))
+        except web.HTTPNotFound:
+            article_id = unquote(parts[0].removesuffix(".html"))
+            if write_page is None or not await asyncio.to_thread(write_page, article_id):
+                raise
         return await send_file(request, ("articles", *parts))
 
     async def healthz(request: web.Request) -> web.Response:
