@@ -31,6 +31,7 @@ from syndicator.classify import Classifier
 from syndicator.config import Config
 from syndicator.errors import StoreError
 from syndicator.feeds import Channel, Names, Site, build_channels
+from syndicator.ingest import Classes, ReadFile, classes_of, read_files
 from syndicator.models import RawArticle, summarize
 from syndicator.notify.mailer import Mailer
 from syndicator.notify.outbox import (
@@ -48,10 +49,11 @@ from syndicator.state import (
     State,
     articles_table,
     files_table,
+    insert_rows,
     join_slugs,
     split_slugs,
 )
-from syndicator.store import FileStat, read_file, scan
+from syndicator.store import scan
 from syndicator.subscribers import Subscriber, load_subscribers
 from syndicator.transport import Transport, transport_from_config
 from syndicator.websub import ping as websub_ping
@@ -89,21 +91,6 @@ class ReloadResult:
         )
 
 
-def _classified(
-    classifier: Classifier,
-    title: str,
-    body: str,
-    front_regions: tuple[str, ...] | None,
-    front_topics: tuple[str, ...] | None,
-) -> tuple[str, str]:
-    if front_regions is not None and front_topics is not None:
-        return join_slugs(front_regions), join_slugs(front_topics)
-    result = classifier.classify(title, body)
-    regions = front_regions if front_regions is not None else result.regions
-    topics = front_topics if front_topics is not None else result.topics
-    return join_slugs(regions), join_slugs(topics)
-
-
 def _check_topics(classifier: Classifier, raw: RawArticle) -> StoreError | None:
     if raw.topics is None:
         return None
@@ -139,11 +126,11 @@ def reload_store(
     result.files = len(scanned.files)
     with state.transaction() as conn:
         known = state.files(conn)
-        current = {str(item.path): item for item in scanned.files}
+        current = {item.location: item for item in scanned.files}
         changed = [
             item
             for item in scanned.files
-            if (record := known.get(str(item.path))) is None
+            if (record := known.get(item.location)) is None
             or record.size != item.size
             or record.mtime_ns != item.mtime_ns
         ]
@@ -151,10 +138,7 @@ def reload_store(
         # Files whose scan failed (unreadable directory) keep their articles.
         if scanned.errors and not scanned.files:
             vanished = []
-        parsed: list[tuple[FileStat, list[RawArticle], list[StoreError]]] = []
-        for item in changed:
-            articles, problems = read_file(item.path)
-            parsed.append((item, articles, problems))
+        parsed = read_files(classifier, changed)
         result.files_read = len(changed)
         baseline = state.next_seq(conn) == 1  # no article was ever recorded
         _reconcile(
@@ -247,16 +231,20 @@ def _reconcile(
     *,
     state: State,
     classifier: Classifier,
-    parsed: list[tuple[FileStat, list[RawArticle], list[StoreError]]],
+    parsed: list[ReadFile],
     vanished: list[str],
     now: datetime,
     result: ReloadResult,
 ) -> None:
     """Apply what changed files say to state, with a handful of statements in all."""
-    changed_paths = {str(item.path) for item, _, _ in parsed} | set(vanished)
-    existing = _rows_by_id(conn, sorted({raw.id for _, raws, _ in parsed for raw in raws}))
-    before_by_source = _active_by_source(conn, sorted(changed_paths))
+    changed_paths = {read.stat.location for read in parsed} | set(vanished)
     next_seq = state.next_seq(conn)
+    if next_seq == 1:  # nothing recorded yet: nothing to look up
+        existing: dict[str, Any] = {}
+        before_by_source: dict[str, set[str]] = {}
+    else:
+        existing = _rows_by_id(conn, sorted({raw.id for read in parsed for raw in read.articles}))
+        before_by_source = _active_by_source(conn, sorted(changed_paths))
     new_offset = 0
     edit_offset = 0
     seen_now: set[str] = set()
@@ -265,12 +253,13 @@ def _reconcile(
     moves: list[dict[str, Any]] = []
     gone: list[str] = []
     file_rows: list[dict[str, Any]] = []
-    for item, raw_articles, problems in parsed:
-        path = str(item.path)
+    for read in parsed:
+        item, problems = read.stat, read.problems
+        path = item.location
         result.errors.extend(problems)
         readable = not any("vanished" in p.message or "cannot read" in p.message for p in problems)
         kept: set[str] = set()
-        for raw in raw_articles:
+        for raw, classes in zip(read.articles, read.classes, strict=True):
             problem = _check_topics(classifier, raw)
             if problem is not None:
                 result.errors.append(problem)
@@ -305,7 +294,9 @@ def _reconcile(
             if row is None:
                 first_seen = now - timedelta(seconds=new_offset)
                 new_offset += 1
-                inserts.append({"seq": next_seq, **_article_values(classifier, raw, first_seen)})
+                inserts.append(
+                    {"seq": next_seq, **_article_values(classifier, raw, classes, first_seen)}
+                )
                 next_seq += 1
                 result.new.append(raw.id)
                 continue
@@ -326,7 +317,7 @@ def _reconcile(
             if not (content_changed or front_changed or meta_changed):
                 moves.append({"key": raw.id, "source": path, "line": raw.line})
                 continue
-            values = _article_values(classifier, raw, row.first_seen)
+            values = _article_values(classifier, raw, classes, row.first_seen)
             if content_changed:
                 moved = now - timedelta(seconds=edit_offset)
                 edit_offset += 1
@@ -351,8 +342,7 @@ def _reconcile(
         gone.extend(sorted(before_by_source.get(path, set())))
     # An article found again elsewhere in this scan moved; it did not leave the store.
     gone = [article_id for article_id in dict.fromkeys(gone) if article_id not in seen_now]
-    if inserts:
-        conn.execute(articles_table.insert(), inserts)
+    insert_rows(conn, articles_table, inserts)
     if changes:
         conn.execute(
             update(articles_table)
@@ -384,14 +374,13 @@ def _reconcile(
         conn.execute(
             delete(files_table).where(files_table.c.path.in_(stale[start : start + _CHUNK]))
         )
-    if file_rows:
-        conn.execute(files_table.insert(), file_rows)
+    insert_rows(conn, files_table, file_rows)
 
 
 def _article_values(
-    classifier: Classifier, raw: RawArticle, first_seen: datetime
+    classifier: Classifier, raw: RawArticle, classes: Classes, first_seen: datetime
 ) -> dict[str, Any]:
-    regions, topics = _classified(classifier, raw.title, raw.body, raw.regions, raw.topics)
+    regions, topics = classes
     published = raw.date or first_seen
     return {
         "id": raw.id,
@@ -436,7 +425,7 @@ def _reclassify_all(conn: Connection, classifier: Classifier) -> int:
             continue
         front_regions = split_slugs(row.front_regions) if row.front_regions is not None else None
         front_topics = split_slugs(row.front_topics) if row.front_topics is not None else None
-        regions, topics = _classified(classifier, row.title, row.body, front_regions, front_topics)
+        regions, topics = classes_of(classifier, row.title, row.body, front_regions, front_topics)
         changes.append({"key": row.id, "regions": regions, "topics": topics})
     if changes:
         conn.execute(

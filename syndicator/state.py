@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
@@ -209,6 +210,43 @@ class FileRecord:
     size: int
     mtime_ns: int
     problems: str
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """``INSERT`` many rows with one statement compiled once and the driver's executemany.
+
+    The same as ``conn.execute(table.insert(), rows)``, without building and processing
+    a parameter set per row in Python (several times faster for large batches). Every
+    row must have the same keys; values are converted by each column's type as usual.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    # Columns left out get their scalar Python-side default, as Core would give them.
+    defaults = {
+        column.name: column.default.arg  # type: ignore[attr-defined]
+        for column in table.c
+        if column.name not in rows[0] and column.default is not None and column.default.is_scalar
+    }
+    if defaults:
+        rows = [{**defaults, **row} for row in rows]
+    names = list(rows[0])
+    compiled = (
+        table.insert().values({name: bindparam(name) for name in names}).compile(dialect=dialect)
+    )
+    processors = {name: table.c[name].type.bind_processor(dialect) for name in names}
+    order = list(compiled.positiontup or []) if compiled.positional else names
+
+    def converted(row: dict[str, Any], name: str) -> Any:
+        processor = processors[name]
+        value = row[name]
+        return processor(value) if processor is not None else value
+
+    if compiled.positional:
+        parameters: list[Any] = [tuple(converted(row, name) for name in order) for row in rows]
+    else:
+        parameters = [{name: converted(row, name) for name in names} for row in rows]
+    conn.exec_driver_sql(str(compiled), parameters)
 
 
 _ARTICLES_REVISION = "articles_revision"

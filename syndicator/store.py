@@ -45,9 +45,13 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 class FileStat:
     """What a rescan compares: a file is re-read only when its size or mtime changed."""
 
-    path: Path
+    location: str  # the path, as text (what state records)
     size: int
     mtime_ns: int
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
 
 
 @dataclass(slots=True)
@@ -59,7 +63,7 @@ class ScanResult:
 def _is_candidate(name: str) -> bool:
     if name.startswith((".", "#")) or name.endswith("~"):
         return False
-    return Path(name).suffix.lower() in STORE_SUFFIXES
+    return os.path.splitext(name)[1].lower() in STORE_SUFFIXES
 
 
 def scan(root: Path) -> ScanResult:
@@ -81,17 +85,17 @@ def scan(root: Path) -> ScanResult:
         errors.append(StoreError(root, f"cannot open article store: {exc.strerror}"))
         return ScanResult(files, errors)
     if stat_module.S_ISREG(root_stat.st_mode):
-        return ScanResult([FileStat(root, root_stat.st_size, root_stat.st_mtime_ns)], errors)
+        return ScanResult([FileStat(str(root), root_stat.st_size, root_stat.st_mtime_ns)], errors)
     seen_dirs: set[tuple[int, int]] = set()
     for entry_path, entry_stat in _walk(root, seen_dirs, errors):
         files.append(FileStat(entry_path, entry_stat.st_size, entry_stat.st_mtime_ns))
-    files.sort(key=lambda item: str(item.path))
+    files.sort(key=lambda item: item.location)
     return ScanResult(files, errors)
 
 
 def _walk(
     directory: Path, seen_dirs: set[tuple[int, int]], errors: list[StoreError]
-) -> Iterator[tuple[Path, os.stat_result]]:
+) -> Iterator[tuple[str, os.stat_result]]:
     try:
         dir_stat = directory.stat()
     except OSError as exc:
@@ -111,10 +115,9 @@ def _walk(
     for entry in children:
         if entry.name.startswith("."):
             continue
-        path = Path(entry.path)
         try:
             if entry.is_dir():
-                yield from _walk(path, seen_dirs, errors)
+                yield from _walk(Path(entry.path), seen_dirs, errors)
                 continue
             if not _is_candidate(entry.name):
                 continue
@@ -122,13 +125,13 @@ def _walk(
         except FileNotFoundError:
             # A dangling link, or a file deleted while we were scanning.
             if entry.is_symlink():
-                errors.append(StoreError(path, "symbolic link points nowhere"))
+                errors.append(StoreError(Path(entry.path), "symbolic link points nowhere"))
             continue
         except OSError as exc:
-            errors.append(StoreError(path, f"cannot read: {exc.strerror}"))
+            errors.append(StoreError(Path(entry.path), f"cannot read: {exc.strerror}"))
             continue
         if stat_module.S_ISREG(entry_stat.st_mode):
-            yield path, entry_stat
+            yield entry.path, entry_stat
 
 
 def read_file(path: Path) -> tuple[list[RawArticle], list[StoreError]]:
