@@ -111,3 +111,39 @@ def articles(count: int, regions: list[str], topics: list[str]) -> list[Article]
             )
         )
     return made
+
+
+CADENCES = ("immediate", "daily", "weekly")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+TIMEZONES = ("UTC", "Europe/Brussels", "America/Bogota", "Africa/Nairobi", "Asia/Tokyo")
+
+
+Subscription = tuple[str, dict[str, list[str]], str, int, str, str]
+
+
+def subscriptions(
+    count: int, regions: list[str], topics: list[str], seed: int = 3
+) -> Iterator[Subscription]:
+    """``count`` random subscriptions: (email, filters, cadence, hour, weekday, timezone).
+
+    Most people pick a region or two and a topic or two; some want everything in a
+    region, a few follow keywords or exclude a region.
+    """
+    keywords = ["scanner", "green lane", "tariff", "single window", "valuation"]
+    chooser = random.Random(seed)
+    for number in range(count):
+        filters = {
+            "regions": sorted(chooser.sample(regions, chooser.choice((0, 1, 1, 1, 2)))),
+            "topics": sorted(chooser.sample(topics, chooser.choice((0, 1, 1, 2, 2)))),
+            "keywords": sorted(chooser.sample(keywords, 1)) if chooser.random() < 0.05 else [],
+            "exclude_regions": ["global"] if chooser.random() < 0.1 else [],
+            "exclude_topics": [],
+        }
+        yield (
+            f"reader{number}@bench.example.org",
+            filters,
+            chooser.choice(CADENCES),
+            chooser.randrange(24),
+            chooser.choice(WEEKDAYS),
+            chooser.choice(TIMEZONES),
+        )

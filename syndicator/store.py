@@ -63,7 +63,8 @@ class ScanResult:
 def _is_candidate(name: str) -> bool:
     if name.startswith((".", "#")) or name.endswith("~"):
         return False
-    return os.path.splitext(name)[1].lower() in STORE_SUFFIXES
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in STORE_SUFFIXES
 
 
 def scan(root: Path) -> ScanResult:
