@@ -36,6 +36,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
@@ -133,7 +134,7 @@ subscribers_table = Table(
     # Articles with a larger seq were first seen after this subscriber was added.
     Column("added_seq", BigInteger, nullable=False),
     Column("permanent_failures", Integer, nullable=False, default=0),
-    Column("next_digest_at", AwareDateTime, nullable=True),
+    Column("next_digest_at", AwareDateTime, nullable=True, index=True),
     Column("unsubscribed_at", AwareDateTime, nullable=True),
 )
 
@@ -212,15 +213,23 @@ class FileRecord:
     problems: str
 
 
-def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """``INSERT`` many rows with one statement compiled once and the driver's executemany.
+def insert_rows(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    skip_existing: bool = False,
+) -> int:
+    """``INSERT`` many rows with one statement compiled once and the driver's executemany;
+    returns how many were inserted.
 
     The same as ``conn.execute(table.insert(), rows)``, without building and processing
     a parameter set per row in Python (several times faster for large batches). Every
     row must have the same keys; values are converted by each column's type as usual.
+    With ``skip_existing``, rows whose primary key is already taken are left out.
     """
     if not rows:
-        return
+        return 0
     dialect = conn.dialect
     # Columns left out get their scalar Python-side default, as Core would give them.
     defaults = {
@@ -231,25 +240,61 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     if defaults:
         rows = [{**defaults, **row} for row in rows]
     names = list(rows[0])
-    compiled = (
-        table.insert().values({name: bindparam(name) for name in names}).compile(dialect=dialect)
-    )
+    values: dict[str, Any] = {name: bindparam(name) for name in names}
+    statement: Any = table.insert().values(values)
+    if skip_existing and dialect.name == "sqlite":
+        statement = statement.prefix_with("OR IGNORE")
+    elif skip_existing and dialect.name == "postgresql":
+        statement = postgresql_insert(table).values(values).on_conflict_do_nothing()
+    elif skip_existing:
+        keys = [column.name for column in table.primary_key.columns]
+        taken = {tuple(row) for row in conn.execute(select(*table.primary_key.columns))}
+        rows = [row for row in rows if tuple(row[key] for key in keys) not in taken]
+        if not rows:
+            return 0
+    compiled = statement.compile(dialect=dialect)
     processors = {name: table.c[name].type.bind_processor(dialect) for name in names}
-    order = list(compiled.positiontup or []) if compiled.positional else names
 
     def converted(row: dict[str, Any], name: str) -> Any:
         processor = processors[name]
         value = row[name]
         return processor(value) if processor is not None else value
 
+    parameters: list[Any]
     if compiled.positional:
-        parameters: list[Any] = [tuple(converted(row, name) for name in order) for row in rows]
+        order = list(compiled.positiontup or [])
+        parameters = [tuple(converted(row, name) for name in order) for row in rows]
     else:
         parameters = [{name: converted(row, name) for name in names} for row in rows]
-    conn.exec_driver_sql(str(compiled), parameters)
+    result = conn.exec_driver_sql(str(compiled), parameters)
+    return len(rows) if result.rowcount < 0 else int(result.rowcount)
 
 
 _ARTICLES_REVISION = "articles_revision"
+_SUBSCRIBERS_REVISION = "subscribers_revision"
+# On SQLite, triggers count every change to who is subscribed and to what, whichever
+# code or process makes it, so a matching index can be kept while the count stands.
+_SUBSCRIBER_TRIGGERS = tuple(
+    f"CREATE TRIGGER IF NOT EXISTS subscribers_revision_{name} AFTER {event} ON subscribers "
+    "BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+    f"WHERE key = '{_SUBSCRIBERS_REVISION}'; END"
+    for name, event in (
+        ("insert", "INSERT"),
+        ("delete", "DELETE"),
+        ("update", "UPDATE OF filters, status, added_seq, id"),
+    )
+)
+
+
+def subscribers_revision(conn: Connection) -> str | None:
+    """A token that changes whenever subscribers or their filters change; None where
+    changes are not counted (databases other than SQLite)."""
+    if conn.dialect.name != "sqlite":
+        return None
+    value = conn.execute(
+        select(meta_table.c.value).where(meta_table.c.key == _SUBSCRIBERS_REVISION)
+    ).scalar()
+    return None if value is None else str(value)
 
 
 class State:
@@ -289,6 +334,15 @@ class State:
     def _create_schema(self) -> None:
         with self.transaction() as conn:
             metadata.create_all(conn)
+            # Indexes added since a table was first created (create_all skips those).
+            for table in metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
+            if conn.dialect.name == "sqlite":
+                if self.get_meta(conn, _SUBSCRIBERS_REVISION) is None:
+                    self.set_meta(conn, _SUBSCRIBERS_REVISION, "0")
+                for trigger in _SUBSCRIBER_TRIGGERS:
+                    conn.exec_driver_sql(trigger)
             version = conn.execute(
                 select(meta_table.c.value).where(meta_table.c.key == "schema_version")
             ).scalar()

@@ -31,6 +31,7 @@ from syndicator.notify.match import Candidate, Filter, FilterIndex
 from syndicator.notify.schedule import next_due
 from syndicator.notify.unsubscribe import load_secret, make_token
 from syndicator.state import State, messages_table
+from syndicator.subscribers import Subscriber
 from tests.conftest import CONFIG_DIR, SAMPLE_STORE, write
 from tests.smtp_sink import Sink, SinkHandler
 
@@ -632,3 +633,28 @@ def test_example_configuration_mails_a_new_article_into_the_maildir(tmp_path: Pa
     text = delivered.read_text()
     assert "Subject: Chile Launches AEO Programme" in text
     assert "To: Americas desk <americas-desk@example.org>" in text
+
+
+def test_the_kept_matching_index_follows_changes_made_by_other_processes(
+    install: Path, sink: Sink, classifier: Classifier, state_of: list[State]
+) -> None:
+    config = configure(install, sink, IMMEDIATE)
+    daemon = open_state(config, state_of)  # a long-lived process keeps its index
+    cycle(config, classifier, daemon, T0)
+    add_article(config, "chile.txt", "Chile Launches AEO Programme", "Chile's customs did.")
+    cycle(config, classifier, daemon, T0 + timedelta(minutes=1))
+    assert [r.recipients for r in sink.received] == [["desk@example.org"]]
+    # Another process (the command line) adds one subscriber and unsubscribes another.
+    other = open_state(config, state_of)
+    with other.transaction() as conn:
+        outbox.add_subscriber(
+            conn,
+            Subscriber(email="peru@example.org", regions=("americas",), cadence="immediate"),
+            now=T0 + timedelta(minutes=2),
+        )
+        desk = outbox.find_subscriber(conn, "desk@example.org")
+        assert desk is not None
+        outbox.unsubscribe(conn, desk.id, now=T0 + timedelta(minutes=2))
+    add_article(config, "peru.txt", "Peru Launches AEO Programme", "SUNAT did.")
+    cycle(config, classifier, daemon, T0 + timedelta(minutes=3))
+    assert [r.recipients for r in sink.received[1:]] == [["peru@example.org"]]

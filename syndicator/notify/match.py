@@ -12,6 +12,7 @@ article is matched with a few vectorised operations instead of a scan.
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -54,24 +55,22 @@ class FilterIndex:
     """
 
     def __init__(self, filters: Iterable[Filter]) -> None:
-        items = list(filters)
-        self.ids = np.fromiter(
-            (item.subscriber_id for item in items), dtype=np.int64, count=len(items)
-        )
-        size = len(items)
-        self.any_region = np.zeros(size, dtype=bool)
-        self.any_topic = np.zeros(size, dtype=bool)
+        # One pass, keeping no Filter: there may be millions of them.
+        ids = array("q")
+        any_region: list[int] = []
+        any_topic: list[int] = []
         by_region: dict[str, list[int]] = defaultdict(list)
         by_topic: dict[str, list[int]] = defaultdict(list)
         excluded_by_region: dict[str, list[int]] = defaultdict(list)
         excluded_by_topic: dict[str, list[int]] = defaultdict(list)
         keywords: dict[str, list[int]] = defaultdict(list)
-        for position, item in enumerate(items):
+        for position, item in enumerate(filters):
+            ids.append(item.subscriber_id)
             if item.regions:
                 for region in item.regions:
                     by_region[region].append(position)
             else:
-                self.any_region[position] = True
+                any_region.append(position)
             if item.topics or item.keywords:
                 for topic in item.topics:
                     by_topic[topic].append(position)
@@ -80,11 +79,14 @@ class FilterIndex:
                     if key:
                         keywords[key].append(position)
             else:
-                self.any_topic[position] = True
+                any_topic.append(position)
             for region in item.exclude_regions:
                 excluded_by_region[region].append(position)
             for topic in item.exclude_topics:
                 excluded_by_topic[topic].append(position)
+        self.ids = np.frombuffer(ids, dtype=np.int64).copy() if ids else np.zeros(0, np.int64)
+        self.any_region = self._mask(any_region)
+        self.any_topic = self._mask(any_topic)
         self.by_region = {key: self._mask(positions) for key, positions in by_region.items()}
         self.by_topic = {key: self._mask(positions) for key, positions in by_topic.items()}
         self.excluded_by_region = {k: self._mask(v) for k, v in excluded_by_region.items()}

@@ -20,16 +20,19 @@ import asyncio
 import json
 import logging
 import random
+import weakref
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from syndicator.errors import NotFoundError, SyndicatorError
 from syndicator.models import Article
@@ -39,8 +42,10 @@ from syndicator.state import (
     State,
     article_from_row,
     articles_table,
+    insert_rows,
     matches_table,
     messages_table,
+    subscribers_revision,
     subscribers_table,
 )
 from syndicator.subscribers import Subscriber
@@ -363,12 +368,64 @@ def resubscribe(conn: Connection, email: str, *, now: datetime) -> None:
 # --- matching and queueing -----------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _ActiveIndex:
+    """Every active subscriber's filter, indexed; ``added_seq`` aligned with ``index.ids``
+    (which are in ascending order)."""
+
+    revision: str | None
+    index: FilterIndex
+    added_seq: NDArray[np.int64]
+
+
+# The index of each database's active subscribers, kept while the subscribers revision
+# stands (on SQLite; elsewhere it is built for each batch).
+_INDEXES: weakref.WeakKeyDictionary[Engine, _ActiveIndex] = weakref.WeakKeyDictionary()
+
+
+@lru_cache(maxsize=4096)
+def _filter_shape(
+    text: str,
+) -> tuple[frozenset[str], frozenset[str], tuple[str, ...], frozenset[str], frozenset[str]]:
+    filters = _filters(text)
+    return (
+        frozenset(filters.get("regions", ())),
+        frozenset(filters.get("topics", ())),
+        filters.get("keywords", ()),
+        frozenset(filters.get("exclude_regions", ())),
+        frozenset(filters.get("exclude_topics", ())),
+    )
+
+
+def _active_index(conn: Connection) -> _ActiveIndex:
+    revision = subscribers_revision(conn)
+    cached = _INDEXES.get(conn.engine)
+    if cached is not None and revision is not None and cached.revision == revision:
+        return cached
+    rows = conn.execute(
+        select(subscribers_table.c.id, subscribers_table.c.filters, subscribers_table.c.added_seq)
+        .where(subscribers_table.c.status == ACTIVE)
+        .order_by(subscribers_table.c.id)
+    )
+    added: list[int] = []
+
+    def filters() -> Iterator[Filter]:
+        for subscriber_id, text, added_seq in rows:
+            added.append(added_seq)
+            yield Filter(subscriber_id, *_filter_shape(text))
+
+    index = FilterIndex(filters())
+    built = _ActiveIndex(revision, index, np.asarray(added, dtype=np.int64))
+    _INDEXES[conn.engine] = built
+    return built
+
+
 def record_matches(conn: Connection, new_ids: Sequence[str], *, now: datetime) -> int:
     """Match newly seen articles against active subscribers; record each match once."""
     if not new_ids:
         return 0
-    active = subscribers(conn, status=ACTIVE)
-    if not active:
+    active = _active_index(conn)
+    if not len(active.index.ids):
         return 0
     rows: list[Any] = []
     for start in range(0, len(new_ids), 500):
@@ -383,32 +440,26 @@ def record_matches(conn: Connection, new_ids: Sequence[str], *, now: datetime) -
                 articles_table.c.topics,
             ).where(articles_table.c.id.in_(chunk))
         ).all()
-    index = FilterIndex(record.as_filter() for record in active)
-    added_seq = {record.id: record.added_seq for record in active}
-    inserted = []
+    recorded = 0
     for row in rows:
         candidate = Candidate(
             row.id, row.title, row.body, tuple(row.regions.split()), tuple(row.topics.split())
         )
-        for subscriber_id in index.match(candidate).tolist():
-            if added_seq[subscriber_id] < row.seq:
-                inserted.append(
+        matched = active.index.match(candidate)
+        # Only subscribers who were there before the article was first seen.
+        positions = np.searchsorted(active.index.ids, matched)
+        matched = matched[active.added_seq[positions] < row.seq]
+        if len(matched):
+            recorded += insert_rows(
+                conn,
+                matches_table,
+                [
                     {"subscriber_id": subscriber_id, "article_id": row.id, "matched_at": now}
-                )
-    if inserted:
-        existing = {
-            (r.subscriber_id, r.article_id)
-            for r in conn.execute(
-                select(matches_table.c.subscriber_id, matches_table.c.article_id).where(
-                    matches_table.c.article_id.in_({item["article_id"] for item in inserted})
-                )
+                    for subscriber_id in matched.tolist()
+                ],
+                skip_existing=True,
             )
-        }
-        fresh = [i for i in inserted if (i["subscriber_id"], i["article_id"]) not in existing]
-        if fresh:
-            conn.execute(matches_table.insert(), fresh)
-        return len(fresh)
-    return 0
+    return recorded
 
 
 Composer = Callable[[SubscriberRecord, Sequence[Article], str, datetime], tuple[str, bytes]]
@@ -451,6 +502,35 @@ def _pending_by_subscriber(conn: Connection) -> dict[int, list[Article]]:
     return pending
 
 
+def _concerned(
+    conn: Connection, pending: dict[int, list[Article]], now: datetime
+) -> list[SubscriberRecord]:
+    """Active subscribers with something pending or a digest due, in address order:
+    the others have nothing to do now, however many they are."""
+    due = select(subscribers_table.c.id).where(
+        subscribers_table.c.status == ACTIVE,
+        subscribers_table.c.cadence != "immediate",
+        subscribers_table.c.next_digest_at <= now,
+    )
+    ids = sorted(set(pending) | set(conn.execute(due).scalars()))
+    found: list[SubscriberRecord] = []
+    for start in range(0, len(ids), 500):
+        found += [
+            _record(row)
+            for row in conn.execute(
+                select(subscribers_table).where(
+                    subscribers_table.c.id.in_(ids[start : start + 500]),
+                    subscribers_table.c.status == ACTIVE,
+                )
+            )
+        ]
+    found.sort(key=lambda record: record.email.lower())
+    return found
+
+
+_QUEUE_BATCH = 500
+
+
 def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[int]:
     """Compose and store the messages due now; returns their ids.
 
@@ -459,10 +539,12 @@ def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[in
     there is nothing to say). The matches a message carries point at it.
     """
     pending = _pending_by_subscriber(conn)
+    before = int(conn.execute(select(func.max(messages_table.c.id))).scalar() or 0)
     rows: list[dict[str, Any]] = []
+    stored = 0
     # Subscribers sharing a schedule share their next due time: one update each.
     schedule: dict[tuple[str, int, str, str], list[int]] = defaultdict(list)
-    for record in subscribers(conn, status=ACTIVE):
+    for record in _concerned(conn, pending, now):
         if record.cadence != "immediate":
             if record.next_digest_at is None or record.next_digest_at > now:
                 continue
@@ -494,6 +576,10 @@ def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[in
                 "last_error": "",
             }
         )
+        if len(rows) == _QUEUE_BATCH:  # stored as they come: memory stays bounded
+            stored += insert_rows(conn, messages_table, rows)
+            rows = []
+    stored += insert_rows(conn, messages_table, rows)
     for (cadence, hour, weekday, timezone), ids in schedule.items():
         following = next_due(now, cadence=cadence, hour=hour, weekday=weekday, timezone=timezone)
         for start in range(0, len(ids), 500):
@@ -502,12 +588,10 @@ def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[in
                 .where(subscribers_table.c.id.in_(ids[start : start + 500]))
                 .values(next_digest_at=following)
             )
-    if not rows:
+    if not stored:
         return []
     # Plain executemany (no RETURNING: several times faster), then one set-based update
     # points every pending match of these subscribers at its new message.
-    before = int(conn.execute(select(func.max(messages_table.c.id))).scalar() or 0)
-    conn.execute(messages_table.insert(), rows)
     new = messages_table.alias("new")
     conn.execute(
         update(matches_table)
