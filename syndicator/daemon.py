@@ -39,14 +39,16 @@ from watchfiles import awatch
 
 from syndicator.classify import Classifier
 from syndicator.config import Config, load_config
-from syndicator.cycle import CycleResult, deliver_due, queue_mail, run_cycle
+from syndicator.cycle import CycleResult, deliver_due, names_from, queue_mail, run_cycle
 from syndicator.errors import SyndicatorError
 from syndicator.metrics import Metrics
 from syndicator.notify.outbox import DeliveryReport, outbox_counts, recover_inflight
+from syndicator.notify.signup import SignupDesk, SignupSettings
 from syndicator.notify.unsubscribe import UnsubscribeDesk, load_secret
 from syndicator.state import State
 from syndicator.systemd import Notifier
 from syndicator.web import Health, create_app, serve
+from syndicator.web_subscriptions import SubscriptionPages
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class Service:
         self._runner: web.AppRunner | None = None
         self._listen = ""
         self._secret = b""
+        self._subscriptions: SubscriptionPages | None = None
 
     # --- signals: flags only ---------------------------------------------------------------
 
@@ -209,7 +212,25 @@ class Service:
     def _watchdog(self) -> None:
         self.notifier.watchdog()
 
+    def _mail_soon(self) -> None:
+        """A subscription page queued a mail: run the mail job now, not at its next minute."""
+        if self.scheduler is not None and self.scheduler.running and not self.stopping:
+            self.scheduler.modify_job("mail", next_run_time=_now())
+
     # --- HTTP ------------------------------------------------------------------------------
+
+    def _subscription_pages(self, config: Config, classifier: Classifier) -> SubscriptionPages:
+        """The subscription pages, made once and reconfigured by a reload."""
+        settings = SignupSettings.from_config(config, names_from(classifier))
+        if self._subscriptions is None:
+            self._subscriptions = SubscriptionPages(
+                SignupDesk(self.state, self._secret, _now, settings),
+                enabled=config.web.subscribe,
+                on_queued=self._mail_soon,
+            )
+        else:
+            self._subscriptions.reconfigure(settings, enabled=config.web.subscribe)
+        return self._subscriptions
 
     async def _serve(self, config: Config) -> web.AppRunner:
         app = create_app(
@@ -218,6 +239,7 @@ class Service:
             metrics=self.metrics,
             clock=_now,
             unsubscribe=UnsubscribeDesk(self.state, self._secret, _now),
+            subscriptions=self._subscription_pages(config, self.classifier),
             site_title=config.site.title,
         )
         runner = await serve(app, config.http.host, config.http.port)
@@ -248,6 +270,8 @@ class Service:
             previous = self.config
             self.config, self.classifier = config, classifier
             self.health.interval = float(config.store.reload_interval)
+            if self._subscriptions is not None:
+                self._subscription_pages(config, classifier)
             try:
                 await self._rebind(previous, config)
             except SyndicatorError as exc:
