@@ -13,12 +13,14 @@ that suits the interval: its default of one second silently skips late runs):
   loop itself, so a stuck loop stops the pings.
 
 The two working jobs share a lock: cycles never overlap each other or a
-delivery run. Signal handlers only set flags and wake the main task, which acts:
-SIGTERM or SIGINT stop taking new work, let the batch in flight finish (or
-abandon it after a timeout; it is sent again at the next start), close the HTTP
-server and the database and return 0 (a second SIGINT exits at once); SIGHUP
-re-reads the configuration and applies it if it is valid, keeping the running
-one otherwise.
+delivery run. When a subscription page queues a mail (a confirmation link), the mail
+job is run at once rather than at its next minute.
+
+Signal handlers only set flags and wake the main task, which acts: SIGTERM or SIGINT
+stop taking new work, let the batch in flight finish (or abandon it after a timeout; it
+is sent again at the next start), close the HTTP server and the database and return 0
+(a second SIGINT exits at once); SIGHUP re-reads the configuration and applies it if it
+is valid, keeping the running one otherwise (the subscription pages included).
 """
 
 from __future__ import annotations

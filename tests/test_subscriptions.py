@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import textwrap
 from collections.abc import AsyncIterator, Iterator
@@ -686,7 +687,7 @@ async def test_operator_entries_are_shown_read_only_and_can_leave(site: Pages) -
     assert to(site.sink.received, "desk@example.org") == []
 
 
-async def test_pages_are_not_served_when_disabled(
+async def test_pages_are_not_served_when_disabled_until_a_reload_enables_them(
     install: Path, sink: Sink, classifier: Classifier
 ) -> None:
     async for site in start(install, sink, classifier, enabled=False):
@@ -694,6 +695,17 @@ async def test_pages_are_not_served_when_disabled(
             async with site.session.get(site.base + path) as response:
                 assert response.status == 404
         assert (await site.post("/subscribe", {"email": "a@example.org"}))[0] == 404
+        # A reloaded configuration turns them on (and keeps the rate-limit buckets while
+        # the limits stay the same).
+        settings = site.pages.desk.settings
+        limiter = site.pages.subscribe_by_client
+        site.pages.reconfigure(settings, enabled=True)
+        assert site.pages.subscribe_by_client is limiter
+        async with site.session.get(site.base + "/subscribe") as response:
+            assert response.status == 200
+        site.pages.reconfigure(replace(settings, subscribe_per_hour_per_client=1), enabled=True)
+        assert site.pages.subscribe_by_client is not limiter
+        assert site.pages.subscribe_by_client.per_hour == 1
 
 
 # --- mail, index page, command line -------------------------------------------------------------
@@ -739,6 +751,17 @@ def outbox_record(state: State, email: str) -> outbox.SubscriberRecord:
     return record
 
 
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """main() sets up logging for the process; put the test run's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("root_logging")
 async def test_subscribers_list_shows_web_and_pending_subscriptions(
     site: Pages, capsys: pytest.CaptureFixture[str]
 ) -> None:
