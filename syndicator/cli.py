@@ -14,8 +14,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -35,6 +36,7 @@ from syndicator.notify.outbox import (
     resubscribe,
     sync_subscribers,
 )
+from syndicator.notify.signup import open_requests
 from syndicator.notify.unsubscribe import load_secret
 from syndicator.state import State
 from syndicator.store import read_file, scan
@@ -316,55 +318,80 @@ def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Classifier, Sta
 
 
 def cmd_subscribers_list(args: argparse.Namespace) -> int:
-    state = _subscriber_state(args)[2]
+    config, _classifier, state = _subscriber_state(args)
     try:
         with state.engine.connect() as conn:
             records = outbox.subscribers(conn)
+            requests = open_requests(
+                conn,
+                now=datetime.now(UTC),
+                ttl=timedelta(hours=config.web.confirm_ttl_hours),
+            )
     finally:
         state.close()
+    # Web requests waiting for confirmation are listed too, as "pending": they receive
+    # nothing but the confirmation mail until then.
+    rows: list[dict[str, Any]] = [
+        {
+            "email": r.email,
+            "name": r.name,
+            "status": r.status,
+            "source": r.source,
+            "cadence": r.cadence,
+            "regions": list(r.regions),
+            "topics": list(r.topics),
+            "keywords": list(r.keywords),
+            "exclude_regions": list(r.exclude_regions),
+            "exclude_topics": list(r.exclude_topics),
+            "next_digest_at": r.next_digest_at.isoformat() if r.next_digest_at else None,
+            "permanent_failures": r.permanent_failures,
+            "added_at": r.added_at.isoformat(),
+        }
+        for r in records
+    ]
+    rows += [
+        {
+            "email": request.email,
+            "name": request.subscriber.name,
+            "status": "pending",
+            "source": outbox.FROM_WEB,
+            "cadence": request.subscriber.cadence,
+            "regions": list(request.subscriber.regions),
+            "topics": list(request.subscriber.topics),
+            "keywords": list(request.subscriber.keywords),
+            "exclude_regions": list(request.subscriber.exclude_regions),
+            "exclude_topics": list(request.subscriber.exclude_topics),
+            "next_digest_at": None,
+            "permanent_failures": 0,
+            "added_at": request.requested_at.isoformat(),
+        }
+        for request in requests
+    ]
     if args.json:
-        json.dump(
-            [
-                {
-                    "email": r.email,
-                    "name": r.name,
-                    "status": r.status,
-                    "source": r.source,
-                    "cadence": r.cadence,
-                    "regions": list(r.regions),
-                    "topics": list(r.topics),
-                    "keywords": list(r.keywords),
-                    "exclude_regions": list(r.exclude_regions),
-                    "exclude_topics": list(r.exclude_topics),
-                    "next_digest_at": r.next_digest_at.isoformat() if r.next_digest_at else None,
-                    "permanent_failures": r.permanent_failures,
-                    "added_at": r.added_at.isoformat(),
-                }
-                for r in records
-            ],
-            sys.stdout,
-            indent=2,
-        )
+        json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return EXIT_OK
-    for r in records:
-        when = r.cadence
-        if r.next_digest_at:
-            when += f", next {r.next_digest_at:%Y-%m-%d %H:%M} UTC"
+    for row in rows:
+        when = row["cadence"]
+        if row["next_digest_at"]:
+            when += f", next {datetime.fromisoformat(row['next_digest_at']):%Y-%m-%d %H:%M} UTC"
         filters = "; ".join(
-            f"{label} {', '.join(values)}"
-            for label, values in (
-                ("regions", r.regions),
-                ("topics", r.topics),
-                ("keywords", r.keywords),
-                ("not regions", r.exclude_regions),
-                ("not topics", r.exclude_topics),
+            f"{label} {', '.join(row[key])}"
+            for label, key in (
+                ("regions", "regions"),
+                ("topics", "topics"),
+                ("keywords", "keywords"),
+                ("not regions", "exclude_regions"),
+                ("not topics", "exclude_topics"),
             )
-            if values
+            if row[key]
         )
-        failures = f", {r.permanent_failures} failures" if r.permanent_failures else ""
-        print(f"{r.email:40} {r.status:12} {when}{failures}\n    {filters or 'everything'}")
-    print(f"{len(records)} subscriber{'s' if len(records) != 1 else ''}", file=sys.stderr)
+        failures = f", {row['permanent_failures']} failures" if row["permanent_failures"] else ""
+        print(
+            f"{row['email']:40} {row['status']:12} {row['source']:4} {when}{failures}\n"
+            f"    {filters or 'everything'}"
+        )
+    print(f"{len(rows)} subscriber{'s' if len(rows) != 1 else ''}", file=sys.stderr)
     return EXIT_OK
 
 

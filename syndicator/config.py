@@ -159,6 +159,20 @@ class HttpConfig(_Section):
         return int(self.listen.rpartition(":")[2])
 
 
+class WebConfig(_Section):
+    """The self-service subscription pages: subscribe, confirm, manage."""
+
+    subscribe: bool = True
+    confirm_ttl_hours: Annotated[int, Field(gt=0, le=30 * 24)] = 48
+    # Token buckets, refilled evenly over the hour; 0 turns a limit off.
+    subscribe_per_hour_per_client: Annotated[int, Field(ge=0, le=100_000)] = 10
+    subscribe_per_hour_per_email: Annotated[int, Field(ge=0, le=1_000)] = 3
+    changes_per_hour_per_client: Annotated[int, Field(ge=0, le=100_000)] = 60
+    # Behind a reverse proxy every request comes from the proxy: take the client's address
+    # from the last X-Forwarded-For entry (the one the proxy appended) instead.
+    trust_forwarded_for: bool = False
+
+
 class SubscribersConfig(_Section):
     file: Path = Path("subscribers.toml")
 
@@ -177,6 +191,7 @@ class Config(_Section):
     state: StateConfig = StateConfig()
     mail: MailConfig = MailConfig()
     http: HttpConfig = HttpConfig()
+    web: WebConfig = WebConfig()
     subscribers: SubscribersConfig = SubscribersConfig()
     classify: ClassifyConfig = ClassifyConfig()
     source: Path | None = Field(default=None, exclude=True)
@@ -205,6 +220,11 @@ class Config(_Section):
     def tag_authority(self) -> str:
         """The authority of tag: URIs: ``feeds.tag_authority``, else the host of ``base_url``."""
         return self.feeds.tag_authority or (urlsplit(self.site.base_url).hostname or "localhost")
+
+    @property
+    def subscriptions_enabled(self) -> bool:
+        """Whether the built-in HTTP server offers the subscribe and manage pages."""
+        return self.http.enabled and self.web.subscribe
 
     @property
     def list_id(self) -> str:

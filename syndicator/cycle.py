@@ -514,6 +514,7 @@ def site_from_config(config: Config) -> Site:
         tag_authority=config.tag_authority,
         tag_date=config.feeds.tag_date,
         hub=config.feeds.websub_hub,
+        subscribe_url=f"{config.site.base_url}subscribe" if config.subscriptions_enabled else "",
     )
 
 

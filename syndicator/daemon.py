@@ -13,12 +13,14 @@ that suits the interval: its default of one second silently skips late runs):
   loop itself, so a stuck loop stops the pings.
 
 The two working jobs share a lock: cycles never overlap each other or a
-delivery run. Signal handlers only set flags and wake the main task, which acts:
-SIGTERM or SIGINT stop taking new work, let the batch in flight finish (or
-abandon it after a timeout; it is sent again at the next start), close the HTTP
-server and the database and return 0 (a second SIGINT exits at once); SIGHUP
-re-reads the configuration and applies it if it is valid, keeping the running
-one otherwise.
+delivery run. When a subscription page queues a mail (a confirmation link), the mail
+job is run at once rather than at its next minute.
+
+Signal handlers only set flags and wake the main task, which acts: SIGTERM or SIGINT
+stop taking new work, let the batch in flight finish (or abandon it after a timeout; it
+is sent again at the next start), close the HTTP server and the database and return 0
+(a second SIGINT exits at once); SIGHUP re-reads the configuration and applies it if it
+is valid, keeping the running one otherwise (the subscription pages included).
 """
 
 from __future__ import annotations
@@ -51,11 +53,13 @@ from syndicator.cycle import (
 from syndicator.errors import SyndicatorError
 from syndicator.metrics import Metrics
 from syndicator.notify.outbox import DeliveryReport, outbox_counts, recover_inflight
+from syndicator.notify.signup import SignupDesk, SignupSettings
 from syndicator.notify.unsubscribe import UnsubscribeDesk, load_secret
 from syndicator.publish import PageOnDemand
 from syndicator.state import State
 from syndicator.systemd import Notifier
 from syndicator.web import Health, create_app, serve
+from syndicator.web_subscriptions import SubscriptionPages
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,7 @@ class Service:
         self._listen = ""
         self._secret = b""
         self._pages: tuple[Config, Classifier, PageOnDemand] | None = None
+        self._subscriptions: SubscriptionPages | None = None
 
     # --- signals: flags only ---------------------------------------------------------------
 
@@ -219,7 +224,25 @@ class Service:
     def _watchdog(self) -> None:
         self.notifier.watchdog()
 
+    def _mail_soon(self) -> None:
+        """A subscription page queued a mail: run the mail job now, not at its next minute."""
+        if self.scheduler is not None and self.scheduler.running and not self.stopping:
+            self.scheduler.modify_job("mail", next_run_time=_now())
+
     # --- HTTP ------------------------------------------------------------------------------
+
+    def _subscription_pages(self, config: Config, classifier: Classifier) -> SubscriptionPages:
+        """The subscription pages, made once and reconfigured by a reload."""
+        settings = SignupSettings.from_config(config, names_from(classifier))
+        if self._subscriptions is None:
+            self._subscriptions = SubscriptionPages(
+                SignupDesk(self.state, self._secret, _now, settings),
+                enabled=config.web.subscribe,
+                on_queued=self._mail_soon,
+            )
+        else:
+            self._subscriptions.reconfigure(settings, enabled=config.web.subscribe)
+        return self._subscriptions
 
     async def _serve(self, config: Config) -> web.AppRunner:
         app = create_app(
@@ -228,6 +251,7 @@ class Service:
             metrics=self.metrics,
             clock=_now,
             unsubscribe=UnsubscribeDesk(self.state, self._secret, _now),
+            subscriptions=self._subscription_pages(config, self.classifier),
             site_title=config.site.title,
             write_page=self._write_page,
         )
@@ -274,6 +298,8 @@ class Service:
             previous = self.config
             self.config, self.classifier = config, classifier
             self.health.interval = float(config.store.reload_interval)
+            if self._subscriptions is not None:
+                self._subscription_pages(config, classifier)
             try:
                 await self._rebind(previous, config)
             except SyndicatorError as exc:

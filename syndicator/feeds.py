@@ -89,6 +89,7 @@ class Site:
     tag_authority: str  # the host name in tag: URIs
     tag_date: str  # the date in tag: URIs (YYYY or YYYY-MM-DD); never change it
     hub: str = ""  # WebSub hub URL, or ""
+    subscribe_url: str = ""  # the page to subscribe by email, or "" when not offered
 
     @property
     def index_url(self) -> str:

@@ -37,7 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
@@ -128,7 +128,7 @@ subscribers_table = Table(
     Column("hour", Integer, nullable=False),
     Column("weekday", String(3), nullable=False),
     Column("timezone", String(64), nullable=False),
-    Column("source", String(16), nullable=False),  # file | cli
+    Column("source", String(16), nullable=False),  # file | cli | web
     Column("status", String(16), nullable=False),  # active | suspended | unsubscribed | removed
     Column("added_at", AwareDateTime, nullable=False),
     # Articles with a larger seq were first seen after this subscriber was added.
@@ -136,6 +136,22 @@ subscribers_table = Table(
     Column("permanent_failures", Integer, nullable=False, default=0),
     Column("next_digest_at", AwareDateTime, nullable=True, index=True),
     Column("unsubscribed_at", AwareDateTime, nullable=True),
+)
+
+# Subscriptions asked for on the web and not yet confirmed (double opt-in). A request
+# becomes (or updates) a row of ``subscribers`` only when its confirmation link is used;
+# until then it receives nothing but the confirmation mail.
+subscription_requests_table = Table(
+    "subscription_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False),
+    Column("email_key", String(320), nullable=False, index=True),
+    Column("settings", Text, nullable=False),  # JSON: the subscriber's fields as asked for
+    # Random, signed into the confirmation link: a link dies with the request it belongs to.
+    Column("nonce", String(32), nullable=False),
+    Column("requested_at", AwareDateTime, nullable=False, index=True),
+    Column("confirmed_at", AwareDateTime, nullable=True),
 )
 
 # One row per (subscriber, article) ever matched: the primary key is the promise that
@@ -153,8 +169,9 @@ messages_table = Table(
     "messages",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    # 0 for a confirmation mail, which goes to an address that is no subscriber yet.
     Column("subscriber_id", Integer, nullable=False, index=True),
-    Column("kind", String(16), nullable=False),  # immediate | daily | weekly
+    Column("kind", String(16), nullable=False),  # immediate | daily | weekly | confirm | notice
     Column("message_id", String(255), nullable=False, unique=True),
     Column("recipient", String(320), nullable=False),
     Column("body", LargeBinary, nullable=False),
@@ -174,6 +191,14 @@ feeds_table = Table(
     Column("path", Text, primary_key=True),
     Column("signature", String(64), nullable=False),
 )
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the row an INSERT just wrote."""
+    key = result.inserted_primary_key
+    if key is None:  # pragma: no cover - every table here has an integer key
+        raise StateError("the database returned no key for a new row")
+    return int(key[0])
 
 
 def join_slugs(slugs: Iterable[str]) -> str:

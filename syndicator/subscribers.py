@@ -83,26 +83,43 @@ class Subscriber(BaseModel):
         return value
 
 
-def _validated(
+def check_entry(
     entry: Any, known_topics: set[str] | None
-) -> tuple[Subscriber, str] | tuple[None, str]:
-    """A subscriber from one entry (file table or CSV row), or what is wrong: "key: why"."""
+) -> tuple[Subscriber | None, dict[str, str]]:
+    """A subscriber from one entry (file table, CSV row or web form), or every problem.
+
+    Problems map the field (``email``, ``hour``, ``keywords.2`` ...) to what is wrong with
+    it, first problem first.
+    """
     try:
         subscriber = Subscriber.model_validate(entry)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        return None, f"{key}: {message}"
+        problems: dict[str, str] = {}
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "entry"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            problems.setdefault(key, message)
+        return None, problems
     unknown = [
         topic
         for topic in subscriber.topics + subscriber.exclude_topics
         if known_topics is not None and topic not in known_topics
     ]
     if unknown:
-        return None, f"topics: unknown topic {unknown[0]!r}"
+        return None, {"topics": f"unknown topic {unknown[0]!r}"}
+    return subscriber, {}
+
+
+def _validated(
+    entry: Any, known_topics: set[str] | None
+) -> tuple[Subscriber, str] | tuple[None, str]:
+    """A subscriber from one entry (file table or CSV row), or what is wrong: "key: why"."""
+    subscriber, problems = check_entry(entry, known_topics)
+    if subscriber is None:
+        key, message = next(iter(problems.items()))
+        return None, f"{key}: {message}"
     return subscriber, ""
 
 

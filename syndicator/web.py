@@ -1,4 +1,5 @@
-"""The built-in HTTP server: published feeds and pages, ``/healthz`` and ``/metrics``.
+"""The built-in HTTP server: published feeds and pages, ``/healthz`` and ``/metrics``,
+unsubscribe links, and the subscription pages of :mod:`syndicator.web_subscriptions`.
 
 Files are served by hand rather than through ``web.static``, so that what leaves
 ``output_dir`` is decided here: a request path is split and percent-decoded one segment at a
@@ -37,9 +38,10 @@ from aiohttp import hdrs, web
 from syndicator.errors import SyndicatorError
 from syndicator.metrics import Metrics
 from syndicator.notify.unsubscribe import UnsubscribeDesk
+from syndicator.web_subscriptions import SubscriptionPages
 
 STALE_AFTER_INTERVALS = 3
-CLIENT_MAX_SIZE = 64 * 1024  # every route is GET or HEAD; no request needs a body
+CLIENT_MAX_SIZE = 64 * 1024  # the largest body is a subscription form, a few kilobytes
 SHUTDOWN_TIMEOUT = 5.0  # seconds given to open requests when the daemon stops
 BACKLOG = 128
 FILE_CACHE_CONTROL = "public, max-age=60"
@@ -332,6 +334,7 @@ def create_app(
     metrics: Metrics,
     clock: Callable[[], datetime],
     unsubscribe: UnsubscribeDesk | None = None,
+    subscriptions: SubscriptionPages | None = None,
     site_title: str = "syndicator",
     write_page: Callable[[str], bool] | None = None,
 ) -> web.Application:
@@ -339,6 +342,8 @@ def create_app(
 
     ``write_page(article_id)`` writes the page of an article that has none yet (pages
     are published for what feeds and mail link to); it returns False for no article.
+
+    With ``subscriptions``, it also serves the subscribe, confirm and manage pages.
     """
     files = FileServer(output_dir)
 
@@ -418,6 +423,8 @@ def create_app(
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app.router.add_get("/unsubscribe/{token}", unsubscribe_page)
     app.router.add_post("/unsubscribe/{token}", unsubscribe_post)
+    if subscriptions is not None:
+        subscriptions.add_routes(app)
     # add_get also answers HEAD; any other method on these paths is a 405.
     app.router.add_get("/", index)
     app.router.add_get("/feeds/{path:.*}", feed)

@@ -328,7 +328,8 @@ def _wrap_cached(text: str, initial: str = "", subsequent: str | None = None) ->
 
 
 @lru_cache(maxsize=1)
-def _templates() -> tuple[Template, Template]:
+def mail_environment() -> Environment:
+    """The Jinja environment of every mail template (``templates/mail/``)."""
     environment = Environment(
         loader=PackageLoader("syndicator", "templates"),
         autoescape=select_autoescape(["html"]),
@@ -336,6 +337,12 @@ def _templates() -> tuple[Template, Template]:
     )
     environment.filters["wrap"] = _wrap_cached
     environment.globals["indent"] = ITEM_INDENT
+    return environment
+
+
+@lru_cache(maxsize=1)
+def _templates() -> tuple[Template, Template]:
+    environment = mail_environment()
     return (
         environment.get_template("mail/digest.txt"),
         environment.get_template("mail/digest.html"),

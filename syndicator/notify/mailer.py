@@ -1,8 +1,8 @@
 """Turning queued matches into messages: the composer the outbox calls.
 
 It knows the site and mail settings, the display names of regions and topics,
-and the unsubscribe secret; :func:`syndicator.notify.compose.compose` does the
-rest.
+and the unsubscribe secret (which also signs each subscriber's manage link);
+:func:`syndicator.notify.compose.compose` does the rest.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from syndicator.notify.compose import (
     make_message_id,
 )
 from syndicator.notify.outbox import SubscriberRecord
+from syndicator.notify.signup import manage_token
 from syndicator.notify.unsubscribe import make_token
 
 
@@ -40,6 +41,8 @@ class Mailer:
         self.composer = Composer(self.settings, names)
         # Many subscribers share filters: describe each combination once.
         self._described: dict[tuple[tuple[str, ...], ...], str] = {}
+        # Every mail links to its manage page when the HTTP server offers it.
+        self.manage_pages = config.subscriptions_enabled
         self.sender_address = parseaddr(config.mail.from_)[1]
         self.domain = self.sender_address.rpartition("@")[2] or "localhost"
 
@@ -58,6 +61,7 @@ class Mailer:
 
     def recipient(self, record: SubscriberRecord) -> Recipient:
         token = make_token(self.secret, record.id, record.email)
+        manage = manage_token(self.secret, record.id, record.email)
         return Recipient(
             email=record.email,
             name=record.name,
@@ -67,6 +71,7 @@ class Mailer:
             unsubscribe_mailto=(
                 f"mailto:{self.sender_address}?subject={quote('unsubscribe ' + token)}"
             ),
+            manage_url=(f"{self.settings.base_url}manage/{manage}" if self.manage_pages else ""),
         )
 
     def __call__(

@@ -43,6 +43,7 @@ from syndicator.state import (
     article_from_row,
     articles_table,
     insert_rows,
+    inserted_id,
     matches_table,
     messages_table,
     subscribers_revision,
@@ -63,6 +64,14 @@ ACTIVE = "active"
 SUSPENDED = "suspended"
 UNSUBSCRIBED = "unsubscribed"
 REMOVED = "removed"
+
+# Where a subscription comes from: the operator's subscribers file or command line, or the
+# subscriber's own confirmed request on the web pages.
+FROM_FILE = "file"
+FROM_CLI = "cli"
+FROM_WEB = "web"
+OPERATOR_SOURCES = (FROM_FILE, FROM_CLI)
+NO_SUBSCRIBER = 0  # messages.subscriber_id of a confirmation mail
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +189,15 @@ def find_subscriber(conn: Connection, email: str) -> SubscriberRecord | None:
     return _record(row) if row is not None else None
 
 
-def _insert(conn: Connection, subscriber: Subscriber, *, source: str, now: datetime) -> None:
-    conn.execute(
+def get_subscriber(conn: Connection, subscriber_id: int) -> SubscriberRecord | None:
+    row = conn.execute(
+        select(subscribers_table).where(subscribers_table.c.id == subscriber_id)
+    ).first()
+    return _record(row) if row is not None else None
+
+
+def _insert(conn: Connection, subscriber: Subscriber, *, source: str, now: datetime) -> int:
+    result = conn.execute(
         subscribers_table.insert().values(
             email=subscriber.email,
             email_key=subscriber.email.lower(),
@@ -199,6 +215,7 @@ def _insert(conn: Connection, subscriber: Subscriber, *, source: str, now: datet
             next_digest_at=_schedule(subscriber, now),
         )
     )
+    return inserted_id(result)
 
 
 def _settings(subscriber: Subscriber) -> dict[str, Any]:
@@ -249,7 +266,8 @@ def sync_subscribers(
 
     An address that unsubscribed (or was suspended) stays so while the file still
     lists it, until an operator runs ``subscribers resubscribe``. Entries added
-    with the command line are left alone.
+    with the command line or on the web are left alone, even when the file lists the
+    same address.
     """
     result = SyncResult()
     rows = {row.email_key: row for row in conn.execute(select(subscribers_table))}
@@ -259,9 +277,9 @@ def sync_subscribers(
         wanted.add(key)
         row = rows.get(key)
         if row is None:
-            _insert(conn, subscriber, source="file", now=now)
+            _insert(conn, subscriber, source=FROM_FILE, now=now)
             result.added.append(subscriber.email)
-        elif row.source != "file":
+        elif row.source != FROM_FILE:
             continue
         elif row.status == REMOVED:
             # Listed again: a new subscription, new only to articles seen from now on.
@@ -276,7 +294,7 @@ def sync_subscribers(
         elif _update(conn, row, subscriber, now=now):
             result.changed.append(subscriber.email)
     for key, row in rows.items():
-        if row.source == "file" and key not in wanted and row.status != REMOVED:
+        if row.source == FROM_FILE and key not in wanted and row.status != REMOVED:
             # Unsubscribed addresses keep their status, so they stay suppressed if re-listed.
             if row.status != UNSUBSCRIBED:
                 conn.execute(
@@ -294,14 +312,14 @@ def add_subscriber(conn: Connection, subscriber: Subscriber, *, now: datetime) -
         select(subscribers_table).where(subscribers_table.c.email_key == subscriber.email.lower())
     ).first()
     if row is None:
-        _insert(conn, subscriber, source="cli", now=now)
+        _insert(conn, subscriber, source=FROM_CLI, now=now)
         return "added"
     if row.status == UNSUBSCRIBED:
         raise SyndicatorError(
             f"{subscriber.email} unsubscribed",
             hint="only they can come back: `syndicator subscribers resubscribe` if they asked",
         )
-    if row.source == "file" and row.status != REMOVED:
+    if row.source == FROM_FILE and row.status != REMOVED:
         raise SyndicatorError(
             f"{subscriber.email} is listed in the subscribers file", hint="edit it there"
         )
@@ -310,7 +328,7 @@ def add_subscriber(conn: Connection, subscriber: Subscriber, *, now: datetime) -
             conn,
             row.id,
             now=now,
-            source="cli",
+            source=FROM_CLI,
             next_digest_at=_schedule(subscriber, now),
             **_settings(subscriber),
         )
@@ -319,11 +337,87 @@ def add_subscriber(conn: Connection, subscriber: Subscriber, *, now: datetime) -
     return "updated"
 
 
+def confirm_web_subscription(
+    conn: Connection, subscriber: Subscriber, *, now: datetime
+) -> tuple[str, int]:
+    """Apply a confirmed web request; ``(outcome, subscriber id)``.
+
+    ``"subscribed"``: a new subscription, or one that had ended (unsubscribed, removed,
+    suspended) made active again with the settings asked for; the owner of the address
+    just proved it by following the link, so this also lifts an unsubscribe. As for any new
+    subscriber, only articles first seen from now on are mailed. ``"updated"``: an active
+    web subscription took the new settings. ``"operator"``: the address is an active
+    subscriber of the subscribers file or the command line, whose settings stay the
+    operator's; nothing changed.
+    """
+    row = conn.execute(
+        select(subscribers_table).where(subscribers_table.c.email_key == subscriber.email.lower())
+    ).first()
+    if row is None:
+        return "subscribed", _insert(conn, subscriber, source=FROM_WEB, now=now)
+    if row.status in (ACTIVE, SUSPENDED) and row.source in OPERATOR_SOURCES:
+        return "operator", int(row.id)
+    if row.status == ACTIVE:
+        _update(conn, row, subscriber, now=now)
+        return "updated", int(row.id)
+    _reactivate(
+        conn,
+        row.id,
+        now=now,
+        source=FROM_WEB,
+        unsubscribed_at=None,
+        next_digest_at=_schedule(subscriber, now),
+        **_settings(subscriber),
+    )
+    return "subscribed", int(row.id)
+
+
+def change_web_subscription(
+    conn: Connection, subscriber_id: int, subscriber: Subscriber, *, now: datetime
+) -> bool:
+    """New filters and schedule for an active web subscription; False if it is not one."""
+    row = conn.execute(
+        select(subscribers_table).where(subscribers_table.c.id == subscriber_id)
+    ).first()
+    if row is None or row.source != FROM_WEB or row.status != ACTIVE:
+        return False
+    _update(
+        conn, row, subscriber.model_copy(update={"email": row.email, "name": row.name}), now=now
+    )
+    return True
+
+
+def queue_message(
+    conn: Connection,
+    *,
+    subscriber_id: int,
+    kind: str,
+    message_id: str,
+    recipient: str,
+    body: bytes,
+    now: datetime,
+) -> None:
+    """Store one composed message for delivery (a confirmation or another notice)."""
+    conn.execute(
+        messages_table.insert().values(
+            subscriber_id=subscriber_id,
+            kind=kind,
+            message_id=message_id,
+            recipient=recipient,
+            body=body,
+            status="pending",
+            attempts=0,
+            created_at=now,
+            last_error="",
+        )
+    )
+
+
 def remove_subscriber(conn: Connection, email: str) -> None:
     record = find_subscriber(conn, email)
     if record is None or record.status == REMOVED:
         raise NotFoundError(f"no subscriber {email!r}", hint="see `syndicator subscribers list`")
-    if record.source == "file":
+    if record.source == FROM_FILE:
         raise SyndicatorError(
             f"{email} is listed in the subscribers file", hint="remove the entry there"
         )

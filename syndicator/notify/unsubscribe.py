@@ -8,9 +8,6 @@ address that resubscribed still works (unsubscribing is always allowed).
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 import secrets
 from collections.abc import Callable
@@ -22,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from syndicator.errors import ConfigError
 from syndicator.notify import outbox
+from syndicator.notify.signing import signature, signature_matches
 from syndicator.state import State, subscribers_table
 
 # The name of the meta row holding the generated secret (not a secret itself).
@@ -55,14 +53,12 @@ def _stored_secret(state: State, conn: Connection) -> bytes:
     return bytes.fromhex(stored)
 
 
-def _signature(secret: bytes, subscriber_id: int, email: str) -> str:
-    message = f"unsubscribe:{subscriber_id}:{email.strip().lower()}".encode()
-    digest = hmac.new(secret, message, hashlib.sha256).digest()[:16]
-    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
-
-
 def make_token(secret: bytes, subscriber_id: int, email: str) -> str:
-    return f"{subscriber_id}.{_signature(secret, subscriber_id, email)}"
+    return f"{subscriber_id}.{signature(secret, 'unsubscribe', str(subscriber_id), _key(email))}"
+
+
+def _key(email: str) -> str:
+    return email.strip().lower()
 
 
 def token_subscriber(token: str) -> int | None:
@@ -75,7 +71,7 @@ def verify(secret: bytes, token: str, subscriber_id: int, email: str) -> bool:
     match = _TOKEN.match(token)
     if match is None or int(match.group(1)) != subscriber_id:
         return False
-    return hmac.compare_digest(match.group(2), _signature(secret, subscriber_id, email))
+    return signature_matches(match.group(2), secret, "unsubscribe", str(subscriber_id), _key(email))
 
 
 class UnsubscribeDesk:
@@ -111,8 +107,13 @@ class UnsubscribeDesk:
             found = self._verified(conn, token)
             if found is None:
                 return None
-            outbox.unsubscribe(conn, found[0], now=self.clock())
+            self.unsubscribe_in(conn, found[0])
         return mask(found[1])
+
+    def unsubscribe_in(self, conn: Connection, subscriber_id: int) -> None:
+        """Unsubscribe a subscriber whose link was verified by the caller: the one way every
+        page that unsubscribes (one-click, the manage page) suppresses an address."""
+        outbox.unsubscribe(conn, subscriber_id, now=self.clock())
 
 
 def mask(email: str) -> str:

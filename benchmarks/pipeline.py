@@ -1,0 +1,212 @@
+"""The whole pipeline at scale: a cold run, quiet cycles, one new article, peak memory.
+
+A synthetic store of N articles (both formats, nested directories) is written to a
+temporary directory. Measured, each next to what the machine allows in the same run:
+
+* a cold ``syndicator run --once`` (a subprocess, as an operator runs it) against reading
+  and lowercasing every store file in plain Python;
+* in a long-lived process like the daemon's, with S synthetic subscribers in state: a
+  cycle when nothing changed, and a cycle when one article was added, until its mail is
+  queued;
+* the peak resident memory of the processes, the last one with a large subscriber list
+  matching a new article.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from benchmarks.generate import subscriptions, write_store
+from syndicator.models import REGION_SLUGS
+from syndicator.notify.schedule import next_due
+from syndicator.state import State, articles_table, subscribers_table
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+TOPICS = [
+    "risk-management", "aeo", "transit", "revenue", "e-commerce", "security", "integrity",
+    "single-window", "trade-facilitation", "capacity-building", "digital-customs",
+]  # fmt: skip
+
+
+def read_and_lowercase(root: Path) -> tuple[float, int]:
+    """The baseline: every store file read and lowercased, nothing else."""
+    started = time.perf_counter()
+    characters = 0
+    for directory, _, names in os.walk(root):
+        for name in names:
+            # Plain os calls, as the simplest script would make them.
+            path = os.path.join(directory, name)  # noqa: PTH118
+            with open(path, encoding="utf-8") as handle:  # noqa: PTH123
+                characters += len(handle.read().lower())
+    return time.perf_counter() - started, characters
+
+
+def _install(root: Path) -> Path:
+    (root / "config").mkdir(parents=True, exist_ok=True)
+    for name in ("regions.toml", "topics.toml"):
+        shutil.copy(CONFIG_DIR / name, root / "config" / name)
+    (root / "config" / "subscribers.toml").write_text("")
+    config = root / "config" / "syndicator.toml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            [site]
+            base_url = "https://news.example.org/"
+            [store]
+            path = "../articles"
+            [feeds]
+            output_dir = "../feeds"
+            [state]
+            url = "sqlite:///../state/syndicator.db"
+            [mail]
+            transport = "maildir"
+            maildir = "../mail"
+            """
+        )
+    )
+    return config
+
+
+def _timed_process(command: list[str]) -> tuple[float, int, str]:
+    """Wall time, peak resident memory (bytes) and standard output of a child process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    output = process.stdout.read().decode()
+    errors = process.stderr.read().decode()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[2:]} failed ({process.returncode}):\n{errors[-2000:]}")
+    return seconds, usage.ru_maxrss * 1024, output
+
+
+def add_subscribers(url: str, count: int, *, start: int, now: datetime) -> None:
+    """``count`` synthetic subscribers added to state now (as `subscribers import` would)."""
+    state = State.open(url)
+    with state.transaction() as conn:
+        added_seq = int(conn.execute(select(func.max(articles_table.c.seq))).scalar() or 0)
+        rows = []
+        generated = subscriptions(start + count, list(REGION_SLUGS), TOPICS)
+        for number, (email, filters, cadence, hour, weekday, zone) in enumerate(generated):
+            if number < start:
+                continue
+            rows.append(
+                {
+                    "email": email,
+                    "email_key": email,
+                    "name": f"Reader {number}",
+                    "filters": json.dumps(filters, sort_keys=True),
+                    "cadence": cadence,
+                    "hour": hour,
+                    "weekday": weekday,
+                    "timezone": zone,
+                    "source": "cli",
+                    "status": "active",
+                    "added_at": now,
+                    "added_seq": added_seq,
+                    "permanent_failures": 0,
+                    "next_digest_at": next_due(
+                        now, cadence=cadence, hour=hour, weekday=weekday, timezone=zone
+                    ),
+                }
+            )
+            if len(rows) == 20_000:
+                conn.execute(subscribers_table.insert(), rows)
+                rows = []
+        if rows:
+            conn.execute(subscribers_table.insert(), rows)
+    state.close()
+
+
+def _child(config: Path, quiet: int, added: int) -> dict[str, Any]:
+    seconds, peak, output = _timed_process(
+        [sys.executable, "-m", "benchmarks.cycles", str(config), str(quiet), str(added)]
+    )
+    result: dict[str, Any] = json.loads(output)
+    result["process_seconds"] = seconds
+    result["peak_bytes"] = peak
+    return result
+
+
+def run(articles: int, subscribers: int, memory_subscribers: int) -> list[dict[str, Any]]:
+    root = Path(tempfile.mkdtemp(prefix="syndicator-pipeline-"))
+    try:
+        config = _install(root)
+        write_store(root / "articles", articles)
+        baseline = statistics.median(read_and_lowercase(root / "articles")[0] for _ in range(3))
+        cold_seconds, cold_peak, _ = _timed_process(
+            [sys.executable, "-m", "syndicator", "--config", str(config), "run", "--once"]
+        )
+        url = f"sqlite:///{root / 'state' / 'syndicator.db'}"
+        now = datetime.now(UTC)
+        add_subscribers(url, subscribers, start=0, now=now)
+        cycles = _child(config, quiet=5, added=3)
+        add_subscribers(
+            url, memory_subscribers - subscribers, start=subscribers, now=now + timedelta(0, 1)
+        )
+        large = _child(config, quiet=1, added=1)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    peak = max(cold_peak, cycles["peak_bytes"], large["peak_bytes"])
+    return [
+        {
+            "name": f"cold run --once, {articles:,} articles",
+            "articles": articles,
+            "seconds": cold_seconds,
+            "baseline": "read and lowercase every store file in plain Python",
+            "baseline_seconds": baseline,
+            "ratio": cold_seconds / baseline,
+            "target": "at most 5x the baseline",
+        },
+        {
+            "name": f"cycle, nothing changed ({subscribers:,} subscribers)",
+            "articles": articles,
+            "seconds": statistics.median(cycles["quiet"]),
+            "baseline": "the same baseline (reading every file)",
+            "baseline_seconds": baseline,
+            "ratio": statistics.median(cycles["quiet"]) / baseline,
+            "target": "under 1 s at 100,000 articles",
+        },
+        {
+            "name": f"cycle, one article added ({subscribers:,} subscribers)",
+            "articles": articles,
+            "seconds": statistics.median(cycles["added"]),
+            "first_seconds": cycles["added"][0],
+            "matches": cycles["matched"],
+            "mails_queued": cycles["queued"],
+            "baseline": "the same baseline (reading every file)",
+            "baseline_seconds": baseline,
+            "ratio": statistics.median(cycles["added"]) / baseline,
+            "target": "under 1 s at 100,000 articles",
+        },
+        {
+            "name": f"peak memory, {memory_subscribers:,} subscribers",
+            "articles": articles,
+            "subscribers": memory_subscribers,
+            "seconds": large["added"][0],
+            "peak_mib": peak / 2**20,
+            "cold_run_peak_mib": cold_peak / 2**20,
+            "large_list_peak_mib": large["peak_bytes"] / 2**20,
+            "large_list_matches": large["matched"],
+            "large_list_mails_queued": large["queued"],
+            "baseline": "one new article matched and queued (seconds shown)",
+            "baseline_seconds": large["added"][0],
+            "ratio": 1.0,
+            "target": "under 1 GiB with 100,000 articles and 1,000,000 subscribers",
+        },
+    ]
