@@ -13,7 +13,7 @@ import platform
 import sys
 from pathlib import Path
 
-from benchmarks import mail, matching, publishing
+from benchmarks import http, mail, matching, pipeline, publishing
 
 
 def main() -> int:
@@ -24,12 +24,20 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.quick:
-        results = [publishing.run(5_000, 500, 3), matching.run(100_000), mail.run(500, repeat=3)]
+        results = [
+            *pipeline.run(articles=5_000, subscribers=1_000, memory_subscribers=20_000),
+            publishing.run(5_000, 500, 3),
+            matching.run(100_000),
+            mail.run(500, repeat=3),
+            http.run(seconds=2, connections=20),
+        ]
     else:
         results = [
+            *pipeline.run(articles=100_000, subscribers=10_000, memory_subscribers=1_000_000),
             publishing.run(100_000, 5_000, 5),
             matching.run(1_000_000),
             mail.run(5_000, repeat=5),
+            http.run(seconds=10, connections=50),
         ]
     print(f"{'benchmark':48} {'seconds':>10} {'baseline s':>11} {'ratio':>7}")
     for result in results:

@@ -128,11 +128,7 @@ def reload_store(
         known = state.files(conn)
         current = {item.location: item for item in scanned.files}
         changed = [
-            item
-            for item in scanned.files
-            if (record := known.get(item.location)) is None
-            or record.size != item.size
-            or record.mtime_ns != item.mtime_ns
+            item for item in scanned.files if known.get(item.location) != (item.size, item.mtime_ns)
         ]
         vanished = [path for path in known if path not in current]
         # Files whose scan failed (unreadable directory) keep their articles.

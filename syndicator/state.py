@@ -12,7 +12,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -230,14 +229,6 @@ def article_from_row(row: Any) -> Article:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    path: str
-    size: int
-    mtime_ns: int
-    problems: str
-
-
 def insert_rows(
     conn: Connection,
     table: Table,
@@ -425,11 +416,16 @@ class State:
 
     # --- files ---------------------------------------------------------------------------
 
-    def files(self, conn: Connection) -> dict[str, FileRecord]:
-        rows = conn.execute(select(files_table)).all()
-        return {
-            row.path: FileRecord(row.path, row.size, row.mtime_ns, row.problems) for row in rows
-        }
+    def files(self, conn: Connection) -> dict[str, tuple[int, int]]:
+        """Every store file last read: path -> (size, mtime_ns).
+
+        Read straight from the driver: a large store has a row per file, and this
+        runs at every cycle.
+        """
+        query = select(files_table.c.path, files_table.c.size, files_table.c.mtime_ns)
+        compiled = query.compile(dialect=conn.dialect)
+        rows = conn.exec_driver_sql(str(compiled)).fetchall()
+        return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
 
     # --- articles ------------------------------------------------------------------------
 
