@@ -270,7 +270,24 @@ def sync_subscribers(
     same address.
     """
     result = SyncResult()
-    rows = {row.email_key: row for row in conn.execute(select(subscribers_table))}
+    # The file's rows and the rows of the addresses it lists; not everyone (there may be
+    # a million subscribers from the command line or the web).
+    rows = {
+        row.email_key: row
+        for row in conn.execute(
+            select(subscribers_table).where(subscribers_table.c.source == "file")
+        )
+    }
+    listed_keys = sorted({subscriber.email.lower() for subscriber in listed} - set(rows))
+    for start in range(0, len(listed_keys), 500):
+        rows.update(
+            (row.email_key, row)
+            for row in conn.execute(
+                select(subscribers_table).where(
+                    subscribers_table.c.email_key.in_(listed_keys[start : start + 500])
+                )
+            )
+        )
     wanted: set[str] = set()
     for subscriber in listed:
         key = subscriber.email.lower()
