@@ -24,6 +24,7 @@ import os
 import re
 import stat
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -248,19 +249,35 @@ class _GzipCache:
                 self._size -= len(evicted)
 
 
+_LOCATED_SECONDS = 1.0
+_LOCATED_MAX = 4096
+
+
 class FileServer:
     """Answers for the files under ``output_dir``; blocking, so run it in a thread."""
 
-    def __init__(self, output_dir: Path) -> None:
+    def __init__(self, output_dir: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.output_dir = output_dir
         self._gzip_cache = _GzipCache()
+        self._clock = clock
+        # Resolved paths, kept for a second: feed readers ask for the same few files, and
+        # resolving symbolic links costs more than the rest of a 304.
+        self._located: dict[tuple[str, ...], tuple[float, str | None]] = {}
 
     def locate(self, parts: Sequence[str]) -> str | None:
         """The real path of ``parts`` below ``output_dir``, or None if it would leave it."""
+        key = tuple(parts)
+        now = self._clock()
+        cached = self._located.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         root = os.path.realpath(self.output_dir)
-        target = os.path.realpath(Path(root).joinpath(*parts))
-        if target == root or os.path.commonpath([root, target]) != root:
-            return None
+        resolved = os.path.realpath(f"{root}/{'/'.join(parts)}")
+        inside = resolved != root and os.path.commonpath([root, resolved]) == root
+        target = resolved if inside else None
+        if len(self._located) >= _LOCATED_MAX:
+            self._located.clear()
+        self._located[key] = (now + _LOCATED_SECONDS, target)
         return target
 
     def reply(self, parts: Sequence[str], conditions: Conditions) -> Reply | None:
@@ -350,7 +367,9 @@ def create_app(
     async def send_file(request: web.Request, parts: tuple[str, ...] | None) -> web.Response:
         if parts is None:
             raise web.HTTPNotFound()
-        reply = await asyncio.to_thread(files.reply, parts, _conditions(request))
+        # In the loop, not a thread: a stat and a read from the page cache cost less than the
+        # hand-off (most answers are 304s to feed readers polling).
+        reply = files.reply(parts, _conditions(request))
         if reply is None:
             raise web.HTTPNotFound()
         # For HEAD, aiohttp sends these headers (Content-Length included) without the body.
