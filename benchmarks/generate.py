@@ -64,9 +64,11 @@ def write_store(root: Path, count: int, *, per_directory: int = 1000) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     digest_lines: list[str] = []
     for number, (title, body) in enumerate(article_texts(count)):
-        directory = root / f"{number // per_directory:04d}"
+        # Nested two deep, like an archive by year and month: 2026/03/...
+        batch = number // per_directory
+        directory = root / f"{2000 + batch // 12:04d}" / f"{batch % 12 + 1:02d}"
         if number % 2:
-            directory.mkdir(exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True)
             (directory / f"article-{number}.md").write_text(
                 f'+++\ntitle = "{title}"\nauthor = "Press office"\n+++\n{body}\n',
                 encoding="utf-8",
@@ -74,7 +76,7 @@ def write_store(root: Path, count: int, *, per_directory: int = 1000) -> Path:
         else:
             digest_lines.append(f"{title}\n\n{title}\n\n{body}\n\n")
             if len(digest_lines) == 50:
-                directory.mkdir(exist_ok=True)
+                directory.mkdir(parents=True, exist_ok=True)
                 (directory / f"digest-{number}.txt").write_text(
                     "".join(digest_lines), encoding="utf-8"
                 )

@@ -35,7 +35,7 @@ def _free_port() -> int:
 def _etag(url: str, deadline: float) -> str:
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our http URL
                 response.read()
                 return str(response.headers["ETag"])
         except OSError:
@@ -47,7 +47,7 @@ def _etag(url: str, deadline: float) -> str:
 def _wrk(url: str, etag: str, seconds: int, connections: int) -> float:
     output = subprocess.run(
         [
-            "wrk",
+            _tool("wrk"),
             "-t1",
             f"-c{connections}",
             f"-d{seconds}s",
@@ -66,6 +66,13 @@ def _wrk(url: str, etag: str, seconds: int, connections: int) -> float:
     if found is None:
         raise RuntimeError(f"cannot read wrk's output:\n{output}")
     return float(found.group(1))
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"needs {name} (Debian package {name})")
+    return path
 
 
 def _nginx_config(root: Path, output_dir: Path, port: int) -> Path:
@@ -97,9 +104,8 @@ def _nginx_config(root: Path, output_dir: Path, port: int) -> Path:
 
 
 def run(seconds: int = 5, connections: int = 50) -> dict[str, Any]:
-    missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
-    if missing:
-        raise RuntimeError(f"needs {' and '.join(missing)} (Debian packages nginx, wrk)")
+    for tool in ("nginx", "wrk"):
+        _tool(tool)
     root = Path(tempfile.mkdtemp(prefix="syndicator-http-"))
     root.chmod(0o755)  # nginx's worker may run as another user
     processes: list[subprocess.Popen[bytes]] = []
@@ -121,7 +127,7 @@ def run(seconds: int = 5, connections: int = 50) -> dict[str, Any]:
         nginx_config = _nginx_config(root, root / "feeds", nginx_port)
         processes.append(
             subprocess.Popen(
-                ["nginx", "-c", str(nginx_config), "-p", str(root), "-g", "daemon off;"],
+                [_tool("nginx"), "-c", str(nginx_config), "-p", str(root), "-g", "daemon off;"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
