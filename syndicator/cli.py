@@ -24,7 +24,6 @@ from syndicator import __version__
 from syndicator.classify import GLOBAL, Classification, Classifier
 from syndicator.config import Config, default_config_path, load_config
 from syndicator.cycle import deliver_due, load_subscribers_file, names_from, run_cycle
-from syndicator.daemon import run_service
 from syndicator.errors import NotFoundError, SyndicatorError
 from syndicator.models import REGION_SLUGS, RawArticle
 from syndicator.notify import outbox
@@ -286,6 +285,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "mail: %s sent, %s to retry, %s failed", report.sent, report.retry, report.failed
             )
             return EXIT_OK
+        # Imported here: the service's HTTP server and scheduler are not needed for one cycle.
+        from syndicator.daemon import run_service  # noqa: PLC0415
+
         return run_service(config, classifier, state)
     finally:
         state.close()
