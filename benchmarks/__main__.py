@@ -42,7 +42,7 @@ def main() -> int:
     print(f"{'benchmark':48} {'seconds':>10} {'baseline s':>11} {'ratio':>7}")
     for result in results:
         print(
-            f"{result['name']:48} {result['seconds']:10.3f} {result['baseline_seconds']:11.3f} "
+            f"{result['name']:48} {result['seconds']:10.4g} {result['baseline_seconds']:11.4g} "
             f"{result['ratio']:7.2f}"
         )
         details = {
