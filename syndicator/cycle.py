@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -147,8 +148,16 @@ def reload_store(
             or record.size != item.size
             or record.mtime_ns != item.mtime_ns
         ]
-        vanished = [path for path in known if path not in current]
-        # Files whose scan failed (unreadable directory) keep their articles.
+        # Files in a directory that could not be read are out of sight, not gone: they keep
+        # their articles (as does everything when nothing at all could be scanned).
+        unreadable = tuple(
+            f"{error.path}{os.sep}"
+            for error in scanned.errors
+            if error.message.startswith(f"{error.path}: cannot ")
+        )
+        vanished = [
+            path for path in known if path not in current and not path.startswith(unreadable)
+        ]
         if scanned.errors and not scanned.files:
             vanished = []
         parsed: list[tuple[FileStat, list[RawArticle], list[StoreError]]] = []
