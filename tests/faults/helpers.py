@@ -54,7 +54,7 @@ def with_sample_store(install: Path) -> Path:
 
 
 def immediate(addresses: list[str], **fields: str) -> str:
-    extra = "".join(f'{key} = "{value}"\n' for key, value in fields.items())
+    extra = "".join(f"{key} = {value}\n" for key, value in fields.items())  # TOML values
     return "".join(
         f'[[subscriber]]\nemail = "{address}"\ncadence = "immediate"\n{extra}\n'
         for address in addresses
