@@ -306,12 +306,12 @@ def cmd_feeds(args: argparse.Namespace) -> int:
 def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Classifier, State]:
     """Configuration, classifier and state, with the subscribers file synced."""
     config, classifier, state = _open(args)
-    listed, problems = load_subscribers_file(config, classifier)
+    listed, problems, held = load_subscribers_file(config, classifier)
     for problem in problems:
         print(problem, file=sys.stderr)
     if listed is not None:
         with state.transaction() as conn:
-            sync_subscribers(conn, listed, now=datetime.now(UTC))
+            sync_subscribers(conn, listed, now=datetime.now(UTC), held=held)
     return config, classifier, state
 
 

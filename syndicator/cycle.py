@@ -53,7 +53,7 @@ from syndicator.state import (
     split_slugs,
 )
 from syndicator.store import FileStat, read_file, scan
-from syndicator.subscribers import Subscriber, load_subscribers
+from syndicator.subscribers import Subscriber, held_addresses, load_subscribers
 from syndicator.transport import Transport, transport_from_config
 from syndicator.websub import ping as websub_ping
 
@@ -125,6 +125,7 @@ def reload_store(
     *,
     now: datetime,
     subscribers: Sequence[Subscriber] | None = None,
+    held_subscribers: frozenset[str] = frozenset(),
 ) -> ReloadResult:
     """Bring state in line with the store; return what changed.
 
@@ -181,7 +182,7 @@ def reload_store(
         if not baseline:
             result.matched = record_matches(conn, result.new, now=now)
         if subscribers is not None:
-            result.subscribers = sync_subscribers(conn, subscribers, now=now)
+            result.subscribers = sync_subscribers(conn, subscribers, now=now, held=held_subscribers)
         result.articles = _count_active(conn)
     for error in result.errors:
         log.warning("%s", error)
@@ -483,8 +484,9 @@ class CycleResult:
 
 def load_subscribers_file(
     config: Config, classifier: Classifier
-) -> tuple[list[Subscriber] | None, list[str]]:
-    """The subscribers file's valid entries (None when the file cannot be used at all).
+) -> tuple[list[Subscriber] | None, list[str], frozenset[str]]:
+    """The subscribers file's valid entries (None when the file cannot be used at all), its
+    problems, and the addresses of its invalid entries (they keep their subscriptions).
 
     Like store files, the file is parsed again only when its size or mtime changed.
     """
@@ -496,8 +498,7 @@ def load_subscribers_file(
     except OSError:
         key = None
     if key is not None and key in _SUBSCRIBERS_CACHE:
-        listed, problems = _SUBSCRIBERS_CACHE[key]
-        return listed, problems
+        return _SUBSCRIBERS_CACHE[key]
     listed_all, errors = load_subscribers(path, set(topics))
     problems = [str(error) for error in errors]
     unusable = not listed_all and any(
@@ -505,14 +506,16 @@ def load_subscribers_file(
         for problem in problems
         for marker in ("not found", "cannot read", "invalid TOML", "must be an array")
     )
-    result = (None if unusable else listed_all), problems
+    result = (None if unusable else listed_all), problems, held_addresses(list(errors))
     if key is not None:
         _SUBSCRIBERS_CACHE.clear()
         _SUBSCRIBERS_CACHE[key] = result
     return result
 
 
-_SUBSCRIBERS_CACHE: dict[tuple[object, ...], tuple[list[Subscriber] | None, list[str]]] = {}
+_SUBSCRIBERS_CACHE: dict[
+    tuple[object, ...], tuple[list[Subscriber] | None, list[str], frozenset[str]]
+] = {}
 # The parse of the subscribers file last synced into each state database (by URL).
 _LAST_SYNCED: dict[str, list[Subscriber]] = {}
 
@@ -553,7 +556,7 @@ def run_cycle(
     ping: Callable[[str, list[str]], list[str]] | None = None,
 ) -> CycleResult:
     """Reload the store and the subscribers, publish what changed, queue the mail due."""
-    listed, problems = load_subscribers_file(config, classifier)
+    listed, problems, held = load_subscribers_file(config, classifier)
     synced_before = listed is not None and _LAST_SYNCED.get(config.state.url) is listed
     if not synced_before:
         for problem in problems:
@@ -566,6 +569,7 @@ def run_cycle(
             now=now,
             # The same parse of an unchanged file was synced already: nothing to do.
             subscribers=None if synced_before else listed,
+            held_subscribers=held,
         ),
     )
     if listed is not None:

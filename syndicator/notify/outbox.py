@@ -21,7 +21,7 @@ import json
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -238,13 +238,19 @@ def _reactivate(conn: Connection, subscriber_id: int, *, now: datetime, **values
 
 
 def sync_subscribers(
-    conn: Connection, listed: Sequence[Subscriber], *, now: datetime
+    conn: Connection,
+    listed: Sequence[Subscriber],
+    *,
+    now: datetime,
+    held: Collection[str] = (),
 ) -> SyncResult:
     """Make state follow the subscribers file: add, change and remove its entries.
 
     An address that unsubscribed (or was suspended) stays so while the file still
     lists it, until an operator runs ``subscribers resubscribe``. Entries added
-    with the command line are left alone.
+    with the command line are left alone, and so are the addresses in ``held``
+    (lower-cased): their entries in the file are invalid, so they keep the
+    subscription they had until the entry is fixed.
     """
     result = SyncResult()
     rows = {row.email_key: row for row in conn.execute(select(subscribers_table))}
@@ -271,7 +277,7 @@ def sync_subscribers(
         elif _update(conn, row, subscriber, now=now):
             result.changed.append(subscriber.email)
     for key, row in rows.items():
-        if row.source == "file" and key not in wanted and row.status != REMOVED:
+        if row.source == "file" and key not in wanted and key not in held and row.status != REMOVED:
             # Unsubscribed addresses keep their status, so they stay suppressed if re-listed.
             if row.status != UNSUBSCRIBED:
                 conn.execute(
