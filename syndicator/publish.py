@@ -86,9 +86,12 @@ def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) ->
             os.fsync(handle.fileno())
         Path(temporary).chmod(0o644)
         Path(temporary).replace(path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             Path(temporary).unlink()
+        if isinstance(exc, OSError) and exc.filename is None:
+            # A failed write or fsync (a full disk) names no file: say which one.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     if sync_directory:
         _fsync_directory(path.parent)
