@@ -283,7 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.info(
                 "mail: %s sent, %s to retry, %s failed", report.sent, report.retry, report.failed
             )
-            return EXIT_OK
+            return EXIT_PROBLEMS if result.publish_error else EXIT_OK
         return run_service(config, classifier, state)
     finally:
         state.close()
@@ -295,6 +295,9 @@ def cmd_feeds(args: argparse.Namespace) -> int:
         result = run_cycle(config, classifier, state, now=datetime.now(UTC))
     finally:
         state.close()
+    if result.publish_error:
+        print(f"syndicator: error: {result.publish_error}", file=sys.stderr)
+        return EXIT_PROBLEMS
     written = result.publish.written if result.publish else []
     print(
         f"{config.feeds.output_dir}: {len(written)} files written, "

@@ -468,12 +468,15 @@ class CycleResult:
     publish: PublishResult | None = None
     websub_failed: list[str] = field(default_factory=list)
     queued: list[int] = field(default_factory=list)
+    publish_error: str = ""  # publishing failed (disk full...): the old files stay
 
     def summary(self) -> str:
         feeds = (
             f"{len(self.publish.written)} files written ({self.publish.channels_rendered} "
             f"channels, {self.publish.pages_rendered} pages)"
             if self.publish is not None
+            else "publishing failed"
+            if self.publish_error
             else "feeds unchanged"
         )
         return (
@@ -589,18 +592,26 @@ def run_cycle(
             state.set_meta(conn, _FEEDS_DIRTY_KEY, "1")
             dirty = True
     if dirty:
-        result.publish = publish(
-            state,
-            site=site,
-            names=names,
-            channels=channels_from(classifier),
-            output_dir=output_dir,
-            max_items=config.feeds.max_items,
-            verify_pages=verify,
-        )
-        with state.transaction() as conn:
-            state.set_meta(conn, _FEEDS_DIRTY_KEY, "0")
-            state.set_meta(conn, _FEEDS_CONFIG_KEY, settings)
+        try:
+            result.publish = publish(
+                state,
+                site=site,
+                names=names,
+                channels=channels_from(classifier),
+                output_dir=output_dir,
+                max_items=config.feeds.max_items,
+                verify_pages=verify,
+            )
+        except OSError as exc:
+            # A full or unwritable disk: every file already there stays whole (writes are
+            # atomic), mail still goes out, and the next cycle publishes again (still dirty).
+            where = f": {exc.filename}" if exc.filename else ""
+            result.publish_error = f"publishing failed: {exc.strerror or exc}{where}"
+            log.error("%s", result.publish_error)
+        else:
+            with state.transaction() as conn:
+                state.set_meta(conn, _FEEDS_DIRTY_KEY, "0")
+                state.set_meta(conn, _FEEDS_CONFIG_KEY, settings)
     if site.hub:
         result.websub_failed = _notify_hub(
             state, site.hub, result.publish.changed_feed_urls if result.publish else [], ping
