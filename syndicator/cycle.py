@@ -184,6 +184,10 @@ def reload_store(
         if subscribers is not None:
             result.subscribers = sync_subscribers(conn, subscribers, now=now, held=held_subscribers)
         result.articles = _count_active(conn)
+        if result.changed:
+            # In the transaction that records the change: a crash before publishing leaves
+            # the feeds marked for rebuilding, not silently behind.
+            state.set_meta(conn, _FEEDS_DIRTY_KEY, "1")
     for error in result.errors:
         log.warning("%s", error)
     result.duration = time.perf_counter() - started
