@@ -15,6 +15,7 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tests.smtp_sink import Sink, SinkHandler
 pytestmark = pytest.mark.faults
 
 KILLS = 5
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SUBSCRIBERS = 300
 
 
@@ -241,3 +243,38 @@ def test_sigkill_while_publishing_leaves_old_or_new_files(tmp_path: Path, instal
     assert last.returncode == 0, last.stderr
     assert published(output) == new, kills
     assert integrity(install) == "ok"
+
+
+class Crash(BaseException):
+    """Stands for SIGKILL at one exact point, which a real signal hits only by chance."""
+
+
+def test_crash_between_recording_articles_and_publishing_them(
+    install: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syndicator import cycle
+    from syndicator.classify import Classifier
+    from syndicator.config import load_config
+    from syndicator.state import State
+
+    config = load_config(install)
+    classifier = Classifier.load(config.classify.regions, config.classify.topics)
+    store = sample_store(install)
+    state = State.open(config.state.url)
+    try:
+        cycle.run_cycle(config, classifier, state, now=T0)
+        add_article(store, "chile.txt", "Chile Launches AEO Programme", "Chile's customs did.")
+
+        def crash(*args: object, **kwargs: object) -> str:
+            raise Crash  # right after the new article was recorded, before publishing
+
+        with monkeypatch.context() as patch:
+            patch.setattr(cycle, "settings_signature", crash)
+            with pytest.raises(Crash):
+                cycle.run_cycle(config, classifier, state, now=T0 + timedelta(minutes=1))
+        assert "Chile Launches" not in (config.feeds.output_dir / "americas.atom").read_text()
+        result = cycle.run_cycle(config, classifier, state, now=T0 + timedelta(minutes=2))
+        assert result.reload.new == []  # recorded by the crashed cycle
+        assert "Chile Launches" in (config.feeds.output_dir / "americas.atom").read_text()
+    finally:
+        state.close()
