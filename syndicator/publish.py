@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -76,8 +77,9 @@ def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) ->
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The writer's pid in the name tells a later publish whose leftover it is.
     descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
     )
     try:
         with os.fdopen(descriptor, "wb") as handle:
@@ -95,6 +97,44 @@ def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) ->
         raise
     if sync_directory:
         _fsync_directory(path.parent)
+    return True
+
+
+# ".<name>.<pid>.<random>.tmp", as write_if_changed names its temporary files.
+_TEMPORARY = re.compile(r"\..+\.([0-9]+)\.[a-z0-9_]+\.tmp")
+
+
+def remove_leftovers(output_dir: Path) -> list[str]:
+    """Delete temporary files left by writers that are gone (a publish killed mid-write).
+
+    Those of a live process (another publish running now) are left alone.
+    """
+    removed = []
+    for directory in (output_dir, output_dir / "topics", output_dir / "articles"):
+        try:
+            with os.scandir(directory) as entries:
+                names = [entry.name for entry in entries if entry.name.endswith(".tmp")]
+        except OSError:
+            continue
+        for name in names:
+            match = _TEMPORARY.fullmatch(name)
+            if match is None or _alive(int(match.group(1))):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                (directory / name).unlink()
+            removed.append(str((directory / name).relative_to(output_dir)))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
     return True
 
 
@@ -308,6 +348,8 @@ def publish(
     result.written += _write_pages(output_dir, pages, [full[i] for i in sorted(pages_wanted)])
     result.pages_rendered += len(pages_wanted)
     result.removed = _remove_stale_pages(output_dir, set(page_signatures))
+    if verify_pages:  # a rebuild, as after a crash: clear what a killed writer left
+        result.removed += remove_leftovers(output_dir)
     with state.transaction() as conn:
         for channel in wanted:
             conn.execute(feeds_table.delete().where(feeds_table.c.path == channel.path))
