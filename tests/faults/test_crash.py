@@ -242,6 +242,8 @@ def test_sigkill_while_publishing_leaves_old_or_new_files(tmp_path: Path, instal
     last = run(install, "feeds")
     assert last.returncode == 0, last.stderr
     assert published(output) == new, kills
+    # What the killed writers left behind (hidden temporary files) is cleared too.
+    assert [p.name for p in output.rglob(".*")] == [], kills
     assert integrity(install) == "ok"
 
 
