@@ -65,6 +65,7 @@ pytestmark = pytest.mark.faults
         ("classify", "topics = 1.5", "classify.topics"),
     ],
 )
+@pytest.mark.usefixtures("restore_logging")
 def test_every_invalid_value_is_one_line_naming_its_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, setting: str, key: str
 ) -> None:
@@ -88,6 +89,7 @@ def test_every_invalid_value_is_one_line_naming_its_key(
         ),
     ],
 )
+@pytest.mark.usefixtures("restore_logging")
 def test_files_and_urls_that_cannot_be_used_are_one_line(
     install: Path, capsys: pytest.CaptureFixture[str], setting: str, expected: str
 ) -> None:

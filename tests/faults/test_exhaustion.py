@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import subprocess
 import sys
@@ -28,16 +27,6 @@ from tests.smtp_sink import Sink
 pytestmark = pytest.mark.faults
 
 DESK = "desk@example.org"
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """``main`` points the root logger at the stderr of the moment; put it back after."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 class FullDisk:
