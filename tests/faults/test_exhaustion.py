@@ -15,12 +15,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from syndicator import publish, state
+from syndicator.classify import Classifier
 from syndicator.cli import main
+from syndicator.config import load_config
+from syndicator.daemon import Service
+from syndicator.state import State
 from tests.faults.helpers import add_article, immediate, use_smtp, with_sample_store
 from tests.smtp_sink import Sink
 
@@ -204,3 +209,32 @@ def test_state_database_locked_by_another_process(
     assert subjects == ["Chile Launches AEO Programme", "Peru Opens Green Lane"]
     with contextlib.closing(__import__("sqlite3").connect(database)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_disk_full_makes_the_service_unhealthy_until_it_recovers(
+    install: Path, full_disk: FullDisk
+) -> None:
+    output = full_disk.mount / "feeds"
+    install.write_text(
+        install.read_text().replace('output_dir = "../feeds"', f'output_dir = "{output}"')
+    )
+    store = with_sample_store(install)
+    config = load_config(install)
+    classifier = Classifier.load(config.classify.regions, config.classify.topics)
+    database = State.open(config.state.url)
+    try:
+        service = Service(config, classifier, database)
+        assert await service.cycle() is not None
+        assert service.health.status(datetime.now(UTC))[0] == 200
+        add_article(store, "chile.txt", "Chile Launches AEO Programme", "Chile's customs did.")
+        full_disk.fill()
+        await service.cycle()
+        status, body = service.health.status(datetime.now(UTC))
+        assert (status, body["status"]) == (503, "failing")
+        assert "No space left on device" in str(body["error"])
+        full_disk.free()
+        await service.cycle()
+        assert service.health.status(datetime.now(UTC))[0] == 200
+        assert "Chile Launches" in (output / "americas.atom").read_text()
+    finally:
+        database.close()
