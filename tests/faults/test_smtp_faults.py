@@ -125,6 +125,25 @@ def test_421_greeting_retries_everything_later_and_sends_nothing(
     assert outbox_of(state).status == {A: "sent", B: "sent", C: "sent"}
 
 
+def test_no_server_listening_retries_later_and_loses_nothing(
+    install: Path, classifier: Classifier, opened: list[State]
+) -> None:
+    port = free_port()  # nothing listens here
+    state = mail_one_article(install, port, classifier, opened)
+    found = outbox_of(state)
+    assert found.status == {A: "retry", B: "retry", C: "retry"}
+    assert all(e.startswith(f"cannot connect to 127.0.0.1:{port}") for e in found.errors.values())
+    for address in (A, B, C):
+        assert_backoff(found, address)
+    redeliver(install, state, T0 + timedelta(minutes=1, seconds=30))
+    assert outbox_of(state).attempts == {A: 1, B: 1, C: 1}  # not before the backoff ends
+    with Sink() as sink:
+        redeliver_to(install, sink.port)
+        redeliver(install, state, T0 + timedelta(hours=1))
+        assert sorted(r.recipients[0] for r in sink.received) == [A, B, C]
+    assert outbox_of(state).status == {A: "sent", B: "sent", C: "sent"}
+
+
 def redeliver_to(install: Path, port: int) -> None:
     text = install.read_text()
     start = text.index("port = ", text.index("[mail.smtp]"))
