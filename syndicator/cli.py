@@ -284,7 +284,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.info(
                 "mail: %s sent, %s to retry, %s failed", report.sent, report.retry, report.failed
             )
-            return EXIT_OK
+            return EXIT_PROBLEMS if result.publish_error else EXIT_OK
         # Imported here: the service's HTTP server and scheduler are not needed for one cycle.
         from syndicator.daemon import run_service  # noqa: PLC0415
 
@@ -299,6 +299,9 @@ def cmd_feeds(args: argparse.Namespace) -> int:
         result = run_cycle(config, classifier, state, now=datetime.now(UTC))
     finally:
         state.close()
+    if result.publish_error:
+        print(f"syndicator: error: {result.publish_error}", file=sys.stderr)
+        return EXIT_PROBLEMS
     written = result.publish.written if result.publish else []
     print(
         f"{config.feeds.output_dir}: {len(written)} files written, "
@@ -310,12 +313,12 @@ def cmd_feeds(args: argparse.Namespace) -> int:
 def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Classifier, State]:
     """Configuration, classifier and state, with the subscribers file synced."""
     config, classifier, state = _open(args)
-    listed, problems = load_subscribers_file(config, classifier)
+    listed, problems, held = load_subscribers_file(config, classifier)
     for problem in problems:
         print(problem, file=sys.stderr)
     if listed is not None:
         with state.transaction() as conn:
-            sync_subscribers(conn, listed, now=datetime.now(UTC))
+            sync_subscribers(conn, listed, now=datetime.now(UTC), held=held)
     return config, classifier, state
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -54,7 +55,7 @@ from syndicator.state import (
     split_slugs,
 )
 from syndicator.store import scan
-from syndicator.subscribers import Subscriber, load_subscribers
+from syndicator.subscribers import Subscriber, held_addresses, load_subscribers
 from syndicator.transport import Transport, transport_from_config
 from syndicator.websub import ping as websub_ping
 
@@ -111,6 +112,7 @@ def reload_store(
     *,
     now: datetime,
     subscribers: Sequence[Subscriber] | None = None,
+    held_subscribers: frozenset[str] = frozenset(),
 ) -> ReloadResult:
     """Bring state in line with the store; return what changed.
 
@@ -130,8 +132,16 @@ def reload_store(
         changed = [
             item for item in scanned.files if known.get(item.location) != (item.size, item.mtime_ns)
         ]
-        vanished = [path for path in known if path not in current]
-        # Files whose scan failed (unreadable directory) keep their articles.
+        # Files in a directory that could not be read are out of sight, not gone: they keep
+        # their articles (as does everything when nothing at all could be scanned).
+        unreadable = tuple(
+            f"{error.path}{os.sep}"
+            for error in scanned.errors
+            if error.message.startswith(f"{error.path}: cannot ")
+        )
+        vanished = [
+            path for path in known if path not in current and not path.startswith(unreadable)
+        ]
         if scanned.errors and not scanned.files:
             vanished = []
         parsed = read_files(classifier, changed)
@@ -156,8 +166,12 @@ def reload_store(
         if not baseline:
             result.matched = record_matches(conn, result.new, now=now)
         if subscribers is not None:
-            result.subscribers = sync_subscribers(conn, subscribers, now=now)
+            result.subscribers = sync_subscribers(conn, subscribers, now=now, held=held_subscribers)
         result.articles = _count_active(conn)
+        if result.changed:
+            # In the transaction that records the change: a crash before publishing leaves
+            # the feeds marked for rebuilding, not silently behind.
+            state.set_meta(conn, _FEEDS_DIRTY_KEY, "1")
     for error in result.errors:
         log.warning("%s", error)
     result.duration = time.perf_counter() - started
@@ -441,6 +455,7 @@ def _reclassify_all(conn: Connection, classifier: Classifier) -> int:
 
 _FEEDS_DIRTY_KEY = "feeds_dirty"
 _FEEDS_CONFIG_KEY = "feeds_config"
+_FEEDS_PUBLISHING_KEY = "feeds_publishing"
 _WEBSUB_PENDING_KEY = "websub_pending"
 
 
@@ -450,12 +465,15 @@ class CycleResult:
     publish: PublishResult | None = None
     websub_failed: list[str] = field(default_factory=list)
     queued: list[int] = field(default_factory=list)
+    publish_error: str = ""  # publishing failed (disk full...): the old files stay
 
     def summary(self) -> str:
         feeds = (
             f"{len(self.publish.written)} files written ({self.publish.channels_rendered} "
             f"channels, {self.publish.pages_rendered} pages)"
             if self.publish is not None
+            else "publishing failed"
+            if self.publish_error
             else "feeds unchanged"
         )
         return (
@@ -466,8 +484,9 @@ class CycleResult:
 
 def load_subscribers_file(
     config: Config, classifier: Classifier
-) -> tuple[list[Subscriber] | None, list[str]]:
-    """The subscribers file's valid entries (None when the file cannot be used at all).
+) -> tuple[list[Subscriber] | None, list[str], frozenset[str]]:
+    """The subscribers file's valid entries (None when the file cannot be used at all), its
+    problems, and the addresses of its invalid entries (they keep their subscriptions).
 
     Like store files, the file is parsed again only when its size or mtime changed.
     """
@@ -479,8 +498,7 @@ def load_subscribers_file(
     except OSError:
         key = None
     if key is not None and key in _SUBSCRIBERS_CACHE:
-        listed, problems = _SUBSCRIBERS_CACHE[key]
-        return listed, problems
+        return _SUBSCRIBERS_CACHE[key]
     listed_all, errors = load_subscribers(path, set(topics))
     problems = [str(error) for error in errors]
     unusable = not listed_all and any(
@@ -488,14 +506,16 @@ def load_subscribers_file(
         for problem in problems
         for marker in ("not found", "cannot read", "invalid TOML", "must be an array")
     )
-    result = (None if unusable else listed_all), problems
+    result = (None if unusable else listed_all), problems, held_addresses(list(errors))
     if key is not None:
         _SUBSCRIBERS_CACHE.clear()
         _SUBSCRIBERS_CACHE[key] = result
     return result
 
 
-_SUBSCRIBERS_CACHE: dict[tuple[object, ...], tuple[list[Subscriber] | None, list[str]]] = {}
+_SUBSCRIBERS_CACHE: dict[
+    tuple[object, ...], tuple[list[Subscriber] | None, list[str], frozenset[str]]
+] = {}
 # The parse of the subscribers file last synced into each state database (by URL).
 _LAST_SYNCED: dict[str, list[Subscriber]] = {}
 
@@ -537,7 +557,7 @@ def run_cycle(
     ping: Callable[[str, list[str]], list[str]] | None = None,
 ) -> CycleResult:
     """Reload the store and the subscribers, publish what changed, queue the mail due."""
-    listed, problems = load_subscribers_file(config, classifier)
+    listed, problems, held = load_subscribers_file(config, classifier)
     synced_before = listed is not None and _LAST_SYNCED.get(config.state.url) is listed
     if not synced_before:
         for problem in problems:
@@ -550,6 +570,7 @@ def run_cycle(
             now=now,
             # The same parse of an unchanged file was synced already: nothing to do.
             subscribers=None if synced_before else listed,
+            held_subscribers=held,
         ),
     )
     if listed is not None:
@@ -559,28 +580,41 @@ def run_cycle(
     output_dir = config.feeds.output_dir
     settings = f"{settings_signature(site, names, config.feeds.max_items)} {output_dir}"
     with state.transaction() as conn:
+        # Dirty: something changed that is not published yet. Publishing: a publish began
+        # and did not finish (a crash or a full disk), so files on disk are in doubt.
         dirty = state.get_meta(conn, _FEEDS_DIRTY_KEY) == "1"
+        interrupted = state.get_meta(conn, _FEEDS_PUBLISHING_KEY) == "1"
         same_settings = state.get_meta(conn, _FEEDS_CONFIG_KEY) == settings
-        # Rebuilding after a crash, a settings change or a lost output directory: check
-        # every page on disk too, not only the ones whose inputs changed.
-        verify = dirty or not same_settings or not (output_dir / "index.html").is_file()
-        if result.reload.changed or verify:
-            # Recorded before acting: a crash while publishing makes the next cycle publish.
+        # Rebuilding after an interrupted publish, a settings change or a lost output
+        # directory: check every page on disk too, not only those whose inputs changed.
+        verify = interrupted or not same_settings or not (output_dir / "index.html").is_file()
+        if dirty or result.reload.changed or verify:
+            # Recorded before acting: a crash while publishing makes the next cycle rebuild.
             state.set_meta(conn, _FEEDS_DIRTY_KEY, "1")
+            state.set_meta(conn, _FEEDS_PUBLISHING_KEY, "1")
             dirty = True
     if dirty:
-        result.publish = publish(
-            state,
-            site=site,
-            names=names,
-            channels=channels_from(classifier),
-            output_dir=output_dir,
-            max_items=config.feeds.max_items,
-            verify_pages=verify,
-        )
-        with state.transaction() as conn:
-            state.set_meta(conn, _FEEDS_DIRTY_KEY, "0")
-            state.set_meta(conn, _FEEDS_CONFIG_KEY, settings)
+        try:
+            result.publish = publish(
+                state,
+                site=site,
+                names=names,
+                channels=channels_from(classifier),
+                output_dir=output_dir,
+                max_items=config.feeds.max_items,
+                verify_pages=verify,
+            )
+        except OSError as exc:
+            # A full or unwritable disk: every file already there stays whole (writes are
+            # atomic), mail still goes out, and the next cycle publishes again (still dirty).
+            where = f": {exc.filename}" if exc.filename else ""
+            result.publish_error = f"publishing failed: {exc.strerror or exc}{where}"
+            log.error("%s", result.publish_error)
+        else:
+            with state.transaction() as conn:
+                state.set_meta(conn, _FEEDS_DIRTY_KEY, "0")
+                state.set_meta(conn, _FEEDS_PUBLISHING_KEY, "0")
+                state.set_meta(conn, _FEEDS_CONFIG_KEY, settings)
     if site.hub:
         result.websub_failed = _notify_hub(
             state, site.hub, result.publish.changed_feed_urls if result.publish else [], ping

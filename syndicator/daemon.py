@@ -146,10 +146,11 @@ class Service:
             log.info("cycle: %s", line)
             self.notifier.status(line[:200])
             self._record(
-                ok=True,
+                ok=not result.publish_error,
                 started=started,
                 articles=result.reload.articles,
                 feeds_written=len(result.publish.written) if result.publish else 0,
+                error=result.publish_error,
             )
             return result
 

@@ -8,6 +8,7 @@ prints.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class SyndicatorError(Exception):
@@ -50,8 +51,17 @@ class StoreError(SyndicatorError):
     def __init__(self, path: Path, message: str, *, line: int | None = None) -> None:
         self.path = path
         self.line = line
+        self.detail = message
         where = f"{path}:{line}" if line else f"{path}"
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by the worker processes that read the store.
+        return (_store_error, (self.path, self.detail, self.line))
+
+
+def _store_error(path: Path, message: str, line: int | None) -> StoreError:
+    return StoreError(path, message, line=line)
 
 
 class StateError(SyndicatorError, RuntimeError):

@@ -33,7 +33,11 @@ def derive_id(title: str) -> str:
     folded = unicodedata.normalize("NFKD", title.casefold())
     ascii_text = folded.encode("ascii", "ignore").decode("ascii")
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")
-    digest = hashlib.sha256(" ".join(title.casefold().split()).encode("utf-8")).hexdigest()
+    # surrogatepass: a title read from undecodable bytes still gets an id (and an error
+    # report from the store) instead of stopping the cycle.
+    digest = hashlib.sha256(
+        " ".join(title.casefold().split()).encode("utf-8", "surrogatepass")
+    ).hexdigest()
     if not slug:
         return f"article-{digest[:12]}"
     if len(slug) > _MAX_DERIVED_ID:

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import time
 import weakref
@@ -87,8 +88,9 @@ def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) ->
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The writer's pid in the name tells a later publish whose leftover it is.
     descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
     )
     try:
         with os.fdopen(descriptor, "wb") as handle:
@@ -97,12 +99,53 @@ def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) ->
             os.fsync(handle.fileno())
         Path(temporary).chmod(0o644)
         Path(temporary).replace(path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             Path(temporary).unlink()
+        if isinstance(exc, OSError) and exc.filename is None:
+            # A failed write or fsync (a full disk) names no file: say which one.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     if sync_directory:
         _fsync_directory(path.parent)
+    return True
+
+
+# ".<name>.<pid>.<random>.tmp", as write_if_changed names its temporary files.
+_TEMPORARY = re.compile(r"\..+\.([0-9]+)\.[a-z0-9_]+\.tmp")
+
+
+def remove_leftovers(output_dir: Path) -> list[str]:
+    """Delete temporary files left by writers that are gone (a publish killed mid-write).
+
+    Those of a live process (another publish running now) are left alone.
+    """
+    removed = []
+    for directory in (output_dir, output_dir / "topics", output_dir / "articles"):
+        try:
+            with os.scandir(directory) as entries:
+                names = [entry.name for entry in entries if entry.name.endswith(".tmp")]
+        except OSError:
+            continue
+        for name in names:
+            match = _TEMPORARY.fullmatch(name)
+            if match is None or _alive(int(match.group(1))):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                (directory / name).unlink()
+            removed.append(str((directory / name).relative_to(output_dir)))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
     return True
 
 
@@ -428,6 +471,8 @@ def publish(
             [i for i in changed if i not in catalogue.by_id or catalogue.by_id[i].link],
         )
     result.removed = [article_page_path(i) for i in unpublished]
+    if verify_pages:  # a rebuild, as after a crash: clear what a killed writer left
+        result.removed += remove_leftovers(output_dir)
     with state.transaction() as conn:
         for channel in wanted:
             conn.execute(feeds_table.delete().where(feeds_table.c.path == channel.path))

@@ -37,6 +37,9 @@ DIGEST_SUFFIXES = frozenset({".txt"})
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
 STORE_SUFFIXES = DIGEST_SUFFIXES | MARKDOWN_SUFFIXES
 _BINARY_SNIFF = 8192
+# Title and body together; far beyond any news article, and small enough that one runaway
+# file cannot bloat every feed and mail it would appear in.
+MAX_ARTICLE_CHARS = 1_000_000
 _BAD_CHAR = re.compile(r"[\udc80-\udcff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -183,7 +186,30 @@ def parse_bytes(path: Path, data: bytes) -> tuple[list[RawArticle], list[StoreEr
     for article in articles:
         if _BAD_CHAR.search(article.title) or _BAD_CHAR.search(article.body):
             continue
-        kept.append(_clean(article))
+        size = len(article.title) + len(article.body)
+        if size > MAX_ARTICLE_CHARS:
+            errors.append(
+                StoreError(
+                    path,
+                    f"article {article.title[:60]!r} is too long ({size:,} characters, the "
+                    f"limit is {MAX_ARTICLE_CHARS:,}); skipped",
+                    line=article.line,
+                )
+            )
+            continue
+        cleaned = _clean(article)
+        if not cleaned.title or not cleaned.body.strip():
+            # Nothing left once control characters are gone.
+            what = "title" if not cleaned.title else "body"
+            errors.append(
+                StoreError(
+                    path,
+                    f"article {cleaned.title[:60]!r} has no {what} but control characters; skipped",
+                    line=article.line,
+                )
+            )
+            continue
+        kept.append(cleaned)
     return kept, errors
 
 

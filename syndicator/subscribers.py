@@ -83,6 +83,26 @@ class Subscriber(BaseModel):
         return value
 
 
+class SubscriberEntryError(ConfigError):
+    """One entry of a subscribers file is invalid; ``address`` is the address it gives, if any.
+
+    The subscription of that address is kept as it was until the entry is fixed.
+    """
+
+    def __init__(self, message: str, *, address: str, path: Path, line: int | None) -> None:
+        self.address = address
+        super().__init__(message, path=path, line=line)
+
+
+def held_addresses(errors: list[ConfigError]) -> frozenset[str]:
+    """The (lower-cased) addresses whose entries are invalid: their subscriptions stay."""
+    return frozenset(
+        error.address.lower()
+        for error in errors
+        if isinstance(error, SubscriberEntryError) and error.address
+    )
+
+
 def check_entry(
     entry: Any, known_topics: set[str] | None
 ) -> tuple[Subscriber | None, dict[str, str]]:
@@ -162,12 +182,16 @@ def load_subscribers(
     seen: set[str] = set()
     for index, entry in enumerate(entries):
         label = f"subscriber[{index}]"
+        address = ""
         if isinstance(entry, dict) and isinstance(entry.get("email"), str):
-            label += f" ({entry['email'].strip()[:80]!r})"
+            address = entry["email"].strip()
+            label += f" ({address[:80]!r})"
         line = lines[index] if index < len(lines) else None
         subscriber, problem = _validated(entry, known_topics)
         if subscriber is None:
-            errors.append(ConfigError(f"{label}.{problem}", path=path, line=line))
+            errors.append(
+                SubscriberEntryError(f"{label}.{problem}", address=address, path=path, line=line)
+            )
             continue
         if subscriber.email.lower() in seen:
             errors.append(

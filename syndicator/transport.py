@@ -540,4 +540,5 @@ def transport_from_config(config: Config) -> Transport:
         username=config.smtp_username(),
         password=config.smtp_password(),
         timeout=smtp.timeout,
+        pool_size=smtp.pool_size,
     )

@@ -44,6 +44,10 @@ from syndicator.web_subscriptions import SubscriptionPages
 STALE_AFTER_INTERVALS = 3
 CLIENT_MAX_SIZE = 64 * 1024  # the largest body is a subscription form, a few kilobytes
 SHUTDOWN_TIMEOUT = 5.0  # seconds given to open requests when the daemon stops
+# Seconds a connection may stay open without a complete request (idle between requests,
+# silent from the start, or sending its headers slowly) before the server closes it:
+# aiohttp's own default is an hour, which lets idle clients pile up.
+KEEPALIVE_TIMEOUT = 15.0
 BACKLOG = 128
 FILE_CACHE_CONTROL = "public, max-age=60"
 GZIP_LEVEL = 6
@@ -483,6 +487,7 @@ async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
         app,
         handle_signals=False,  # the daemon owns signal handling
         shutdown_timeout=SHUTDOWN_TIMEOUT,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
         handler_cancellation=True,  # a client that goes away cancels its handler
     )
     await runner.setup()

@@ -1,8 +1,14 @@
-"""A real SMTP server for tests: aiosmtpd on a free loopback port, recording what it accepts."""
+"""A real SMTP server for tests: aiosmtpd on a free loopback port, recording what it accepts.
+
+Faults are set per recipient on :class:`SinkHandler`: a refusal at RCPT, a refusal after
+DATA, or the connection dropped after DATA without a reply. :class:`GreetingRefuser` is a
+server that answers every connection with one greeting line (e.g. 421) and hangs up.
+"""
 
 from __future__ import annotations
 
 import socket
+import socketserver
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,12 +45,18 @@ class SinkHandler:
 
     delay: float = 0.0
     refuse: dict[str, str] = field(default_factory=dict)  # recipient -> "550 ..." at RCPT
+    refuse_data: dict[str, str] = field(default_factory=dict)  # recipient -> "554 ..." at DATA
+    drop_after_data: set[str] = field(default_factory=set)  # hang up instead of replying
     received: list[Received] = field(default_factory=list)
+    dropped: list[Received] = field(default_factory=list)  # read in full, never acknowledged
+    rcpt_attempts: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
+        with self.lock:
+            self.rcpt_attempts.append(address)
         if address in self.refuse:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)
@@ -54,18 +66,48 @@ class SinkHandler:
         if self.delay:
             time.sleep(self.delay)  # a slow server, one message at a time
         content = envelope.original_content or b""
+        item = Received(str(envelope.mail_from), list(envelope.rcpt_tos), bytes(content))
+        if any(address in self.drop_after_data for address in envelope.rcpt_tos):
+            with self.lock:
+                self.dropped.append(item)
+            assert server.transport is not None
+            server.transport.close()
+            return "250 OK"  # never reaches the client: the connection is gone
+        for address in envelope.rcpt_tos:
+            if address in self.refuse_data:
+                return self.refuse_data[address]
         with self.lock:
-            self.received.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), bytes(content))
-            )
+            self.received.append(item)
         return "250 Message accepted for delivery"
+
+
+class _CountingSMTP(SMTP):
+    def __init__(self, handler: Any, sink: Sink, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._sink = sink
+
+    def connection_made(self, transport: Any) -> None:
+        if self.transport is None:
+            with self._sink.handler.lock:
+                self._sink.connections += 1
+        super().connection_made(transport)
+
+
+class _Controller(Controller):
+    def __init__(self, sink: Sink, **kwargs: Any) -> None:
+        super().__init__(sink.handler, **kwargs)
+        self._sink = sink
+
+    def factory(self) -> SMTP:
+        return _CountingSMTP(self.handler, self._sink, **self.SMTP_kwargs)
 
 
 class Sink:
     def __init__(self, handler: SinkHandler | None = None) -> None:
         self.handler = handler or SinkHandler()
         self.port = free_port()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.connections = 0  # connections opened by clients (the start-up probe included)
+        self.controller = _Controller(self, hostname="127.0.0.1", port=self.port)
 
     def __enter__(self) -> Sink:
         self.controller.start()
@@ -78,3 +120,30 @@ class Sink:
     def received(self) -> list[Received]:
         with self.handler.lock:
             return list(self.handler.received)
+
+
+class GreetingRefuser:
+    """A server that greets every connection with ``greeting`` (e.g. 421) and hangs up."""
+
+    def __init__(self, greeting: bytes = b"421 4.3.2 Service not available\r\n") -> None:
+        self.port = free_port()
+        self.connections = 0
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                outer.connections += 1
+                self.request.sendall(greeting)
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> GreetingRefuser:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

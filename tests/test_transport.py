@@ -742,17 +742,19 @@ def test_transport_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
                         "security": "starttls",
                         "username": "news",
                         "timeout": 12,
+                        "pool_size": 9,
                     },
                 }
             }
         )
     )
     assert isinstance(smtp, SmtpTransport)
-    assert (smtp.host, smtp.port, smtp.security, smtp.username, smtp.timeout) == (
+    assert (smtp.host, smtp.port, smtp.security, smtp.username, smtp.timeout, smtp.pool_size) == (
         "mx.example.org",
         587,
         "starttls",
         "news",
         12.0,
+        9,
     )
     assert smtp._password == "from-env"

@@ -22,7 +22,7 @@ import logging
 import random
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -260,14 +260,19 @@ def _reactivate(conn: Connection, subscriber_id: int, *, now: datetime, **values
 
 
 def sync_subscribers(
-    conn: Connection, listed: Sequence[Subscriber], *, now: datetime
+    conn: Connection,
+    listed: Sequence[Subscriber],
+    *,
+    now: datetime,
+    held: Collection[str] = (),
 ) -> SyncResult:
     """Make state follow the subscribers file: add, change and remove its entries.
 
     An address that unsubscribed (or was suspended) stays so while the file still
     lists it, until an operator runs ``subscribers resubscribe``. Entries added
     with the command line or on the web are left alone, even when the file lists the
-    same address.
+    same address; so are the addresses in ``held`` (lower-cased): their entries in the
+    file are invalid, so they keep the subscription they had until the entry is fixed.
     """
     result = SyncResult()
     # The file's rows and the rows of the addresses it lists; not everyone (there may be
@@ -275,7 +280,7 @@ def sync_subscribers(
     rows = {
         row.email_key: row
         for row in conn.execute(
-            select(subscribers_table).where(subscribers_table.c.source == "file")
+            select(subscribers_table).where(subscribers_table.c.source == FROM_FILE)
         )
     }
     listed_keys = sorted({subscriber.email.lower() for subscriber in listed} - set(rows))
@@ -311,7 +316,12 @@ def sync_subscribers(
         elif _update(conn, row, subscriber, now=now):
             result.changed.append(subscriber.email)
     for key, row in rows.items():
-        if row.source == FROM_FILE and key not in wanted and row.status != REMOVED:
+        if (
+            row.source == FROM_FILE
+            and key not in wanted
+            and key not in held
+            and row.status != REMOVED
+        ):
             # Unsubscribed addresses keep their status, so they stay suppressed if re-listed.
             if row.status != UNSUBSCRIBED:
                 conn.execute(
