@@ -923,3 +923,28 @@ def test_any_display_name_parses_back(name: str) -> None:
     (address,) = parse(data)["To"].addresses
     assert address.addr_spec == "ana@example.org"
     assert "".join(address.display_name.split()) == "".join(display_name.split())
+
+
+def test_readers_sharing_filters_each_get_their_own_links() -> None:
+    """The footer is rendered once per set of filters; each reader's links are their own."""
+    shared = Composer(SETTINGS, NAMES)
+    readers = [
+        replace(
+            RECIPIENT,
+            email=f"reader{n}@example.org",
+            unsubscribe_url=f"https://news.example.org/unsubscribe/{n}.{TOKEN}?a=1&b=2",
+            manage_url=f"https://news.example.org/manage/{n}.{TOKEN}" if n % 2 else "",
+        )
+        for n in range(4)
+    ]
+    for reader in readers:
+        data = composed(shared, digest(), reader)
+        assert data == composed(Composer(SETTINGS, NAMES), digest(), reader)
+        assert_same_message(
+            data,
+            compose(
+                reader, digest(), settings=SETTINGS, names=NAMES, now=T0, message_id=MESSAGE_ID
+            ),
+        )
+        text = parse(data).get_body(("plain",))
+        assert text is not None and reader.unsubscribe_url in text.get_content()

@@ -45,6 +45,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, Template, select_autoescape
+from markupsafe import escape
 
 from syndicator.feeds import Names, article_page_path, plain_title
 from syndicator.models import Article, summarize
@@ -624,6 +625,12 @@ def _render(template: Template, block: str, context: dict[str, Any]) -> str:
     return "".join(template.blocks[block](template.new_context(context, shared=True)))
 
 
+# Stand-ins for each reader's links in a footer rendered for many readers (private-use
+# characters: no URL or reason holds them).
+_LINK_SLOT = "\ue000unsubscribe\ue000"
+_MANAGE_SLOT = "\ue000manage\ue000"
+
+
 class Composer:
     """Composes messages for many recipients of the same articles, fast.
 
@@ -656,8 +663,40 @@ class Composer:
         }
         self._sections: _LRU[tuple[Hashable, ...], _Section] = _LRU(cache_size)
         self._heads: _LRU[tuple[str, str], tuple[bytes, bytes]] = _LRU(32)
+        self._feet: _LRU[tuple[str, bool], tuple[str, str]] = _LRU(cache_size)
         self._now: datetime | None = None
         self._date = b""
+
+    def _foot(self, reason: str, unsubscribe_url: str, manage_url: str) -> tuple[str, str]:
+        """The footer of both parts: rendered once per reason (many readers share their
+        filters), with each reader's own links put in."""
+        if _LINK_SLOT in reason or _MANAGE_SLOT in reason:  # cannot happen; never mistake it
+            footer = {
+                **self._context,
+                "reason": reason,
+                "unsubscribe_url": unsubscribe_url,
+                "manage_url": manage_url,
+            }
+            return _render(self._text, "foot", footer), _render(self._html, "foot", footer)
+        key = (reason, bool(manage_url))
+        rendered = self._feet.get(key)
+        if rendered is None:
+            footer = {
+                **self._context,
+                "reason": reason,
+                "unsubscribe_url": _LINK_SLOT,
+                "manage_url": _MANAGE_SLOT if manage_url else "",
+            }
+            rendered = (_render(self._text, "foot", footer), _render(self._html, "foot", footer))
+            self._feet.put(key, rendered)
+        text, html_text = rendered
+        # What the HTML template's autoescaping would have made of the links.
+        return (
+            text.replace(_LINK_SLOT, unsubscribe_url).replace(_MANAGE_SLOT, manage_url),
+            html_text.replace(_LINK_SLOT, str(escape(unsubscribe_url))).replace(
+                _MANAGE_SLOT, str(escape(manage_url))
+            ),
+        )
 
     def cache_info(self) -> CacheInfo:
         """Hits and misses of the article-section cache."""
@@ -666,6 +705,7 @@ class Composer:
     def cache_clear(self) -> None:
         self._sections.clear()
         self._heads.clear()
+        self._feet.clear()
 
     def compose_bytes(
         self,
@@ -706,17 +746,13 @@ class Composer:
 
         section = self._section(articles)
         head_text, head_html = self._head(cadence, len(articles), now)
-        footer = {
-            **self._context,
-            "reason": (
-                f"You receive this because you subscribed to {self._site_title}"
-                f" ({_CADENCE_REASON[cadence]}) for {_one_line(recipient.filters)}."
-            ),
-            "unsubscribe_url": unsubscribe_url,
-            "manage_url": manage_url,
-        }
-        foot_text = _quoted_printable(_render(self._text, "foot", footer))
-        foot_html = _quoted_printable(_render(self._html, "foot", footer))
+        reason = (
+            f"You receive this because you subscribed to {self._site_title}"
+            f" ({_CADENCE_REASON[cadence]}) for {_one_line(recipient.filters)}."
+        )
+        text, html_text = self._foot(reason, unsubscribe_url, manage_url)
+        foot_text = _quoted_printable(text)
+        foot_html = _quoted_printable(html_text)
         if now is not self._now:
             self._date = f"Date: {format_datetime(now)}\r\n".encode("ascii")
             self._now = now

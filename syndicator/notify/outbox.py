@@ -21,7 +21,7 @@ import json
 import logging
 import random
 import weakref
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,7 +58,7 @@ SUSPEND_AFTER = 3  # permanent failures before a subscriber is suspended
 MAX_ATTEMPTS = 8  # temporary failures before a message is given up
 BACKOFF_FIRST = timedelta(minutes=1)
 BACKOFF_LIMIT = timedelta(hours=6)
-BATCH_SIZE = 64  # messages marked sending at once: the most a crash can duplicate
+BATCH_SIZE = 64
 
 ACTIVE = "active"
 SUSPENDED = "suspended"
@@ -824,44 +824,58 @@ async def deliver(
     """Send every message that is due, batch by batch, recording each batch's outcomes.
 
     A batch is marked ``sending`` (durably) before its SMTP conversations start,
-    and its outcomes are recorded once they are all known: at most one batch is
-    ever in ``sending``, which bounds what a crash could send twice.
+    and its outcomes are recorded once they are all known. Two batches are in
+    flight at once, so the connections keep sending while the database records
+    one batch and claims the next (in a thread): at most ``2 * batch_size``
+    messages are ever in ``sending``, which bounds what a crash could send twice.
     """
     rng = rng or random.Random()
     report = DeliveryReport()
-    due = [] if should_stop() else _claim(state, clock(), batch_size)
-    while due:
-        outcomes = await _send_batch(transport, due, sender=sender, concurrency=concurrency)
-        # One transaction records this batch and claims the next.
-        due = _record_outcomes(
-            due,
-            outcomes,
-            finished=clock(),
-            rng=rng,
-            report=report,
-            state=state,
-            claim_next=0 if should_stop() else batch_size,
-        )
-    return report
+    limit = asyncio.Semaphore(max(1, concurrency))
 
+    async def send(row: Any) -> Delivery:
+        async with limit:
+            return await transport.send(row.body, sender=sender, recipient=row.recipient)
 
-async def _send_batch(
-    transport: Transport, due: Sequence[Any], *, sender: str, concurrency: int
-) -> list[Delivery]:
-    """Send a batch with ``concurrency`` workers, each sending one message after another
-    (one worker per pooled connection: no task waits on a busy connection)."""
-    outcomes: list[Delivery | None] = [None] * len(due)
-    positions = iter(range(len(due)))
+    def start(rows: list[Any]) -> tuple[list[Any], list[asyncio.Task[Delivery]]]:
+        return rows, [asyncio.ensure_future(send(row)) for row in rows]
 
-    async def worker() -> None:
-        for position in positions:
-            row = due[position]
-            outcomes[position] = await transport.send(
-                row.body, sender=sender, recipient=row.recipient
+    in_flight: deque[tuple[list[Any], list[asyncio.Task[Delivery]]]] = deque()
+    try:
+        first = [] if should_stop() else _claim(state, clock(), batch_size)
+        if first:
+            in_flight.append(start(first))
+            second = (
+                [] if should_stop() else await asyncio.to_thread(_claim, state, clock(), batch_size)
             )
-
-    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(due))))))
-    return [outcome for outcome in outcomes if outcome is not None]
+            if second:
+                in_flight.append(start(second))
+        more = len(in_flight) == 2
+        while in_flight:
+            rows, tasks = in_flight.popleft()
+            outcomes = list(await asyncio.gather(*tasks))
+            # One transaction records this batch and claims the next, while the other
+            # batch keeps the connections busy.
+            claimed = await asyncio.to_thread(
+                _record_outcomes,
+                rows,
+                outcomes,
+                finished=clock(),
+                rng=rng,
+                report=report,
+                state=state,
+                claim_next=batch_size if more and not should_stop() else 0,
+            )
+            more = bool(claimed)
+            if claimed:
+                in_flight.append(start(claimed))
+    finally:
+        # Cancelled (shutting down): what was claimed stays in ``sending`` and goes out
+        # again, with the same Message-ID, at the next start.
+        for _, tasks in in_flight:
+            for task in tasks:
+                task.cancel()
+    return report
 
 
 def _record_outcomes(
