@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ class AwareDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the state database")
-        value = value.astimezone(UTC)
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -269,19 +271,22 @@ def insert_rows(
         if not rows:
             return 0
     compiled = statement.compile(dialect=dialect)
-    processors = {name: table.c[name].type.bind_processor(dialect) for name in names}
-
-    def converted(row: dict[str, Any], name: str) -> Any:
-        processor = processors[name]
-        value = row[name]
-        return processor(value) if processor is not None else value
-
-    parameters: list[Any]
-    if compiled.positional:
-        order = list(compiled.positiontup or [])
-        parameters = [tuple(converted(row, name) for name in order) for row in rows]
-    else:
-        parameters = [{name: converted(row, name) for name in names} for row in rows]
+    order = list(compiled.positiontup or []) if compiled.positional else names
+    # Only the columns whose type converts values (dates, here) are touched one by one.
+    conversions = [
+        (position, processor)
+        for position, name in enumerate(order)
+        if (processor := table.c[name].type.bind_processor(dialect)) is not None
+    ]
+    fetch = itemgetter(*order)
+    parameters: list[Any] = []
+    for row in rows:
+        fields = list(fetch(row)) if len(order) > 1 else [row[order[0]]]
+        for position, processor in conversions:
+            fields[position] = processor(fields[position])
+        parameters.append(
+            tuple(fields) if compiled.positional else dict(zip(order, fields, strict=True))
+        )
     result = conn.exec_driver_sql(str(compiled), parameters)
     return len(rows) if result.rowcount < 0 else int(result.rowcount)
 
