@@ -1,6 +1,7 @@
 """A long-lived process, like the daemon, timing its cycles (run by benchmarks.pipeline).
 
-``python -m benchmarks.cycles CONFIG QUIET ADDED`` runs one warm-up cycle, then QUIET
+``python -m benchmarks.cycles CONFIG QUIET ADDED`` runs one warm-up cycle (and loads what
+the service loads once started), then QUIET
 cycles when nothing changed, then ADDED cycles each after one new article was
 dropped into the store; prints the timings as JSON.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from syndicator.classify import Classifier
 from syndicator.config import load_config
 from syndicator.cycle import run_cycle
+from syndicator.publish import prime_catalogue
 from syndicator.state import State
 
 
@@ -26,6 +28,7 @@ def main() -> None:
     state = State.open(config.state.url)
     now = datetime.now(UTC)
     run_cycle(config, classifier, state, now=now)
+    prime_catalogue(state)  # as the service does once started
     quiet = []
     for number in range(quiet_count):
         started = time.perf_counter()

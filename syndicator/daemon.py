@@ -55,7 +55,7 @@ from syndicator.metrics import Metrics
 from syndicator.notify.outbox import DeliveryReport, outbox_counts, recover_inflight
 from syndicator.notify.signup import SignupDesk, SignupSettings
 from syndicator.notify.unsubscribe import UnsubscribeDesk, load_secret
-from syndicator.publish import PageOnDemand
+from syndicator.publish import PageOnDemand, prime_catalogue
 from syndicator.state import State
 from syndicator.systemd import Notifier
 from syndicator.web import Health, create_app, serve
@@ -342,6 +342,7 @@ class Service:
             await self.cycle()
             self.notifier.ready(f"running; {self.health.articles} articles")
             self._start_scheduler()
+            await self._prime()
             watcher = asyncio.create_task(self._watch()) if self.config.store.watch else None
             while not self.stopping:
                 await self.wake.wait()
@@ -359,6 +360,14 @@ class Service:
                 loop.remove_signal_handler(signum)
         log.info("stopped")
         return 0
+
+    async def _prime(self) -> None:
+        """Load the article catalogue publishing keeps, unless the first cycle did."""
+        async with self.busy:
+            try:
+                await asyncio.to_thread(prime_catalogue, self.state)
+            except SyndicatorError as exc:
+                log.warning("cannot load the article catalogue yet: %s", exc)
 
     def _start_scheduler(self) -> None:
         interval = self.config.store.reload_interval

@@ -380,6 +380,13 @@ def _catalogue(
     return catalogue, None, None
 
 
+def prime_catalogue(state: State) -> None:
+    """Load what publishing keeps between cycles now (the service, once started), so the
+    first change after a start costs what it changes, not a read of every article."""
+    with state.engine.connect() as conn, conn.begin():
+        _catalogue(state, conn, rebuild=False)
+
+
 def publish(
     state: State,
     *,

@@ -14,7 +14,7 @@ from syndicator.config import Config, load_config
 from syndicator.cycle import channels_from, names_from, run_cycle, site_from_config
 from syndicator.feeds import article_page_path
 from syndicator.metrics import Metrics
-from syndicator.publish import PageOnDemand, publish
+from syndicator.publish import PageOnDemand, prime_catalogue, publish
 from syndicator.state import State
 from syndicator.web import Health, create_app, serve
 from tests.conftest import write
@@ -222,3 +222,28 @@ def test_an_article_about_to_be_mailed_gets_its_page(
     assert result.reload.matched == 1 and len(result.queued) == 1
     article = state.find_articles("Harbour Lighthouse")[0]
     assert (config.feeds.output_dir / article_page_path(article.id)).is_file()
+
+
+def test_a_kept_catalogue_follows_changes_made_by_another_process(
+    tmp_path: Path, config: Config, classifier: Classifier, state: State
+) -> None:
+    store = config.store.path
+    write(store / "old.txt", digest(*titles(20)))
+    run_cycle(config, classifier, state, now=T0)
+    prime_catalogue(state)  # as the service does once started
+    # Another process (a `run --once` from cron, say) records and publishes a change...
+    other = State.open(config.state.url)
+    try:
+        write(store / "new.txt", digest(*titles(2, start=20)))
+        run_cycle(config, classifier, other, now=T0 + timedelta(minutes=1))
+    finally:
+        other.close()
+    # ...then this process makes one of its own: what it publishes takes in both.
+    write(store / "old.txt", digest(*titles(19)))
+    result = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=2))
+    assert result.reload.removed and result.publish is not None
+    expected = tmp_path / "rebuild"
+    rebuild(config, classifier, expected)
+    output = config.feeds.output_dir
+    for pattern in ("*.rss", "*.atom", "*.json", "index.html", "feeds.opml"):
+        assert files(output, pattern) == files(expected, pattern), pattern
