@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.generate import write_store
-from benchmarks.pipeline import _install
+from benchmarks.pipeline import install
 
 FEED = "feeds/all.atom"
 
@@ -110,7 +110,7 @@ def run(seconds: int = 5, connections: int = 50) -> dict[str, Any]:
     root.chmod(0o755)  # nginx's worker may run as another user
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        config = _install(root)
+        config = install(root)
         write_store(root / "articles", 200)
         ours_port, nginx_port = _free_port(), _free_port()
         text = config.read_text() + f'\n[http]\nlisten = "127.0.0.1:{ours_port}"\n'

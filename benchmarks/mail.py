@@ -26,12 +26,12 @@ from typing import Any
 import aiosmtplib
 from sqlalchemy import delete, update
 
+from benchmarks.pipeline import install
 from syndicator.classify import Classifier
 from syndicator.config import load_config
 from syndicator.cycle import deliver_due, run_cycle
 from syndicator.state import State, matches_table, messages_table, subscribers_table
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 POOL = 4
 SINK = textwrap.dedent(
     """
@@ -74,39 +74,22 @@ async def _bare(port: int, message: bytes, count: int) -> float:
 
 
 def _install(root: Path, port: int, count: int) -> Path:
-    (root / "config").mkdir(parents=True)
-    for name in ("regions.toml", "topics.toml"):
-        shutil.copy(CONFIG_DIR / name, root / "config" / name)
-    (root / "articles").mkdir()
+    (root / "articles").mkdir(parents=True)
     (root / "articles" / "a.txt").write_text("Old Story\n\nOld Story\n\nKenya news.\n")
     subscribers = "".join(
         f'[[subscriber]]\nemail = "p{n}@example.org"\nname = "Person {n}"\n'
         'cadence = "daily"\nhour = 10\n'
         for n in range(count)
     )
-    (root / "config" / "subscribers.toml").write_text(subscribers)
-    config = root / "config" / "syndicator.toml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            [site]
-            base_url = "https://news.example.org/"
-            [store]
-            path = "../articles"
-            [feeds]
-            output_dir = "../feeds"
-            [state]
-            url = "sqlite:///../state/s.db"
-            [mail]
-            transport = "smtp"
-            [mail.smtp]
-            host = "127.0.0.1"
-            port = {port}
-            pool_size = {POOL}
-            """
-        )
-    )
-    return config
+    smtp = f"""
+        [mail]
+        transport = "smtp"
+        [mail.smtp]
+        host = "127.0.0.1"
+        port = {port}
+        pool_size = {POOL}
+        """
+    return install(root, subscribers=subscribers, mail=smtp)
 
 
 def _reset(state: State, due: datetime) -> None:

@@ -54,11 +54,20 @@ def read_and_lowercase(root: Path) -> tuple[float, int]:
     return time.perf_counter() - started, characters
 
 
-def _install(root: Path) -> Path:
+MAILDIR = """
+[mail]
+transport = "maildir"
+maildir = "../mail"
+"""
+
+
+def install(root: Path, *, subscribers: str = "", mail: str = MAILDIR) -> Path:
+    """A configuration under ``root/config`` (the shipped gazetteer and taxonomy, this
+    subscribers file and mail section) for a store in ``root/articles``; its path."""
     (root / "config").mkdir(parents=True, exist_ok=True)
     for name in ("regions.toml", "topics.toml"):
         shutil.copy(CONFIG_DIR / name, root / "config" / name)
-    (root / "config" / "subscribers.toml").write_text("")
+    (root / "config" / "subscribers.toml").write_text(subscribers)
     config = root / "config" / "syndicator.toml"
     config.write_text(
         textwrap.dedent(
@@ -71,11 +80,9 @@ def _install(root: Path) -> Path:
             output_dir = "../feeds"
             [state]
             url = "sqlite:///../state/syndicator.db"
-            [mail]
-            transport = "maildir"
-            maildir = "../mail"
             """
         )
+        + textwrap.dedent(mail)
     )
     return config
 
@@ -146,7 +153,7 @@ def _child(config: Path, quiet: int, added: int) -> dict[str, Any]:
 def run(articles: int, subscribers: int, memory_subscribers: int) -> list[dict[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix="syndicator-pipeline-"))
     try:
-        config = _install(root)
+        config = install(root)
         write_store(root / "articles", articles)
         baseline = statistics.median(read_and_lowercase(root / "articles")[0] for _ in range(3))
         cold_seconds, cold_peak, _ = _timed_process(
