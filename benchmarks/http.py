@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,16 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.generate import write_store
-from benchmarks.pipeline import install
+from benchmarks.pipeline import free_port, install
 
 FEED = "feeds/all.atom"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _etag(url: str, deadline: float) -> str:
@@ -112,7 +104,7 @@ def run(seconds: int = 5, connections: int = 50) -> dict[str, Any]:
     try:
         config = install(root)
         write_store(root / "articles", 200)
-        ours_port, nginx_port = _free_port(), _free_port()
+        ours_port, nginx_port = free_port(), free_port()
         text = config.read_text() + f'\n[http]\nlisten = "127.0.0.1:{ours_port}"\n'
         config.write_text(text.replace("[store]\n", "[store]\nreload_interval = 3600\n"))
         processes.append(

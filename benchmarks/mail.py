@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 import aiosmtplib
 from sqlalchemy import delete, update
 
-from benchmarks.pipeline import install
+from benchmarks.pipeline import free_port, install
 from syndicator.classify import Classifier
 from syndicator.config import load_config
 from syndicator.cycle import deliver_due, run_cycle
@@ -49,13 +48,6 @@ SINK = textwrap.dedent(
     controller.stop()
     """
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _bare(port: int, message: bytes, count: int) -> float:
@@ -101,7 +93,7 @@ def _reset(state: State, due: datetime) -> None:
 
 
 def run(count: int, repeat: int = 3) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     sink = subprocess.Popen(
         [sys.executable, "-c", SINK, str(port)],
         stdin=subprocess.PIPE,

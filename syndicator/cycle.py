@@ -146,11 +146,13 @@ def reload_store(
             vanished = []
         parsed = read_files(classifier, changed)
         result.files_read = len(changed)
-        baseline = state.next_seq(conn) == 1  # no article was ever recorded
+        next_seq = state.next_seq(conn)
+        baseline = next_seq == 1  # no article was ever recorded
         _reconcile(
             conn,
             state=state,
             classifier=classifier,
+            next_seq=next_seq,
             parsed=parsed,
             vanished=vanished,
             now=now,
@@ -159,9 +161,7 @@ def reload_store(
         if state.get_meta(conn, _CLASSIFIER_KEY) != classifier.fingerprint:
             result.reclassified = _reclassify_all(conn, classifier)
             if result.reclassified:
-                # Too many to name: publishers reload every article.
-                state.record_article_changes(conn, [])
-                state.article_changes = None
+                state.record_article_changes(conn, None)
             state.set_meta(conn, _CLASSIFIER_KEY, classifier.fingerprint)
         if not baseline:
             result.matched = record_matches(conn, result.new, now=now)
@@ -241,14 +241,15 @@ def _reconcile(
     *,
     state: State,
     classifier: Classifier,
+    next_seq: int,
     parsed: list[ReadFile],
     vanished: list[str],
     now: datetime,
     result: ReloadResult,
 ) -> None:
-    """Apply what changed files say to state, with a handful of statements in all."""
+    """Apply what changed files say to state, with a handful of statements in all;
+    new articles are numbered from ``next_seq``."""
     changed_paths = {read.stat.location for read in parsed} | set(vanished)
-    next_seq = state.next_seq(conn)
     if next_seq == 1:  # nothing recorded yet: nothing to look up
         existing: dict[str, Any] = {}
         before_by_source: dict[str, set[str]] = {}

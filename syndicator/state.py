@@ -411,13 +411,14 @@ class State:
         """A token that changes with every write to articles, by any process."""
         return self.get_meta(conn, _ARTICLES_REVISION) or ""
 
-    def record_article_changes(self, conn: Connection, ids: Iterable[str]) -> None:
-        """Note, in the transaction that changes them, that articles ``ids`` changed."""
+    def record_article_changes(self, conn: Connection, ids: Iterable[str] | None) -> None:
+        """Note, in the transaction that changes them, that articles ``ids`` changed
+        (None: too many to name; publishers then read every article again)."""
         before = self.articles_revision(conn)
         number = int(before.partition(":")[0] or 0) + 1
         after = f"{number}:{secrets.token_hex(6)}"
         self.set_meta(conn, _ARTICLES_REVISION, after)
-        self.article_changes = (before, after, frozenset(ids))
+        self.article_changes = None if ids is None else (before, after, frozenset(ids))
 
     # --- files ---------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ import email.policy
 import errno
 import mailbox
 import os
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +31,7 @@ from syndicator.transport import (
     classify_reply,
     transport_from_config,
 )
+from tests.smtp_sink import free_port
 
 SENDER = "news@example.org"
 RECIPIENT = "alice@example.net"
@@ -44,13 +44,6 @@ def make_message(subject: str = "Customs news", body: str = "Hello.\n") -> bytes
     message["Subject"] = subject
     message.set_content(body)
     return message.as_bytes(policy=email.policy.SMTP)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # --- the server ------------------------------------------------------------------------

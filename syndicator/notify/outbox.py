@@ -97,16 +97,6 @@ class SubscriberRecord:
     permanent_failures: int
     next_digest_at: datetime | None
 
-    def as_filter(self) -> Filter:
-        return Filter(
-            subscriber_id=self.id,
-            regions=frozenset(self.regions),
-            topics=frozenset(self.topics),
-            keywords=self.keywords,
-            exclude_regions=frozenset(self.exclude_regions),
-            exclude_topics=frozenset(self.exclude_topics),
-        )
-
 
 @lru_cache(maxsize=4096)
 def _filters(text: str) -> dict[str, tuple[str, ...]]:
