@@ -41,9 +41,10 @@ def main() -> int:
         ]
     print(f"{'benchmark':48} {'seconds':>10} {'baseline s':>11} {'ratio':>7}")
     for result in results:
+        seconds = result["baseline_seconds"]
+        baseline = "-" if seconds is None else f"{seconds:.4g}"
         print(
-            f"{result['name']:48} {result['seconds']:10.4g} {result['baseline_seconds']:11.4g} "
-            f"{result['ratio']:7.2f}"
+            f"{result['name']:48} {result['seconds']:10.4g} {baseline:>11} {result['ratio']:7.2f}"
         )
         details = {
             key: value
