@@ -14,11 +14,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from syndicator.classify import Classifier
+from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
 from syndicator.cycle import run_cycle
-from syndicator.publish import prime_catalogue
-from syndicator.state import State
+from syndicator.publish.publisher import prime_catalogue
+from syndicator.state.db import State
 
 
 def main() -> None:

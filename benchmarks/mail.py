@@ -26,10 +26,10 @@ import aiosmtplib
 from sqlalchemy import delete, update
 
 from benchmarks.pipeline import free_port, install
-from syndicator.classify import Classifier
+from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
 from syndicator.cycle import deliver_due, run_cycle
-from syndicator.state import State, matches_table, messages_table, subscribers_table
+from syndicator.state.db import State, matches_table, messages_table, subscribers_table
 
 POOL = 4
 SINK = textwrap.dedent(

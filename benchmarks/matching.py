@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 from benchmarks.generate import article_texts
+from syndicator.classify.tokens import normalize
+from syndicator.mail.match import Candidate, Filter, FilterIndex
 from syndicator.models import REGION_SLUGS
-from syndicator.notify.match import Candidate, Filter, FilterIndex
-from syndicator.tokens import normalize
 
 REGIONS = list(REGION_SLUGS)
 TOPICS = ["risk-management", "aeo", "transit", "revenue", "e-commerce", "security", "integrity"]

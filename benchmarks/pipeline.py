@@ -31,9 +31,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from benchmarks.generate import subscriptions, write_store
+from syndicator.mail.schedule import next_due
 from syndicator.models import REGION_SLUGS
-from syndicator.notify.schedule import next_due
-from syndicator.state import State, articles_table, subscribers_table
+from syndicator.state.db import State, articles_table, subscribers_table
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 TOPICS = [

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.generate import articles
-from syndicator.classify import Classifier
+from syndicator.classify.classifier import Classifier
 from syndicator.cycle import channels_from, names_from
-from syndicator.feeds import FORMATS, Site, article_url, render_all, select_items, tag_uri
+from syndicator.publish.feeds import FORMATS, Site, article_url, render_all, select_items, tag_uri
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 

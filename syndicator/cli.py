@@ -21,25 +21,25 @@ from typing import Any
 from pydantic import ValidationError
 
 from syndicator import __version__
-from syndicator.classify import GLOBAL, Classification, Classifier
+from syndicator.classify.classifier import GLOBAL, Classification, Classifier
 from syndicator.config import Config, default_config_path, load_config
 from syndicator.cycle import deliver_due, load_subscribers_file, names_from, run_cycle
 from syndicator.errors import NotFoundError, SyndicatorError
-from syndicator.models import REGION_SLUGS, RawArticle
-from syndicator.notify import outbox
-from syndicator.notify.mailer import Mailer
-from syndicator.notify.outbox import (
+from syndicator.mail import outbox
+from syndicator.mail.mailer import Mailer
+from syndicator.mail.outbox import (
     add_subscriber,
     recover_inflight,
     remove_subscriber,
     resubscribe,
     sync_subscribers,
 )
-from syndicator.notify.signup import open_requests
-from syndicator.notify.unsubscribe import load_secret
-from syndicator.state import State
-from syndicator.store import read_file, scan
-from syndicator.subscribers import Subscriber, load_subscribers, load_subscribers_csv
+from syndicator.mail.signup import open_requests
+from syndicator.mail.subscribers import Subscriber, load_subscribers, load_subscribers_csv
+from syndicator.mail.unsubscribe import load_secret
+from syndicator.models import REGION_SLUGS, RawArticle
+from syndicator.state.db import State
+from syndicator.store.files import read_file, scan
 
 log = logging.getLogger("syndicator")
 
@@ -286,7 +286,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             return EXIT_PROBLEMS if result.publish_error else EXIT_OK
         # Imported here: the service's HTTP server and scheduler are not needed for one cycle.
-        from syndicator.daemon import run_service  # noqa: PLC0415
+        from syndicator.service.daemon import run_service  # noqa: PLC0415
 
         return run_service(config, classifier, state)
     finally:

@@ -28,14 +28,11 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from syndicator.classify import Classifier
+from syndicator.classify.classifier import Classifier
 from syndicator.config import Config
 from syndicator.errors import StoreError
-from syndicator.feeds import Channel, Names, Site, build_channels
-from syndicator.ingest import Classes, ReadFile, classes_of, read_files
-from syndicator.models import RawArticle, summarize
-from syndicator.notify.mailer import Mailer
-from syndicator.notify.outbox import (
+from syndicator.mail.mailer import Mailer
+from syndicator.mail.outbox import (
     DeliveryReport,
     SyncResult,
     deliver,
@@ -44,9 +41,14 @@ from syndicator.notify.outbox import (
     record_matches,
     sync_subscribers,
 )
-from syndicator.notify.unsubscribe import load_secret
-from syndicator.publish import PublishResult, publish, settings_signature
-from syndicator.state import (
+from syndicator.mail.subscribers import Subscriber, held_addresses, load_subscribers
+from syndicator.mail.transport import Transport, transport_from_config
+from syndicator.mail.unsubscribe import load_secret
+from syndicator.models import RawArticle, summarize
+from syndicator.publish.feeds import Channel, Names, Site, build_channels
+from syndicator.publish.publisher import PublishResult, publish, settings_signature
+from syndicator.publish.websub import ping as websub_ping
+from syndicator.state.db import (
     State,
     articles_table,
     files_table,
@@ -54,10 +56,8 @@ from syndicator.state import (
     join_slugs,
     split_slugs,
 )
-from syndicator.store import scan
-from syndicator.subscribers import Subscriber, held_addresses, load_subscribers
-from syndicator.transport import Transport, transport_from_config
-from syndicator.websub import ping as websub_ping
+from syndicator.store.files import scan
+from syndicator.store.ingest import Classes, ReadFile, classes_of, read_files
 
 log = logging.getLogger(__name__)
 

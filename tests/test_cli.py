@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from syndicator.state import State
+from syndicator.state.db import State
 from tests.conftest import SAMPLE_STORE, write
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from syndicator.classify import Classifier
+from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
 from syndicator.cycle import reload_store
-from syndicator.state import State
+from syndicator.state.db import State
 from tests.conftest import CONFIG_DIR, SAMPLE_STORE, write
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from syndicator.cli import main
-from syndicator.subscribers import load_subscribers
+from syndicator.mail.subscribers import load_subscribers
 from tests.faults.helpers import (
     ENV,
     add_article,

@@ -256,9 +256,9 @@ def test_crash_between_recording_articles_and_publishing_them(
     install: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from syndicator import cycle
-    from syndicator.classify import Classifier
+    from syndicator.classify.classifier import Classifier
     from syndicator.config import load_config
-    from syndicator.state import State
+    from syndicator.state.db import State
 
     config = load_config(install)
     classifier = Classifier.load(config.classify.regions, config.classify.topics)

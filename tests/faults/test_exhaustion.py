@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from syndicator import publish, state
-from syndicator.classify import Classifier
+from syndicator.classify.classifier import Classifier
 from syndicator.cli import main
 from syndicator.config import load_config
-from syndicator.daemon import Service
-from syndicator.state import State
+from syndicator.publish import publisher as publish
+from syndicator.service.daemon import Service
+from syndicator.state import db as state
+from syndicator.state.db import State
 from tests.faults.helpers import add_article, immediate, use_smtp, with_sample_store
 from tests.smtp_sink import Sink
 

@@ -22,15 +22,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from syndicator import web
-from syndicator.classify import Classifier
+from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
 from syndicator.cycle import run_cycle
+from syndicator.mail import outbox
+from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret, make_token
 from syndicator.metrics import Metrics
-from syndicator.notify import outbox
-from syndicator.notify.unsubscribe import UnsubscribeDesk, load_secret, make_token
-from syndicator.state import State, messages_table
-from syndicator.web import Health, create_app, serve
+from syndicator.state.db import State, messages_table
+from syndicator.web import app as web
+from syndicator.web.app import Health, create_app, serve
 from tests.conftest import CONFIG_DIR
 from tests.faults.helpers import immediate, with_sample_store
 

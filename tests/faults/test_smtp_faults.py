@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from syndicator.classify import Classifier
+from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
 from syndicator.cycle import deliver_due, run_cycle
-from syndicator.notify import outbox
-from syndicator.state import State, messages_table
+from syndicator.mail import outbox
+from syndicator.state.db import State, messages_table
 from tests.conftest import CONFIG_DIR
 from tests.faults.helpers import (
     ENV,

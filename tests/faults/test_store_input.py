@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from syndicator.classify import Classifier
+from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
 from syndicator.cycle import deliver_due, run_cycle
 from syndicator.models import ARTICLE_ID
-from syndicator.state import State
-from syndicator.store import parse_bytes
+from syndicator.state.db import State
+from syndicator.store.files import parse_bytes
 from tests.conftest import CONFIG_DIR
 from tests.faults.helpers import ENV, command, immediate, run, use_smtp, with_sample_store
 from tests.smtp_sink import Sink

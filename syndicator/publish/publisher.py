@@ -1,0 +1,640 @@
+"""Publishing: feeds, article pages, the index page and the OPML file, written atomically.
+
+A file is written only when its bytes change (temp file in the same directory,
+fsync, ``os.replace``), so readers and crashes never see half a file, and
+mtimes and ETags stay put while nothing changes. Each channel's inputs are
+hashed into a signature kept in state; a channel is rendered again only when
+its signature changed or one of its files is missing, so a new article costs
+the channels it belongs to, not all of them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import time
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Connection
+
+from syndicator import __version__
+from syndicator.models import Article
+from syndicator.publish.feeds import (
+    CONTENT_TYPES,
+    FORMATS,
+    Channel,
+    Names,
+    Site,
+    article_page_path,
+    article_url,
+    body_html,
+    feed_updated,
+    feed_url,
+    iso_date,
+    plain_title,
+    render_all,
+    render_opml,
+    select_items,
+)
+from syndicator.state.db import (
+    State,
+    article_from_row,
+    articles_table,
+    feeds_table,
+    matches_table,
+)
+
+log = logging.getLogger(__name__)
+
+# Bump when templates or renderers change in a way that must rebuild every file.
+RENDER_VERSION = "1"
+INDEX_LATEST = 30
+
+
+@dataclass(slots=True)
+class PublishResult:
+    written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    channels_rendered: int = 0
+    pages_rendered: int = 0
+    changed_feed_urls: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+
+def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) -> bool:
+    """Atomically replace ``path`` with ``data`` unless it already holds exactly that.
+
+    With ``sync_directory=False`` the caller fsyncs the directory itself, once for
+    many files.
+    """
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The writer's pid in the name tells a later publish whose leftover it is.
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(temporary).chmod(0o644)
+        Path(temporary).replace(path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            Path(temporary).unlink()
+        if isinstance(exc, OSError) and exc.filename is None:
+            # A failed write or fsync (a full disk) names no file: say which one.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+    if sync_directory:
+        _fsync_directory(path.parent)
+    return True
+
+
+# ".<name>.<pid>.<random>.tmp", as write_if_changed names its temporary files.
+_TEMPORARY = re.compile(r"\..+\.([0-9]+)\.[a-z0-9_]+\.tmp")
+
+
+def remove_leftovers(output_dir: Path) -> list[str]:
+    """Delete temporary files left by writers that are gone (a publish killed mid-write).
+
+    Those of a live process (another publish running now) are left alone.
+    """
+    removed = []
+    for directory in (output_dir, output_dir / "topics", output_dir / "articles"):
+        try:
+            with os.scandir(directory) as entries:
+                names = [entry.name for entry in entries if entry.name.endswith(".tmp")]
+        except OSError:
+            continue
+        for name in names:
+            match = _TEMPORARY.fullmatch(name)
+            if match is None or _alive(int(match.group(1))):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                (directory / name).unlink()
+            removed.append(str((directory / name).relative_to(output_dir)))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _templates() -> Environment:
+    return Environment(
+        loader=PackageLoader("syndicator", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=False,
+        lstrip_blocks=False,
+        keep_trailing_newline=True,
+    )
+
+
+class Pages:
+    """The HTML pages: the index and one page per article."""
+
+    def __init__(self, site: Site, names: Names, channels: Sequence[Channel]) -> None:
+        self.site = site
+        self.names = names
+        self.channels = channels
+        environment = _templates()
+        environment.globals.update(
+            site=site,
+            site_title=plain_title(site.title),
+            version=__version__,
+            iso=iso_date,
+            title=lambda article: plain_title(article.title),
+            title_of=plain_title,
+            tags=self._tags,
+            article_url=lambda article: article_url(site, article),
+            feed_url=lambda channel, fmt: feed_url(site, channel, fmt),
+            formats=[(fmt, CONTENT_TYPES[fmt]) for fmt in FORMATS],
+            opml_url=f"{site.base_url}feeds/feeds.opml",
+        )
+        self._index = environment.get_template("index.html")
+        self._article = environment.get_template("article.html")
+        all_channel = next((c for c in channels if c.kind == "all"), None)
+        self._all_feed = feed_url(site, all_channel, "atom") if all_channel else ""
+
+    def _tags(self, article: Article) -> str:
+        regions = ", ".join(self.names.region(slug) for slug in article.regions)
+        topics = ", ".join(self.names.topic(slug) for slug in article.topics)
+        return f"{regions}{' · ' + topics if topics else ''}"
+
+    def index(self, latest: Sequence[Article]) -> bytes:
+        groups = [
+            ("Everything", [c for c in self.channels if c.kind == "all"]),
+            ("Regions", [c for c in self.channels if c.kind == "region"]),
+            ("Topics", [c for c in self.channels if c.kind == "topic"]),
+        ]
+        return self._index.render(channels=self.channels, groups=groups, latest=latest).encode(
+            "utf-8"
+        )
+
+    def article(self, article: Article) -> bytes:
+        return self._article.render(
+            article=article,
+            content=body_html(article, self.site.base_url),
+            all_feed=self._all_feed,
+        ).encode("utf-8")
+
+
+def _hash(*parts: object) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(repr(part).encode("utf-8"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def _page_signature(site_signature: str, item: _LightArticle | Article) -> str:
+    return _hash(
+        site_signature,
+        item.id,
+        item.content_hash,
+        item.published,
+        item.updated,
+        item.regions,
+        item.topics,
+    )
+
+
+def settings_signature(site: Site, names: Names, max_items: int) -> str:
+    """What every published file depends on besides its articles, this version included:
+    when it changes (a setting, a name, an upgrade), everything is rendered again."""
+    return _hash(
+        RENDER_VERSION,
+        __version__,
+        site,
+        sorted(names.regions.items()),
+        sorted(names.topics.items()),
+        max_items,
+    )
+
+
+_LIGHT_COLUMNS = (
+    articles_table.c.id,
+    articles_table.c.seq,
+    articles_table.c.published,
+    articles_table.c.updated,
+    articles_table.c.regions,
+    articles_table.c.topics,
+    articles_table.c.content_hash,
+    articles_table.c.link,
+    articles_table.c.page_signature,
+)
+
+
+class _LightArticle:
+    """Enough of an article to choose feed items and compute signatures."""
+
+    __slots__ = (
+        "content_hash",
+        "id",
+        "key",
+        "link",
+        "page_signature",
+        "published",
+        "regions",
+        "topics",
+        "updated",
+    )
+
+    def __init__(self, row: Any) -> None:
+        self.id: str = row.id
+        self.published: datetime = row.published
+        self.updated: datetime = row.updated
+        self.regions: tuple[str, ...] = tuple(row.regions.split())
+        self.topics: tuple[str, ...] = tuple(row.topics.split())
+        self.content_hash: str = row.content_hash
+        self.link: str = row.link
+        self.page_signature: str = row.page_signature
+        # Feed order: newest first, then in the order they were first seen.
+        self.key: tuple[float, int] = (-row.published.timestamp(), row.seq)
+
+
+_by_key = attrgetter("key")
+
+
+class _Catalogue:
+    """Every active article, light, in feed order, and each channel's items.
+
+    Kept between publishes in one process: when the only change since the last
+    publish is one this process made (and named), just those articles are read
+    again, so a new article costs its own rows, not the whole archive.
+    """
+
+    def __init__(self, revision: str, light: list[_LightArticle]) -> None:
+        self.revision = revision
+        self.order = sorted(light, key=_by_key)
+        self.by_id = {item.id: item for item in self.order}
+        self.selections: dict[str, list[_LightArticle]] = {}
+        self.chosen_for: tuple[object, ...] | None = None
+
+    def apply(self, rows: dict[str, Any], ids: frozenset[str]) -> list[_LightArticle]:
+        """Bring the changed ``ids`` up to date (absent from ``rows``: removed); returns
+        their versions before and after."""
+        touched = []
+        for article_id in ids:
+            old = self.by_id.pop(article_id, None)
+            if old is not None:
+                index = bisect.bisect_left(self.order, old.key, key=_by_key)
+                del self.order[index]
+                touched.append(old)
+            row = rows.get(article_id)
+            if row is not None:
+                new = _LightArticle(row)
+                bisect.insort(self.order, new, key=_by_key)
+                self.by_id[article_id] = new
+                touched.append(new)
+        return touched
+
+    def choose(
+        self, channels: Sequence[Channel], max_items: int, touched: list[_LightArticle] | None
+    ) -> None:
+        """Each channel's items: all again, or only the channels ``touched`` articles
+        were or are in."""
+        chosen_for = (tuple(channels), max_items)
+        if touched is None or self.chosen_for != chosen_for:
+            affected = list(channels)
+        else:
+            affected = [c for c in channels if any(c.includes(item) for item in touched)]
+        for channel in affected:
+            self.selections[channel.path] = select_items(channel, self.order, max_items)
+        self.chosen_for = chosen_for
+
+
+# One catalogue per open state database, for as long as it is open.
+_CATALOGUES: weakref.WeakKeyDictionary[State, _Catalogue] = weakref.WeakKeyDictionary()
+
+
+def _catalogue(
+    state: State, conn: Connection, *, rebuild: bool
+) -> tuple[_Catalogue, frozenset[str] | None, list[_LightArticle] | None]:
+    """The catalogue as of now, the ids changed since the last publish (None: unknown)
+    and their versions before and after."""
+    revision = state.articles_revision(conn)
+    catalogue = _CATALOGUES.get(state)
+    changes = state.article_changes
+    if not rebuild and catalogue is not None:
+        if catalogue.revision == revision:
+            return catalogue, frozenset(), []
+        if changes is not None and changes[0] == catalogue.revision and changes[1] == revision:
+            ids = changes[2]
+            rows: dict[str, Any] = {}
+            ordered = sorted(ids)
+            for start in range(0, len(ordered), 500):
+                query = select(*_LIGHT_COLUMNS).where(
+                    articles_table.c.id.in_(ordered[start : start + 500]),
+                    articles_table.c.removed_at.is_(None),
+                )
+                rows.update((row.id, row) for row in conn.execute(query))
+            touched = catalogue.apply(rows, ids)
+            catalogue.revision = revision
+            return catalogue, ids, touched
+    query = select(*_LIGHT_COLUMNS).where(articles_table.c.removed_at.is_(None))
+    catalogue = _Catalogue(revision, [_LightArticle(row) for row in conn.execute(query)])
+    _CATALOGUES[state] = catalogue
+    return catalogue, None, None
+
+
+def prime_catalogue(state: State) -> None:
+    """Load what publishing keeps between cycles now (the service, once started), so the
+    first change after a start costs what it changes, not a read of every article."""
+    with state.engine.connect() as conn, conn.begin():
+        _catalogue(state, conn, rebuild=False)
+
+
+def publish(
+    state: State,
+    *,
+    site: Site,
+    names: Names,
+    channels: Sequence[Channel],
+    output_dir: Path,
+    max_items: int,
+    verify_pages: bool = True,
+) -> PublishResult:
+    """Bring ``output_dir`` in line with the articles in state.
+
+    Pages are published for the articles something links to (a feed, the index, a
+    mail about to be sent) and kept up to date while their articles stay; the HTTP
+    server renders any other article's page when it is asked for.
+    """
+    started = time.perf_counter()
+    result = PublishResult()
+    site_signature = settings_signature(site, names, max_items)
+    with state.engine.connect() as conn, conn.begin():
+        catalogue, changed, touched = _catalogue(state, conn, rebuild=verify_pages)
+        stored = {row.path: row.signature for row in conn.execute(select(feeds_table))}
+        about_to_mail = set(
+            conn.execute(
+                select(matches_table.c.article_id)
+                .where(matches_table.c.message.is_(None))
+                .distinct()
+            ).scalars()
+        )
+    catalogue.choose(channels, max_items, touched)
+    wanted: dict[Channel, list[_LightArticle]] = {}
+    signatures: dict[str, str] = {}
+    for channel in channels:
+        items = catalogue.selections[channel.path]
+        signature = _hash(
+            site_signature,
+            channel,
+            [(i.id, i.published, i.updated, i.content_hash, i.regions, i.topics) for i in items],
+        )
+        signatures[channel.path] = signature
+        missing = any(not (output_dir / f"{channel.path}.{fmt}").is_file() for fmt in FORMATS)
+        if stored.get(channel.path) != signature or missing:
+            wanted[channel] = items
+    latest_light = catalogue.order[:INDEX_LATEST]
+    needed_ids = {item.id for items in wanted.values() for item in items}
+    needed_ids |= {item.id for item in latest_light}
+    linked: dict[str, _LightArticle] = {}
+    for items in catalogue.selections.values():
+        linked.update((item.id, item) for item in items)
+    linked.update((item.id, item) for item in latest_light)
+    linked.update((i, catalogue.by_id[i]) for i in about_to_mail if i in catalogue.by_id)
+    if changed is None:  # after a full reload, any published page may be out of date
+        linked.update((item.id, item) for item in catalogue.order if item.page_signature)
+    else:
+        linked.update(
+            (i, catalogue.by_id[i])
+            for i in changed
+            if i in catalogue.by_id and catalogue.by_id[i].page_signature
+        )
+    page_signatures = {
+        item.id: _page_signature(site_signature, item) for item in linked.values() if not item.link
+    }
+    pages_wanted = _pages_wanted(catalogue, page_signatures, output_dir, verify=verify_pages)
+    needed_ids |= pages_wanted
+    full = _load_articles(state, needed_ids)
+    pages = Pages(site, names, channels)
+    for channel, items in wanted.items():
+        channel_articles = [full[item.id] for item in items]
+        for fmt, data in render_all(site, channel, channel_articles, names).items():
+            relative = f"{channel.path}.{fmt}"
+            if write_if_changed(output_dir / relative, data):
+                result.written.append(relative)
+                result.changed_feed_urls.append(feed_url(site, channel, fmt))
+        result.channels_rendered += 1
+    updated = feed_updated([full[item.id] for item in latest_light])
+    for relative, data in (
+        ("index.html", pages.index([full[item.id] for item in latest_light])),
+        ("feeds.opml", render_opml(site, channels, updated)),
+    ):
+        if write_if_changed(output_dir / relative, data):
+            result.written.append(relative)
+    result.written += _write_pages(output_dir, pages, [full[i] for i in sorted(pages_wanted)])
+    result.pages_rendered += len(pages_wanted)
+    if changed is None:
+        unpublished = _remove_stale_pages(output_dir, catalogue)
+    else:
+        unpublished = _remove_pages(
+            output_dir,
+            [i for i in changed if i not in catalogue.by_id or catalogue.by_id[i].link],
+        )
+    result.removed = [article_page_path(i) for i in unpublished]
+    if verify_pages:  # a rebuild, as after a crash: clear what a killed writer left
+        result.removed += remove_leftovers(output_dir)
+    with state.transaction() as conn:
+        for channel in wanted:
+            conn.execute(feeds_table.delete().where(feeds_table.c.path == channel.path))
+            conn.execute(
+                feeds_table.insert().values(path=channel.path, signature=signatures[channel.path])
+            )
+        page_rows = [{"key": i, "signature": page_signatures[i]} for i in pages_wanted]
+        page_rows += [{"key": i, "signature": ""} for i in unpublished]
+        if page_rows:
+            conn.execute(
+                update(articles_table)
+                .where(articles_table.c.id == bindparam("key"))
+                .values(page_signature=bindparam("signature")),
+                page_rows,
+            )
+    for article_id in pages_wanted:
+        catalogue.by_id[article_id].page_signature = page_signatures[article_id]
+    result.duration = time.perf_counter() - started
+    return result
+
+
+class PageOnDemand:
+    """Writes the page of an article nothing linked to yet, when someone asks for it.
+
+    Publishing writes pages only for the articles a feed, the index or a mail links
+    to; any other article's page is written the first time it is requested (by the
+    HTTP server), and then kept up to date like the others.
+    """
+
+    def __init__(
+        self,
+        state: State,
+        *,
+        site: Site,
+        names: Names,
+        channels: Sequence[Channel],
+        output_dir: Path,
+        max_items: int,
+    ) -> None:
+        self.state = state
+        self.output_dir = output_dir
+        self._pages = Pages(site, names, channels)
+        self._site_signature = settings_signature(site, names, max_items)
+
+    def write(self, article_id: str) -> bool:
+        """Write the page of active article ``article_id``; False when it has none."""
+        with self.state.engine.connect() as conn:
+            row = conn.execute(
+                select(articles_table).where(
+                    articles_table.c.id == article_id, articles_table.c.removed_at.is_(None)
+                )
+            ).first()
+        if row is None or row.link:
+            return False
+        article = article_from_row(row)
+        signature = _page_signature(self._site_signature, article)
+        page = self.output_dir / article_page_path(article.id)
+        write_if_changed(page, self._pages.article(article))
+        with self.state.transaction() as conn:
+            conn.execute(
+                update(articles_table)
+                .where(articles_table.c.id == article.id)
+                .values(page_signature=signature)
+            )
+        return True
+
+
+def _write_pages(output_dir: Path, pages: Pages, articles: Sequence[Article]) -> list[str]:
+    """Render article pages and write them from a few threads (fsync waits on the disk,
+    not the interpreter); the directory is fsynced once at the end."""
+    if not articles:
+        return []
+    directory = output_dir / "articles"
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def write(article: Article) -> str | None:
+        relative = article_page_path(article.id)
+        data = pages.article(article)
+        if write_if_changed(output_dir / relative, data, sync_directory=False):
+            return relative
+        return None
+
+    with ThreadPoolExecutor(max_workers=_WRITERS) as pool:
+        written = [relative for relative in pool.map(write, articles) if relative]
+    _fsync_directory(directory)
+    return written
+
+
+_WRITERS = 4
+
+
+def _pages_wanted(
+    catalogue: _Catalogue,
+    signatures: dict[str, str],
+    output_dir: Path,
+    *,
+    verify: bool,
+) -> set[str]:
+    """Pages whose inputs changed; with ``verify``, also pages missing on disk.
+
+    Checking page files costs a directory listing, so it is done only when asked
+    (a forced rebuild), not at every publish.
+    """
+    present: set[str] | None = None
+    if verify:
+        directory = output_dir / "articles"
+        present = set()
+        if directory.is_dir():
+            with os.scandir(directory) as entries:
+                present = {entry.name for entry in entries}
+    wanted = set()
+    for article_id, signature in signatures.items():
+        if catalogue.by_id[article_id].page_signature != signature or (
+            present is not None and Path(article_page_path(article_id)).name not in present
+        ):
+            wanted.add(article_id)
+    return wanted
+
+
+def _load_articles(state: State, ids: set[str]) -> dict[str, Article]:
+    found: dict[str, Article] = {}
+    ordered = sorted(ids)
+    with state.engine.connect() as conn:
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            rows = conn.execute(select(articles_table).where(articles_table.c.id.in_(chunk)))
+            for row in rows:
+                found[row.id] = article_from_row(row)
+    return found
+
+
+def _remove_stale_pages(output_dir: Path, catalogue: _Catalogue) -> list[str]:
+    """Delete pages of articles that left the store (or now link elsewhere); their ids."""
+    directory = output_dir / "articles"
+    if not directory.is_dir():
+        return []
+    removed = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not entry.name.endswith(".html"):
+                continue
+            article_id = unquote(entry.name.removesuffix(".html"))
+            item = catalogue.by_id.get(article_id)
+            if item is None or item.link:
+                with contextlib.suppress(FileNotFoundError):
+                    Path(entry.path).unlink()
+                removed.append(article_id)
+    return sorted(removed)
+
+
+def _remove_pages(output_dir: Path, ids: Sequence[str]) -> list[str]:
+    """Delete the pages of ``ids``, those that exist; their ids."""
+    removed = []
+    for article_id in sorted(ids):
+        with contextlib.suppress(FileNotFoundError):
+            (output_dir / article_page_path(article_id)).unlink()
+            removed.append(article_id)
+    return removed

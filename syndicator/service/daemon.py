@@ -1,0 +1,419 @@
+"""The service: scheduled cycles, digests and retries, and the HTTP server, in one process.
+
+APScheduler's ``AsyncIOScheduler`` runs the jobs in the event loop, with its
+defaults spelled out (``coalesce``, ``max_instances=1``, and a misfire grace time
+that suits the interval: its default of one second silently skips late runs):
+
+* ``cycle``: reload, publish, match and queue, then deliver — at start and every
+  ``store.reload_interval``;
+* ``mail``: every minute, queue the digests that fell due and deliver what is due
+  (including retries whose backoff expired), so a digest goes out within a
+  minute of its time;
+* ``watchdog``: ``WATCHDOG=1`` to systemd at half of ``$WATCHDOG_USEC``, from the
+  loop itself, so a stuck loop stops the pings.
+
+The two working jobs share a lock: cycles never overlap each other or a
+delivery run. When a subscription page queues a mail (a confirmation link), the mail
+job is run at once rather than at its next minute.
+
+Signal handlers only set flags and wake the main task, which acts: SIGTERM or SIGINT
+stop taking new work, let the batch in flight finish (or abandon it after a timeout; it
+is sent again at the next start), close the HTTP server and the database and return 0
+(a second SIGINT exits at once); SIGHUP re-reads the configuration and applies it if it
+is valid, keeping the running one otherwise (the subscription pages included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from watchfiles import awatch
+
+from syndicator.classify.classifier import Classifier
+from syndicator.config import Config, load_config
+from syndicator.cycle import (
+    CycleResult,
+    channels_from,
+    deliver_due,
+    names_from,
+    queue_mail,
+    run_cycle,
+    site_from_config,
+)
+from syndicator.errors import SyndicatorError
+from syndicator.mail.outbox import DeliveryReport, outbox_counts, recover_inflight
+from syndicator.mail.signup import SignupDesk, SignupSettings
+from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret
+from syndicator.metrics import Metrics
+from syndicator.publish.publisher import PageOnDemand, prime_catalogue
+from syndicator.service.systemd import Notifier
+from syndicator.state.db import State
+from syndicator.web.app import Health, create_app, serve
+from syndicator.web.subscriptions import SubscriptionPages
+
+log = logging.getLogger(__name__)
+
+MAIL_INTERVAL = 60  # seconds between digest and retry checks
+STOP_TIMEOUT = 30.0  # seconds the work in flight may take to finish after SIGTERM
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Service:
+    """One running instance: configuration, state, jobs, health and the HTTP server."""
+
+    def __init__(
+        self,
+        config: Config,
+        classifier: Classifier,
+        state: State,
+        *,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.classifier = classifier
+        self.state = state
+        self.config_path = config_path or config.source
+        self.notifier = notifier or Notifier()
+        self.health = Health(interval=float(config.store.reload_interval))
+        self.metrics = Metrics()
+        self.busy = asyncio.Lock()
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.reload_requested = False
+        self.interrupts = 0
+        self.scheduler: Any = None
+        self._runner: web.AppRunner | None = None
+        self._listen = ""
+        self._secret = b""
+        self._pages: tuple[Config, Classifier, PageOnDemand] | None = None
+        self._subscriptions: SubscriptionPages | None = None
+
+    # --- signals: flags only ---------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self.reload_requested = True
+        else:
+            if signum == signal.SIGINT:
+                self.interrupts += 1
+                if self.interrupts > 1:
+                    log.warning("second SIGINT: exiting now")
+                    os._exit(130)
+            self.stopping = True
+        self.wake.set()
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    async def cycle(self) -> CycleResult | None:
+        """Reload, publish, match and queue (in a worker thread), then deliver."""
+        if self.stopping:
+            return None
+        async with self.busy:
+            started = time.perf_counter()
+            config, classifier = self.config, self.classifier
+            try:
+                result = await asyncio.to_thread(
+                    run_cycle, config, classifier, self.state, now=_now()
+                )
+            except SyndicatorError as exc:
+                log.error("cycle failed: %s", exc)
+                self._record(ok=False, started=started, error=str(exc))
+                return None
+            except Exception as exc:
+                log.exception("cycle failed")
+                self._record(ok=False, started=started, error=repr(exc))
+                return None
+            report = await self._deliver()
+            duration = time.perf_counter() - started
+            line = (
+                f"{result.summary()}; mail {report.sent} sent, {report.retry} to retry, "
+                f"{report.failed} failed; {duration:.2f}s"
+            )
+            log.info("cycle: %s", line)
+            self.notifier.status(line[:200])
+            self._record(
+                ok=not result.publish_error,
+                started=started,
+                articles=result.reload.articles,
+                feeds_written=len(result.publish.written) if result.publish else 0,
+                error=result.publish_error,
+            )
+            return result
+
+    async def mail(self) -> None:
+        """Queue the digests that fell due, then deliver what is due."""
+        if self.stopping:
+            return
+        async with self.busy:
+            try:
+                queued = await asyncio.to_thread(
+                    queue_mail, self.config, self.classifier, self.state, now=_now()
+                )
+            except SyndicatorError as exc:
+                log.error("queueing mail failed: %s", exc)
+                return
+            report = await self._deliver()
+            if queued or report.sent or report.retry or report.failed:
+                log.info(
+                    "mail: %s queued, %s sent, %s to retry, %s failed",
+                    len(queued),
+                    report.sent,
+                    report.retry,
+                    report.failed,
+                )
+
+    async def _deliver(self) -> DeliveryReport:
+        try:
+            report = await deliver_due(
+                self.config, self.state, clock=_now, should_stop=lambda: self.stopping
+            )
+        except SyndicatorError as exc:
+            log.error("delivery failed: %s", exc)
+            return DeliveryReport()
+        self.metrics.record_mail("sent", report.sent)
+        self.metrics.record_mail("retry", report.retry)
+        self.metrics.record_mail("failed", report.failed)
+        with contextlib.suppress(SyndicatorError), self.state.engine.connect() as conn:
+            self.metrics.set_outbox(outbox_counts(conn))
+        return report
+
+    def _record(
+        self,
+        *,
+        ok: bool,
+        started: float,
+        articles: int | None = None,
+        feeds_written: int = 0,
+        error: str = "",
+    ) -> None:
+        finished = _now()
+        count = self.health.articles if articles is None else articles
+        self.health.record(ok, finished, articles=count, error=error)
+        self.metrics.record_cycle(
+            ok=ok,
+            duration=time.perf_counter() - started,
+            articles=count,
+            feeds_written=feeds_written,
+            finished_at=finished,
+        )
+
+    async def _watch(self) -> None:
+        """store.watch: a cycle as soon as the store changes (debounced), besides the interval."""
+        path = self.config.store.path
+        try:
+            async for changes in awatch(path, debounce=1000, recursive=True):
+                log.debug("store changed (%s paths): cycling now", len(changes))
+                if self.scheduler is not None and not self.stopping:
+                    self.scheduler.modify_job("cycle", next_run_time=_now())
+        except (OSError, RuntimeError) as exc:
+            log.warning("cannot watch %s (%s); the interval still applies", path, exc)
+
+    def _watchdog(self) -> None:
+        self.notifier.watchdog()
+
+    def _mail_soon(self) -> None:
+        """A subscription page queued a mail: run the mail job now, not at its next minute."""
+        if self.scheduler is not None and self.scheduler.running and not self.stopping:
+            self.scheduler.modify_job("mail", next_run_time=_now())
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def _subscription_pages(self, config: Config, classifier: Classifier) -> SubscriptionPages:
+        """The subscription pages, made once and reconfigured by a reload."""
+        settings = SignupSettings.from_config(config, names_from(classifier))
+        if self._subscriptions is None:
+            self._subscriptions = SubscriptionPages(
+                SignupDesk(self.state, self._secret, _now, settings),
+                enabled=config.web.subscribe,
+                on_queued=self._mail_soon,
+            )
+        else:
+            self._subscriptions.reconfigure(settings, enabled=config.web.subscribe)
+        return self._subscriptions
+
+    async def _serve(self, config: Config) -> web.AppRunner:
+        app = create_app(
+            output_dir=config.feeds.output_dir,
+            health=self.health,
+            metrics=self.metrics,
+            clock=_now,
+            unsubscribe=UnsubscribeDesk(self.state, self._secret, _now),
+            subscriptions=self._subscription_pages(config, self.classifier),
+            site_title=config.site.title,
+            write_page=self._write_page,
+        )
+        runner = await serve(app, config.http.host, config.http.port)
+        log.info("serving http://%s/", config.http.listen)
+        return runner
+
+    # --- reload ----------------------------------------------------------------------------
+
+    def _write_page(self, article_id: str) -> bool:
+        """Write an article's page on request, with the configuration running now."""
+        config, classifier = self.config, self.classifier
+        if self._pages is None or self._pages[0] is not config or self._pages[1] is not classifier:
+            writer = PageOnDemand(
+                self.state,
+                site=site_from_config(config),
+                names=names_from(classifier),
+                channels=channels_from(classifier),
+                output_dir=config.feeds.output_dir,
+                max_items=config.feeds.max_items,
+            )
+            self._pages = (config, classifier, writer)
+        return self._pages[2].write(article_id)
+
+    async def reload(self) -> None:
+        """Re-read the configuration; apply it if valid, keep the running one if not."""
+        self.notifier.reloading()
+        path = self.config_path
+        try:
+            if path is None:
+                raise SyndicatorError("no configuration file to re-read")
+            config = await asyncio.to_thread(load_config, path)
+            classifier = await asyncio.to_thread(
+                Classifier.load, config.classify.regions, config.classify.topics
+            )
+        except SyndicatorError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            self.notifier.ready("reload failed; running the previous configuration")
+            return
+        async with self.busy:
+            if config.state.url != self.config.state.url:
+                log.warning("state.url changed: that takes effect at the next restart")
+                config = config.model_copy(update={"state": self.config.state})
+            previous = self.config
+            self.config, self.classifier = config, classifier
+            self.health.interval = float(config.store.reload_interval)
+            if self._subscriptions is not None:
+                self._subscription_pages(config, classifier)
+            try:
+                await self._rebind(previous, config)
+            except SyndicatorError as exc:
+                log.error("%s; still serving on %s", exc, previous.http.listen)
+        self.scheduler.reschedule_job(
+            "cycle", trigger="interval", seconds=config.store.reload_interval
+        )
+        # A cycle right away applies the rest: store, feeds, subscribers file.
+        self.scheduler.modify_job("cycle", next_run_time=_now())
+        log.info("configuration reloaded from %s", path)
+        self.notifier.ready("configuration reloaded")
+
+    async def _rebind(self, previous: Config, config: Config) -> None:
+        same = (previous.http.enabled, previous.http.listen) == (
+            config.http.enabled,
+            config.http.listen,
+        )
+        if same and self._runner is not None:
+            return
+        old = self._runner
+        self._runner = await self._serve(config) if config.http.enabled else None
+        if old is not None:
+            await old.cleanup()
+
+    # --- the main task ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        try:
+            with self.state.transaction() as conn:
+                recovered = recover_inflight(conn)
+            if recovered:
+                log.warning("%s messages were in flight at the last stop; sending again", recovered)
+            self._secret = load_secret(self.state, self.config.mail.unsubscribe_secret_file)
+            if self.config.http.enabled:
+                self._runner = await self._serve(self.config)
+            await self.cycle()
+            self.notifier.ready(f"running; {self.health.articles} articles")
+            self._start_scheduler()
+            await self._prime()
+            watcher = asyncio.create_task(self._watch()) if self.config.store.watch else None
+            while not self.stopping:
+                await self.wake.wait()
+                self.wake.clear()
+                if self.reload_requested and not self.stopping:
+                    self.reload_requested = False
+                    await self.reload()
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+        finally:
+            await self._shutdown()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+        log.info("stopped")
+        return 0
+
+    async def _prime(self) -> None:
+        """Load the article catalogue publishing keeps, unless the first cycle did."""
+        async with self.busy:
+            try:
+                await asyncio.to_thread(prime_catalogue, self.state)
+            except SyndicatorError as exc:
+                log.warning("cannot load the article catalogue yet: %s", exc)
+
+    def _start_scheduler(self) -> None:
+        interval = self.config.store.reload_interval
+        self.scheduler = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={
+                "coalesce": True,  # many missed runs: run once
+                "max_instances": 1,  # never overlap a job with itself
+                "misfire_grace_time": max(interval, MAIL_INTERVAL),  # late is better than never
+            },
+        )
+        self.scheduler.add_job(
+            self.cycle,
+            "interval",
+            seconds=interval,
+            id="cycle",
+            next_run_time=_now() + timedelta(seconds=interval),
+        )
+        self.scheduler.add_job(self.mail, "interval", seconds=MAIL_INTERVAL, id="mail")
+        if self.notifier.watchdog_interval:
+            self.scheduler.add_job(
+                self._watchdog,
+                "interval",
+                seconds=self.notifier.watchdog_interval,
+                id="watchdog",
+                next_run_time=_now(),
+            )
+        self.scheduler.start()
+
+    async def _shutdown(self) -> None:
+        self.notifier.stopping()
+        self.stopping = True
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        # Let the work in flight finish; past the timeout, abandon it (its messages stay
+        # in 'sending' and go out again, with the same Message-ID, at the next start).
+        try:
+            await asyncio.wait_for(self.busy.acquire(), timeout=STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("work still running after %ss: abandoning it", STOP_TIMEOUT)
+        else:
+            self.busy.release()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def run_service(config: Config, classifier: Classifier, state: State) -> int:
+    return asyncio.run(Service(config, classifier, state).run())

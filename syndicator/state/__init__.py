@@ -1,0 +1,4 @@
+"""Durable state: the schema and every SQL statement, behind functions named for what they do.
+
+Takes rows and questions from the stages; gives records, with dialect details kept here alone.
+"""

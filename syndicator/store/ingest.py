@@ -1,0 +1,125 @@
+"""Reading and classifying changed store files, on every core when there are many.
+
+Reading, parsing and classifying an article is pure work on its own bytes, so a
+large batch (a first run over an archive, a reclassification) is split across
+worker processes; a handful of changed files is read in this process, where
+starting workers would cost more than it saves. The result is the same either
+way, in the same order.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from syndicator.classify.classifier import Classifier
+from syndicator.errors import StoreError
+from syndicator.models import RawArticle
+from syndicator.state.db import join_slugs
+from syndicator.store.files import FileStat, read_file
+
+log = logging.getLogger(__name__)
+
+# Fewer changed files than this are read here: a worker pool costs a few tenths of a second.
+PARALLEL_MIN_FILES = 256
+_FILES_PER_TASK = 64
+
+Classes = tuple[str, str]  # regions and topics, as stored (space-separated slugs)
+
+
+@dataclass(slots=True)
+class ReadFile:
+    """One store file read: its articles, their classes (same order) and its problems."""
+
+    stat: FileStat
+    articles: list[RawArticle]
+    classes: list[Classes]
+    problems: list[StoreError]
+
+
+def classes_of(
+    classifier: Classifier,
+    title: str,
+    body: str,
+    front_regions: tuple[str, ...] | None,
+    front_topics: tuple[str, ...] | None,
+) -> Classes:
+    """Regions and topics of an article; front matter overrides what classification infers."""
+    if front_regions is not None and front_topics is not None:
+        return join_slugs(front_regions), join_slugs(front_topics)
+    result = classifier.classify(title, body)
+    regions = front_regions if front_regions is not None else result.regions
+    topics = front_topics if front_topics is not None else result.topics
+    return join_slugs(regions), join_slugs(topics)
+
+
+def _read_one(
+    classifier: Classifier, path: Path
+) -> tuple[list[RawArticle], list[Classes], list[StoreError]]:
+    articles, problems = read_file(path)
+    classes = [classes_of(classifier, a.title, a.body, a.regions, a.topics) for a in articles]
+    return articles, classes, problems
+
+
+_worker_classifier: Classifier | None = None
+
+
+def _start_worker(classifier: Classifier) -> None:
+    global _worker_classifier  # noqa: PLW0603 - one classifier per worker process
+    _worker_classifier = classifier
+
+
+def _read_many(
+    paths: list[Path],
+) -> list[tuple[list[RawArticle], list[Classes], list[StoreError]]]:
+    assert _worker_classifier is not None
+    return [_read_one(_worker_classifier, path) for path in paths]
+
+
+def workers_available() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def read_files(
+    classifier: Classifier, files: Sequence[FileStat], *, workers: int | None = None
+) -> list[ReadFile]:
+    """Read, parse and classify ``files``, in order."""
+    count = workers_available() if workers is None else workers
+    if count < 2 or len(files) < PARALLEL_MIN_FILES:
+        return [ReadFile(item, *_read_one(classifier, item.path)) for item in files]
+    try:
+        return _read_in_parallel(classifier, files, min(count, 8))
+    except (OSError, BrokenProcessPool) as exc:
+        log.warning("reading on one core (worker processes unavailable: %s)", exc)
+        return [ReadFile(item, *_read_one(classifier, item.path)) for item in files]
+
+
+def _read_in_parallel(
+    classifier: Classifier, files: Sequence[FileStat], workers: int
+) -> list[ReadFile]:
+    # A process with one thread can fork cheaply; one with threads (the service) must not
+    # fork itself, so its workers come from a clean fork server.
+    method = "fork" if threading.active_count() == 1 else "forkserver"
+    chunks = [list(files[i : i + _FILES_PER_TASK]) for i in range(0, len(files), _FILES_PER_TASK)]
+    found: list[ReadFile] = []
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context(method),
+        initializer=_start_worker,
+        initargs=(classifier,),
+    ) as pool:
+        results = pool.map(_read_many, [[item.path for item in chunk] for chunk in chunks])
+        for chunk, result in zip(chunks, results, strict=True):
+            for item, (articles, classes, problems) in zip(chunk, result, strict=True):
+                found.append(ReadFile(item, articles, classes, problems))
+    return found

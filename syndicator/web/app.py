@@ -1,0 +1,500 @@
+"""The built-in HTTP server: published feeds and pages, ``/healthz`` and ``/metrics``,
+unsubscribe links, and the subscription pages of :mod:`syndicator.web.subscriptions`.
+
+Files are served by hand rather than through ``web.static``, so that what leaves
+``output_dir`` is decided here: a request path is split and percent-decoded one segment at a
+time, every segment must look like a file name the daemon writes (letters, digits, ``.``,
+``_``, ``-``; no leading dot), the joined path must stay inside ``output_dir`` after
+``os.path.realpath``, only regular files of a few known types are served, and everything
+else is a plain 404.
+
+Conditional requests follow RFC 9110 (section 13.1.2: If-None-Match uses the weak
+comparison; section 13.1.3: If-Modified-Since is ignored when If-None-Match is present). The
+gzip and identity representations carry different strong ETags (RFC 9110 section 8.8.3), and
+compressed bodies are kept in a small LRU keyed by path, size and modification time, so a
+polling reader costs an ``open`` and an ``fstat``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import html
+import os
+import re
+import stat
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import hdrs, web
+
+from syndicator.errors import SyndicatorError
+from syndicator.mail.unsubscribe import UnsubscribeDesk
+from syndicator.metrics import Metrics
+from syndicator.web.subscriptions import SubscriptionPages
+
+STALE_AFTER_INTERVALS = 3
+CLIENT_MAX_SIZE = 64 * 1024  # the largest body is a subscription form, a few kilobytes
+SHUTDOWN_TIMEOUT = 5.0  # seconds given to open requests when the daemon stops
+# Seconds a connection may stay open without a complete request (idle between requests,
+# silent from the start, or sending its headers slowly) before the server closes it:
+# aiohttp's own default is an hour, which lets idle clients pile up.
+KEEPALIVE_TIMEOUT = 15.0
+BACKLOG = 128
+FILE_CACHE_CONTROL = "public, max-age=60"
+GZIP_LEVEL = 6
+GZIP_CACHE_ENTRIES = 128
+GZIP_CACHE_BYTES = 32 * 1024 * 1024
+MAX_PATH_SEGMENTS = 8
+MAX_ERROR_LENGTH = 1000
+
+CONTENT_TYPES = {
+    ".rss": "application/rss+xml; charset=utf-8",
+    ".atom": "application/atom+xml; charset=utf-8",
+    ".json": "application/feed+json; charset=utf-8",
+    ".opml": "text/x-opml; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".xml": "application/xml; charset=utf-8",
+}
+
+# One decoded path segment: what the daemon names its files (compare models.ARTICLE_ID).
+# This alone rules out "", ".", "..", hidden files, "/", "\\", "%", NUL and non-ASCII.
+_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+_ENTITY_TAG = re.compile(r'\s*(?:W/)?"([^"]*)"\s*(?:,|$)')
+
+
+class HttpServerError(SyndicatorError):
+    """The HTTP server cannot listen on its address (in use, not local, no permission)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        super().__init__(
+            f"cannot listen on {host}:{port}: {reason}",
+            hint="set http.listen to a free address, or http.enabled = false",
+        )
+
+
+@dataclass
+class Health:
+    """What ``/healthz`` reports: the outcome of the last cycles, judged against ``now``."""
+
+    interval: float
+    last_cycle_at: datetime | None = None
+    last_cycle_ok: bool | None = None
+    last_success_at: datetime | None = None
+    last_error: str = ""
+    articles: int = 0
+
+    def record(self, ok: bool, at: datetime, *, articles: int, error: str = "") -> None:
+        """Record a finished cycle; ``at`` must be timezone-aware."""
+        if at.tzinfo is None:
+            raise ValueError("at must be timezone-aware (e.g. datetime.now(UTC))")
+        self.last_cycle_at = at
+        self.last_cycle_ok = ok
+        self.articles = articles
+        if ok:
+            self.last_success_at = at
+            self.last_error = ""
+        else:
+            self.last_error = error[:MAX_ERROR_LENGTH]
+
+    def status(self, now: datetime) -> tuple[int, dict[str, Any]]:
+        """The HTTP status (200 or 503) and the JSON body of ``/healthz`` at ``now``."""
+        if self.last_cycle_at is None:
+            state = "starting"
+        elif not self.last_cycle_ok:
+            state = "failing"
+        elif self.last_success_at is None or now - self.last_success_at > timedelta(
+            seconds=STALE_AFTER_INTERVALS * self.interval
+        ):
+            state = "stale"
+        else:
+            state = "ok"
+        body: dict[str, Any] = {
+            "status": state,
+            "last_cycle": _isoformat(self.last_cycle_at),
+            "last_success": _isoformat(self.last_success_at),
+            "error": self.last_error,
+            "articles": self.articles,
+        }
+        return (200 if state == "ok" else 503), body
+
+
+def _isoformat(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def public_parts(raw_path: str, route: str) -> tuple[str, ...] | None:
+    """The decoded segments of ``raw_path`` after the ``route`` segment, or None if unsafe.
+
+    ``raw_path`` is the path as sent (still percent-encoded), so an encoded slash stays inside
+    its segment and is refused there instead of becoming a separator.
+
+    >>> public_parts("/feeds/topics/aeo.rss", "feeds")
+    ('topics', 'aeo.rss')
+    >>> public_parts("/feeds/..%2Fsecret.txt", "feeds") is None
+    True
+    """
+    segments = raw_path.split("/")
+    if len(segments) < 3 or segments[0] != "" or len(segments) > MAX_PATH_SEGMENTS + 2:
+        return None
+    decoded = [unquote(segment, errors="replace") for segment in segments[1:]]
+    if decoded[0] != route:
+        return None
+    parts = decoded[1:]
+    if not all(_SAFE_SEGMENT.fullmatch(part) for part in parts):
+        return None
+    return tuple(parts)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value allows gzip (RFC 9110 section 12.5.3)."""
+    gzip_q: float | None = None
+    any_q: float | None = None
+    for item in accept_encoding.split(","):
+        coding, _, parameters = item.partition(";")
+        coding = coding.strip().lower()
+        quality = 1.0
+        for parameter in parameters.split(";"):
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 0.0
+        if coding in {"gzip", "x-gzip"}:
+            gzip_q = quality if gzip_q is None else max(gzip_q, quality)
+        elif coding == "*":
+            any_q = quality
+    if gzip_q is not None:
+        return gzip_q > 0
+    return any_q is not None and any_q > 0
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (weak comparison) or is ``*``."""
+    if if_none_match.strip() == "*":
+        return True
+    opaque = etag.removeprefix("W/").strip('"')
+    return any(match.group(1) == opaque for match in _ENTITY_TAG.finditer(if_none_match))
+
+
+def modified_since(if_modified_since: str, mtime_ns: int) -> bool:
+    """False when the file was not modified after the ``If-Modified-Since`` date.
+
+    HTTP dates have whole seconds, so the file's time is truncated before comparing. An
+    unparsable date counts as "modified" (RFC 9110: the field is then ignored).
+    """
+    try:
+        since = parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return True
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return since < datetime.fromtimestamp(mtime_ns // 1_000_000_000, UTC)
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """The request headers that decide the representation and whether to send it."""
+
+    if_none_match: str | None = None
+    if_modified_since: str | None = None
+    accept_encoding: str = ""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A file response: 200 with a body, or 304 without one."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class _GzipCache:
+    """Compressed bodies by path, valid while the file's size and mtime stay the same."""
+
+    max_entries: int = GZIP_CACHE_ENTRIES
+    max_bytes: int = GZIP_CACHE_BYTES
+    _entries: OrderedDict[str, tuple[int, int, bytes]] = field(default_factory=OrderedDict)
+    _size: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, path: str, size: int, mtime_ns: int) -> bytes | None:
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is None or entry[:2] != (size, mtime_ns):
+                return None
+            self._entries.move_to_end(path)
+            return entry[2]
+
+    def put(self, path: str, size: int, mtime_ns: int, body: bytes) -> None:
+        if len(body) > self.max_bytes // 4:
+            return
+        with self._lock:
+            old = self._entries.pop(path, None)
+            if old is not None:
+                self._size -= len(old[2])
+            self._entries[path] = (size, mtime_ns, body)
+            self._size += len(body)
+            while len(self._entries) > self.max_entries or self._size > self.max_bytes:
+                _, (_, _, evicted) = self._entries.popitem(last=False)
+                self._size -= len(evicted)
+
+
+_LOCATED_SECONDS = 1.0
+_LOCATED_MAX = 4096
+
+
+class FileServer:
+    """Answers for the files under ``output_dir``; blocking, so run it in a thread."""
+
+    def __init__(self, output_dir: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.output_dir = output_dir
+        self._gzip_cache = _GzipCache()
+        self._clock = clock
+        # Resolved paths, kept for a second: feed readers ask for the same few files, and
+        # resolving symbolic links costs more than the rest of a 304.
+        self._located: dict[tuple[str, ...], tuple[float, str | None]] = {}
+
+    def locate(self, parts: Sequence[str]) -> str | None:
+        """The real path of ``parts`` below ``output_dir``, or None if it would leave it."""
+        key = tuple(parts)
+        now = self._clock()
+        cached = self._located.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        root = os.path.realpath(self.output_dir)
+        resolved = os.path.realpath(f"{root}/{'/'.join(parts)}")
+        inside = resolved != root and os.path.commonpath([root, resolved]) == root
+        target = resolved if inside else None
+        if len(self._located) >= _LOCATED_MAX:
+            self._located.clear()
+        self._located[key] = (now + _LOCATED_SECONDS, target)
+        return target
+
+    def reply(self, parts: Sequence[str], conditions: Conditions) -> Reply | None:
+        """The response for the file at ``parts``, or None for "not found"."""
+        content_type = CONTENT_TYPES.get(PurePosixPath(parts[-1]).suffix) if parts else None
+        target = self.locate(parts) if content_type else None
+        if content_type is None or target is None:
+            return None
+        try:
+            # O_NOFOLLOW: a symlink swapped in after locate() is refused; O_NONBLOCK: a FIFO
+            # does not hang the open (it is refused below as not a regular file).
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return None
+        # One open file per request: size, mtime and body all come from the same inode even
+        # if the file is replaced (renamed over) meanwhile.
+        with os.fdopen(fd, "rb") as file:
+            use_gzip = accepts_gzip(conditions.accept_encoding)
+            validator = f"{info.st_size:x}-{info.st_mtime_ns:x}" + ("-gzip" if use_gzip else "")
+            modified = datetime.fromtimestamp(info.st_mtime_ns // 1_000_000_000, UTC)
+            headers: dict[str, str] = {
+                hdrs.ETAG: f'"{validator}"',
+                hdrs.LAST_MODIFIED: format_datetime(modified, usegmt=True),
+                hdrs.CACHE_CONTROL: FILE_CACHE_CONTROL,
+                hdrs.VARY: hdrs.ACCEPT_ENCODING,
+                hdrs.CONTENT_TYPE: content_type,
+            }
+            if conditions.if_none_match is not None:
+                fresh = etag_matches(conditions.if_none_match, headers[hdrs.ETAG])
+            elif conditions.if_modified_since is not None:
+                fresh = not modified_since(conditions.if_modified_since, info.st_mtime_ns)
+            else:
+                fresh = False
+            if fresh:
+                del headers[hdrs.CONTENT_TYPE]
+                return Reply(304, headers)
+            if not use_gzip:
+                return Reply(200, headers, file.read())
+            headers[hdrs.CONTENT_ENCODING] = "gzip"
+            body = self._gzip_cache.get(target, info.st_size, info.st_mtime_ns)
+            if body is None:
+                body = gzip.compress(file.read(), compresslevel=GZIP_LEVEL, mtime=0)
+                self._gzip_cache.put(target, info.st_size, info.st_mtime_ns, body)
+            return Reply(200, headers, body)
+
+
+def _conditions(request: web.Request) -> Conditions:
+    def joined(name: str) -> str | None:
+        values = request.headers.getall(name, [])
+        return ", ".join(values) if values else None
+
+    return Conditions(
+        if_none_match=joined(hdrs.IF_NONE_MATCH),
+        if_modified_since=request.headers.get(hdrs.IF_MODIFIED_SINCE),
+        accept_encoding=joined(hdrs.ACCEPT_ENCODING) or "",
+    )
+
+
+def create_app(
+    *,
+    output_dir: Path,
+    health: Health,
+    metrics: Metrics,
+    clock: Callable[[], datetime],
+    unsubscribe: UnsubscribeDesk | None = None,
+    subscriptions: SubscriptionPages | None = None,
+    site_title: str = "syndicator",
+    write_page: Callable[[str], bool] | None = None,
+) -> web.Application:
+    """The web application; it reads ``output_dir`` on every request and keeps no globals.
+
+    ``write_page(article_id)`` writes the page of an article that has none yet (pages
+    are published for what feeds and mail link to); it returns False for no article.
+
+    With ``subscriptions``, it also serves the subscribe, confirm and manage pages.
+    """
+    files = FileServer(output_dir)
+
+    async def send_file(request: web.Request, parts: tuple[str, ...] | None) -> web.Response:
+        if parts is None:
+            raise web.HTTPNotFound()
+        # In the loop, not a thread: a stat and a read from the page cache cost less than the
+        # hand-off (most answers are 304s to feed readers polling).
+        reply = files.reply(parts, _conditions(request))
+        if reply is None:
+            raise web.HTTPNotFound()
+        # For HEAD, aiohttp sends these headers (Content-Length included) without the body.
+        return web.Response(status=reply.status, headers=reply.headers, body=reply.body or None)
+
+    async def index(request: web.Request) -> web.Response:
+        return await send_file(request, ("index.html",))
+
+    async def feed(request: web.Request) -> web.Response:
+        return await send_file(request, public_parts(request.rel_url.raw_path, "feeds"))
+
+    async def article(request: web.Request) -> web.Response:
+        parts = public_parts(request.rel_url.raw_path, "articles")
+        if parts is None or len(parts) != 1 or not parts[0].endswith(".html"):
+            raise web.HTTPNotFound()
+        try:
+            return await send_file(request, ("articles", *parts))
+        except web.HTTPNotFound:
+            article_id = unquote(parts[0].removesuffix(".html"))
+            if write_page is None or not await asyncio.to_thread(write_page, article_id):
+                raise
+        return await send_file(request, ("articles", *parts))
+
+    async def healthz(request: web.Request) -> web.Response:
+        status, body = health.status(clock())
+        return web.json_response(body, status=status, headers={hdrs.CACHE_CONTROL: "no-store"})
+
+    async def metrics_text(request: web.Request) -> web.Response:
+        body, content_type = metrics.render()
+        return web.Response(
+            body=body,
+            headers={hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: "no-store"},
+        )
+
+    async def unsubscribe_page(request: web.Request) -> web.Response:
+        """GET shows a button and never unsubscribes by itself (mail scanners follow links)."""
+        token = request.match_info["token"]
+        address = await asyncio.to_thread(unsubscribe.check, token) if unsubscribe else None
+        if address is None:
+            return _page(site_title, "This link is not valid", _INVALID_LINK, status=404)
+        form = (
+            f"<p>Stop all mail from {html.escape(site_title)} to "
+            f"<strong>{html.escape(address)}</strong>?</p>"
+            '<form method="post"><input type="hidden" name="List-Unsubscribe" '
+            'value="One-Click"><button type="submit">Unsubscribe</button></form>'
+        )
+        return _page(site_title, "Unsubscribe", form)
+
+    async def unsubscribe_post(request: web.Request) -> web.Response:
+        """RFC 8058 one-click: POST with List-Unsubscribe=One-Click unsubscribes at once."""
+        token = request.match_info["token"]
+        form = await request.post()
+        if form.get("List-Unsubscribe") != "One-Click":
+            return _page(
+                site_title,
+                "Unsubscribe",
+                "<p>Send <code>List-Unsubscribe=One-Click</code> to unsubscribe.</p>",
+                status=400,
+            )
+        address = await asyncio.to_thread(unsubscribe.unsubscribe, token) if unsubscribe else None
+        if address is None:
+            return _page(site_title, "This link is not valid", _INVALID_LINK, status=404)
+        return _page(
+            site_title,
+            "You are unsubscribed",
+            f"<p>{html.escape(address)} will receive no more mail from "
+            f"{html.escape(site_title)}.</p>",
+        )
+
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
+    app.router.add_get("/unsubscribe/{token}", unsubscribe_page)
+    app.router.add_post("/unsubscribe/{token}", unsubscribe_post)
+    if subscriptions is not None:
+        subscriptions.add_routes(app)
+    # add_get also answers HEAD; any other method on these paths is a 405.
+    app.router.add_get("/", index)
+    app.router.add_get("/feeds/{path:.*}", feed)
+    app.router.add_get("/articles/{name}", article)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_text)
+    return app
+
+
+_INVALID_LINK = (
+    "<p>This unsubscribe link is not valid. Use the link in your latest mail, or reply to it.</p>"
+)
+
+
+def _page(site_title: str, heading: str, content: str, *, status: int = 200) -> web.Response:
+    """A small self-contained HTML page (no external assets)."""
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(heading)} — {html.escape(site_title)}</title>"
+        "<style>body{font:1rem/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;"
+        "padding:0 1rem}button{font:inherit;padding:.5rem 1rem}</style></head><body>"
+        f"<h1>{html.escape(heading)}</h1>{content}</body></html>"
+    )
+    return web.Response(
+        status=status,
+        text=body,
+        content_type="text/html",
+        charset="utf-8",
+        headers={hdrs.CACHE_CONTROL: "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Start serving ``app`` on ``host:port`` (0: any free port); ``await runner.cleanup()``."""
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,  # the daemon owns signal handling
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        handler_cancellation=True,  # a client that goes away cancels its handler
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=BACKLOG)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise HttpServerError(host, port, exc.strerror or str(exc)) from exc
+    return runner

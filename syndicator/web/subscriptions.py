@@ -1,0 +1,614 @@
+"""The self-service subscription pages of the HTTP server.
+
+``GET /subscribe`` shows the form, ``POST /subscribe`` records a request and mails a link
+(then redirects to ``/subscribe/sent``, the same answer for any valid address);
+``/confirm/<token>`` shows a button whose POST confirms; ``/manage/<token>`` shows the
+subscription and takes changes or an unsubscribe by POST.
+
+Pages are rendered server-side from ``templates/web/`` with autoescaping, carry no
+script and no external asset, and work by keyboard alone. Every form carries a CSRF
+token: a random cookie (``HttpOnly``, ``SameSite=Lax``) and, in the form, its HMAC for
+the purpose ``csrf``; a POST whose token does not match its cookie is refused. POSTs are
+rate-limited per client address and requests also per email address (HTTP 429 with
+``Retry-After``). Form input is checked by the same validation as subscriber files
+(:func:`syndicator.mail.subscribers.check_entry`), and every problem is shown next to its field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import available_timezones
+
+from aiohttp import hdrs, web
+from jinja2 import Environment, PackageLoader, Template, select_autoescape
+from multidict import MultiDictProxy
+
+from syndicator.errors import SyndicatorError
+from syndicator.mail.outbox import ACTIVE, OPERATOR_SOURCES, SubscriberRecord
+from syndicator.mail.signing import signature, signature_matches
+from syndicator.mail.signup import (
+    Confirmation,
+    LinkProblem,
+    SignupDesk,
+    SignupSettings,
+    describe,
+)
+from syndicator.mail.subscribers import WEEKDAYS, Subscriber, check_entry
+from syndicator.mail.unsubscribe import mask
+from syndicator.web.ratelimit import RateLimiter, client_key
+
+log = logging.getLogger(__name__)
+
+CSRF_COOKIE = "syndicator_csrf"
+MAX_EMAIL = 254  # RFC 5321 section 4.5.3.1.3, less the angle brackets
+MAX_KEYWORDS = 20
+MAX_KEYWORD_LENGTH = 80
+MAX_KEYWORDS_FIELD = MAX_KEYWORDS * (MAX_KEYWORD_LENGTH + 2)
+_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_-]{32}$")
+_HEADERS = {
+    hdrs.CACHE_CONTROL: "no-store",
+    # Links carry tokens: never leak them to another site.
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+FIELD_LABELS = {
+    "email": "Email address",
+    "regions": "Regions",
+    "topics": "Topics",
+    "keywords": "Keywords",
+    "cadence": "How often",
+    "hour": "Hour",
+    "weekday": "Day of the week",
+    "timezone": "Time zone",
+}
+CADENCES = (
+    ("immediate", "As articles are published"),
+    ("daily", "A daily digest"),
+    ("weekly", "A weekly digest"),
+)
+WEEKDAY_LABELS = tuple(
+    zip(
+        WEEKDAYS,
+        ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+        strict=True,
+    )
+)
+DEFAULTS: dict[str, Any] = {
+    "email": "",
+    "regions": (),
+    "topics": (),
+    "keywords": "",
+    "cadence": "daily",
+    "hour": 8,
+    "weekday": "mon",
+    "timezone": "UTC",
+}
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Environment:
+    environment = Environment(
+        loader=PackageLoader("syndicator", "templates"),
+        autoescape=select_autoescape(["html"]),
+        keep_trailing_newline=True,
+    )
+    environment.filters["sentence"] = lambda text: str(text)[:1].upper() + str(text)[1:]
+    return environment
+
+
+def _template(name: str) -> Template:
+    return _environment().get_template(f"web/{name}")
+
+
+@lru_cache(maxsize=1)
+def timezone_names() -> tuple[str, ...]:
+    """IANA zone names to choose from: UTC, then every Area/Location zone."""
+    names = sorted(
+        name
+        for name in available_timezones()
+        if "/" in name and not name.startswith(("Etc/", "SystemV/", "posix/", "right/"))
+    )
+    return ("UTC", *names) if names else ()
+
+
+def client_address(request: web.Request, *, trust_forwarded_for: bool) -> str:
+    """The client's address: the peer, or behind a trusted proxy the last X-Forwarded-For
+    entry (the one the proxy appended; earlier ones are whatever the client sent)."""
+    if trust_forwarded_for:
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    return request.remote or "unknown"
+
+
+def _text(form: MultiDictProxy[Any], name: str, default: str = "") -> str:
+    value = form.get(name, default)
+    return value if isinstance(value, str) else default
+
+
+def _texts(form: MultiDictProxy[Any], name: str) -> list[str]:
+    return [value for value in form.getall(name, []) if isinstance(value, str)]
+
+
+def entry_from_form(
+    form: MultiDictProxy[Any], *, email: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """``(entry for check_entry, values to show again, problems by field)`` of a form.
+
+    ``email``: the address of the subscription being managed (the form has no email field
+    then). Only the limits of the web form are checked here; everything else is the
+    subscriber validation's.
+    """
+    problems: dict[str, str] = {}
+    address = _text(form, "email").strip() if email is None else email
+    if len(address) > MAX_EMAIL:
+        problems["email"] = f"at most {MAX_EMAIL} characters"
+    if email is None and not address:
+        problems["email"] = "give the address the mail should go to"
+    keywords_text = _text(form, "keywords")
+    keywords = [part.strip() for part in keywords_text.split(",") if part.strip()]
+    if len(keywords) > MAX_KEYWORDS or any(len(k) > MAX_KEYWORD_LENGTH for k in keywords):
+        problems["keywords"] = (
+            f"at most {MAX_KEYWORDS} keywords of at most {MAX_KEYWORD_LENGTH} characters each"
+        )
+    entry: dict[str, Any] = {
+        "email": address,
+        "regions": list(dict.fromkeys(_texts(form, "regions"))),
+        "topics": list(dict.fromkeys(_texts(form, "topics"))),
+        "keywords": keywords,
+        "cadence": _text(form, "cadence", "daily"),
+        "hour": _text(form, "hour", "8").strip(),
+        "weekday": _text(form, "weekday", "mon"),
+        "timezone": _text(form, "timezone", "UTC").strip(),
+    }
+    values = {
+        **entry,
+        "email": address if email is None else "",
+        "keywords": keywords_text[:MAX_KEYWORDS_FIELD],
+    }
+    return entry, values, problems
+
+
+def _values_of(record: SubscriberRecord) -> dict[str, Any]:
+    return {
+        "email": "",
+        "regions": record.regions,
+        "topics": record.topics,
+        "keywords": ", ".join(record.keywords),
+        "cadence": record.cadence,
+        "hour": record.hour,
+        "weekday": record.weekday,
+        "timezone": record.timezone,
+    }
+
+
+class SubscriptionPages:
+    """The handlers of the subscription pages, around a :class:`SignupDesk`.
+
+    ``on_queued`` is called (in the event loop) after a request queued a mail, so the
+    service can deliver it now rather than at its next mail run. ``enabled`` and the
+    settings may change with :meth:`reconfigure` (a reloaded configuration).
+    """
+
+    def __init__(
+        self,
+        desk: SignupDesk,
+        *,
+        enabled: bool = True,
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.desk = desk
+        self.enabled = enabled
+        self.on_queued = on_queued
+        self._limits: tuple[int, int, int] | None = None
+        self._set_limiters(desk.settings)
+
+    def reconfigure(self, settings: SignupSettings, *, enabled: bool) -> None:
+        self.desk.settings = settings
+        self.enabled = enabled
+        self._set_limiters(settings)
+
+    def _set_limiters(self, settings: SignupSettings) -> None:
+        limits = (
+            settings.subscribe_per_hour_per_client,
+            settings.subscribe_per_hour_per_email,
+            settings.changes_per_hour_per_client,
+        )
+        if limits == self._limits:
+            return  # keep the buckets: a reload must not reset them
+        self._limits = limits
+        self.subscribe_by_client = RateLimiter(limits[0])
+        self.subscribe_by_email = RateLimiter(limits[1])
+        self.changes_by_client = RateLimiter(limits[2])
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/subscribe", self.subscribe_form)
+        app.router.add_post("/subscribe", self.subscribe)
+        app.router.add_get("/subscribe/sent", self.sent)
+        app.router.add_get("/confirm/{token}", self.confirm_form)
+        app.router.add_post("/confirm/{token}", self.confirm)
+        app.router.add_get("/manage/{token}", self.manage_form)
+        app.router.add_post("/manage/{token}", self.manage)
+
+    # --- rendering -------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> SignupSettings:
+        return self.desk.settings
+
+    @property
+    def base_path(self) -> str:
+        """The path of ``base_url``: pages link within it, whatever host they were asked by."""
+        return urlsplit(self.settings.mail.base_url).path or "/"
+
+    def _page(
+        self, template: str, heading: str, *, status: int = 200, **context: Any
+    ) -> web.Response:
+        names = self.settings.names
+        defaults: dict[str, Any] = {
+            "site_title": self.settings.mail.site_title,
+            "language": self.settings.language,
+            "base_path": self.base_path,
+            "heading": heading,
+            "regions": list(names.regions.items()),
+            "topics": sorted(names.topics.items(), key=lambda item: item[1].casefold()),
+            "cadences": CADENCES,
+            "weekdays": WEEKDAY_LABELS,
+            "keywords_max": MAX_KEYWORDS_FIELD,
+            "labels": FIELD_LABELS,
+            "anchors": {"email": "email", "keywords": "keywords", "hour": "hour"},
+            "errors": {},
+            "values": DEFAULTS,
+        }
+        body = _template(template).render({**defaults, **context})
+        return web.Response(
+            status=status,
+            text=body,
+            content_type="text/html",
+            charset="utf-8",
+            headers=_HEADERS,
+        )
+
+    def _message(
+        self,
+        heading: str,
+        *paragraphs: str,
+        status: int,
+        link: tuple[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.Response:
+        response = self._page(
+            "message.html", heading, status=status, paragraphs=paragraphs, link=link
+        )
+        if headers:
+            response.headers.update(headers)
+        return response
+
+    def _not_found(self) -> web.Response:
+        return self._message(
+            "This link is not valid",
+            "The link is incomplete, altered, or was replaced by a newer one. Use the link "
+            "in the latest mail, or ask again.",
+            status=404,
+            link=("Subscribe", f"{self.base_path}subscribe"),
+        )
+
+    def _link_problem(self, problem: LinkProblem) -> web.Response:
+        if problem is LinkProblem.EXPIRED:
+            hours = int(self.settings.confirm_ttl.total_seconds() // 3600)
+            return self._message(
+                "This link has expired",
+                f"Confirmation links work for {hours} hours. Nothing was subscribed; "
+                "ask again for a new link.",
+                status=410,
+                link=("Subscribe", f"{self.base_path}subscribe"),
+            )
+        return self._not_found()
+
+    def _too_many(self, wait: float) -> web.Response:
+        minutes = max(1, round(wait / 60))
+        return self._message(
+            "Too many requests",
+            f"Please wait about {minutes} minute{'s' if minutes != 1 else ''} and try again.",
+            status=429,
+            headers={hdrs.RETRY_AFTER: str(int(wait))},
+        )
+
+    def _unavailable(self, exc: Exception) -> web.Response:
+        log.error("subscription page failed: %s", exc)
+        return self._message(
+            "Please try again later",
+            "The subscription service is busy or out of order. Nothing was changed.",
+            status=503,
+            headers={hdrs.RETRY_AFTER: "60"},
+        )
+
+    # --- CSRF ------------------------------------------------------------------------------
+
+    def _csrf_cookie(self, request: web.Request) -> str | None:
+        value = request.cookies.get(CSRF_COOKIE, "")
+        return value if _COOKIE_VALUE.fullmatch(value) else None
+
+    def _with_csrf(self, request: web.Request) -> tuple[str, Callable[[web.Response], None]]:
+        """The form token for this browser, and what sets its cookie on the response."""
+        cookie = self._csrf_cookie(request)
+        fresh = cookie is None
+        if cookie is None:
+            cookie = secrets.token_urlsafe(24)
+        token = signature(self.desk.secret, "csrf", cookie)
+        value = cookie
+
+        def set_cookie(response: web.Response) -> None:
+            if fresh:
+                response.set_cookie(
+                    CSRF_COOKIE,
+                    value,
+                    path=self.base_path,
+                    httponly=True,
+                    samesite="Lax",
+                    secure=self._over_https(request),
+                )
+
+        return token, set_cookie
+
+    def _over_https(self, request: web.Request) -> bool:
+        """Whether the browser speaks HTTPS to us (directly, or to the trusted proxy)."""
+        if request.secure:
+            return True
+        forwarded = request.headers.get("X-Forwarded-Proto", "")
+        return self.settings.trust_forwarded_for and forwarded.strip().lower() == "https"
+
+    def _csrf_ok(self, request: web.Request, form: MultiDictProxy[Any]) -> bool:
+        cookie = self._csrf_cookie(request)
+        submitted = _text(form, "csrf")
+        return cookie is not None and signature_matches(submitted, self.desk.secret, "csrf", cookie)
+
+    def _csrf_refused(self) -> web.Response:
+        return self._message(
+            "This form has expired",
+            "The form was sent without the cookie it was shown with (cookies may be off, or "
+            "the page is old). Go back, reload the page and send it again.",
+            status=403,
+        )
+
+    def _client(self, request: web.Request) -> str:
+        return client_key(
+            client_address(request, trust_forwarded_for=self.settings.trust_forwarded_for)
+        )
+
+    # --- subscribe -------------------------------------------------------------------------
+
+    def _form_page(
+        self,
+        request: web.Request,
+        *,
+        values: Mapping[str, Any] = DEFAULTS,
+        errors: Mapping[str, str] | None = None,
+        status: int = 200,
+    ) -> web.Response:
+        csrf, set_cookie = self._with_csrf(request)
+        response = self._page(
+            "subscribe.html",
+            "Subscribe by email",
+            status=status,
+            csrf=csrf,
+            values=values,
+            errors=errors or {},
+            timezones=timezone_names(),
+        )
+        set_cookie(response)
+        return response
+
+    async def subscribe_form(self, request: web.Request) -> web.Response:
+        if not self.enabled:
+            raise web.HTTPNotFound()
+        return self._form_page(request)
+
+    async def subscribe(self, request: web.Request) -> web.StreamResponse:
+        if not self.enabled:
+            raise web.HTTPNotFound()
+        form = await request.post()
+        if not self._csrf_ok(request, form):
+            return self._csrf_refused()
+        entry, values, problems = entry_from_form(form)
+        subscriber: Subscriber | None = None
+        if not problems:
+            subscriber, found = check_entry(entry, self.settings.known_topics)
+            problems = {key.split(".")[0]: message for key, message in found.items()}
+        if subscriber is None or problems:
+            return self._form_page(request, values=values, errors=problems, status=400)
+        now = self.desk.clock()
+        wait = self.subscribe_by_client.take(self._client(request), now)
+        if not wait:
+            wait = self.subscribe_by_email.take(subscriber.email.lower(), now)
+        if wait:
+            return self._too_many(wait)
+        try:
+            queued = await asyncio.to_thread(self.desk.request, subscriber)
+        except SyndicatorError as exc:
+            return self._unavailable(exc)
+        if queued:
+            self.on_queued()
+        # The same answer whether the address was unknown, waiting or subscribed.
+        raise web.HTTPSeeOther(f"{self.base_path}subscribe/sent", headers=_HEADERS)
+
+    async def sent(self, request: web.Request) -> web.Response:
+        if not self.enabled:
+            raise web.HTTPNotFound()
+        hours = int(self.settings.confirm_ttl.total_seconds() // 3600)
+        return self._page("sent.html", "Check your mail", ttl_hours=hours)
+
+    # --- confirm ---------------------------------------------------------------------------
+
+    async def confirm_form(self, request: web.Request) -> web.Response:
+        """GET shows a button and never confirms by itself (mail scanners follow links)."""
+        if not self.enabled:
+            raise web.HTTPNotFound()
+        token = request.match_info["token"]
+        try:
+            found = await asyncio.to_thread(self.desk.pending, token)
+        except SyndicatorError as exc:
+            return self._unavailable(exc)
+        if isinstance(found, LinkProblem):
+            return self._link_problem(found)
+        if found.confirmed:
+            return self._message(
+                "Already confirmed",
+                f"The subscription of {mask(found.email)} is confirmed. Every mail has a link "
+                "to change or end it.",
+                status=200,
+            )
+        filters, schedule = describe(found.subscriber, self.settings.names)
+        csrf, set_cookie = self._with_csrf(request)
+        response = self._page(
+            "confirm.html",
+            "Confirm your subscription",
+            csrf=csrf,
+            action=f"{self.base_path}confirm/{token}",
+            address=mask(found.email),
+            filters=filters,
+            schedule=schedule,
+        )
+        set_cookie(response)
+        return response
+
+    async def confirm(self, request: web.Request) -> web.Response:
+        if not self.enabled:
+            raise web.HTTPNotFound()
+        wait = self.changes_by_client.take(self._client(request), self.desk.clock())
+        if wait:
+            return self._too_many(wait)
+        form = await request.post()
+        if not self._csrf_ok(request, form):
+            return self._csrf_refused()
+        try:
+            done = await asyncio.to_thread(self.desk.confirm, request.match_info["token"])
+        except SyndicatorError as exc:
+            return self._unavailable(exc)
+        if isinstance(done, LinkProblem):
+            return self._link_problem(done)
+        return self._confirmed(done)
+
+    def _confirmed(self, done: Confirmation) -> web.Response:
+        filters, schedule = describe(done.record, self.settings.names)
+        heading = "You are subscribed" if done.outcome != "operator" else "Already subscribed"
+        return self._page(
+            "confirmed.html",
+            heading,
+            outcome=done.outcome,
+            address=mask(done.record.email),
+            filters=filters,
+            schedule=schedule,
+            manage_url=done.manage_url,
+        )
+
+    # --- manage ----------------------------------------------------------------------------
+
+    def _manage_page(
+        self,
+        request: web.Request,
+        record: SubscriberRecord,
+        *,
+        values: Mapping[str, Any] | None = None,
+        errors: Mapping[str, str] | None = None,
+        saved: bool = False,
+        status: int = 200,
+    ) -> web.Response:
+        token = request.match_info["token"]
+        filters, schedule = describe(record, self.settings.names)
+        csrf, set_cookie = self._with_csrf(request)
+        zones = timezone_names()
+        if zones and record.timezone not in zones:
+            zones = (*zones, record.timezone)
+        response = self._page(
+            "manage.html",
+            "Your subscription",
+            status=status,
+            csrf=csrf,
+            action=f"{self.base_path}manage/{token}",
+            address=mask(record.email),
+            status_name=record.status,
+            editable=record.source not in OPERATOR_SOURCES and record.status == ACTIVE,
+            filters=filters,
+            schedule=schedule,
+            values=values or _values_of(record),
+            errors=errors or {},
+            saved=saved,
+            timezones=zones,
+        )
+        set_cookie(response)
+        return response
+
+    async def manage_form(self, request: web.Request) -> web.Response:
+        if not self.enabled:
+            raise web.HTTPNotFound()
+        try:
+            record = await asyncio.to_thread(self.desk.subscription, request.match_info["token"])
+        except SyndicatorError as exc:
+            return self._unavailable(exc)
+        if record is None:
+            return self._not_found()
+        return self._manage_page(request, record, saved=request.query.get("saved") == "1")
+
+    async def manage(self, request: web.Request) -> web.StreamResponse:
+        if not self.enabled:
+            raise web.HTTPNotFound()
+        wait = self.changes_by_client.take(self._client(request), self.desk.clock())
+        if wait:
+            return self._too_many(wait)
+        form = await request.post()
+        if not self._csrf_ok(request, form):
+            return self._csrf_refused()
+        token = request.match_info["token"]
+        action = _text(form, "action")
+        try:
+            if action == "unsubscribe":
+                record = await asyncio.to_thread(self.desk.unsubscribe, token)
+                if record is None:
+                    return self._not_found()
+                return self._page(
+                    "unsubscribed.html", "You are unsubscribed", address=mask(record.email)
+                )
+            if action != "save":
+                return self._message(
+                    "Nothing to do", "Use the buttons of the manage page.", status=400
+                )
+            record = await asyncio.to_thread(self.desk.subscription, token)
+            if record is None:
+                return self._not_found()
+            entry, values, problems = entry_from_form(form, email=record.email)
+            subscriber: Subscriber | None = None
+            if not problems:
+                subscriber, found = check_entry(entry, self.settings.known_topics)
+                problems = {key.split(".")[0]: message for key, message in found.items()}
+            if subscriber is None or problems:
+                return self._manage_page(
+                    request, record, values=values, errors=problems, status=400
+                )
+            changed = await asyncio.to_thread(self.desk.change, token, subscriber)
+        except SyndicatorError as exc:
+            return self._unavailable(exc)
+        if changed is None:
+            return self._not_found()
+        if not changed[1]:
+            return self._message(
+                "This subscription cannot be changed here",
+                "It is kept by the site's operator, or it is not active. You can still "
+                "unsubscribe on the manage page.",
+                status=403,
+                link=("Back to your subscription", f"{self.base_path}manage/{token}"),
+            )
+        raise web.HTTPSeeOther(f"{self.base_path}manage/{token}?saved=1", headers=_HEADERS)

@@ -1,0 +1,249 @@
+"""Publishing at scale: changes applied incrementally, pages for what is linked or asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from syndicator.classify.classifier import Classifier
+from syndicator.config import Config, load_config
+from syndicator.cycle import channels_from, names_from, run_cycle, site_from_config
+from syndicator.metrics import Metrics
+from syndicator.publish.feeds import article_page_path
+from syndicator.publish.publisher import PageOnDemand, prime_catalogue, publish
+from syndicator.state.db import State
+from syndicator.web.app import Health, create_app, serve
+from tests.conftest import write
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+PLACES = ["Kenya", "Ghana", "Chile", "Japan", "Morocco", "France", "Peru", "Fiji"]
+TOPICS = ["AEO Programme", "Single Window", "Transit Corridor", "Risk Management Unit"]
+
+
+def digest(*titles: str) -> str:
+    return "".join(
+        f"{title}\n\n{title}\n\nCustoms officials met traders to discuss the reform.\n\n"
+        for title in titles
+    )
+
+
+def titles(count: int, *, start: int = 0) -> list[str]:
+    return [
+        f"{PLACES[n % len(PLACES)]} Customs Launches {TOPICS[n % len(TOPICS)]} No. {n}"
+        for n in range(start, start + count)
+    ]
+
+
+@pytest.fixture
+def config(install: Path) -> Config:
+    path = install
+    path.write_text(
+        path.read_text().replace(
+            'output_dir = "../feeds"', 'output_dir = "../feeds"\nmax_items = 3'
+        )
+    )
+    (path.parent / "subscribers.toml").write_text("")
+    return load_config(path)
+
+
+@pytest.fixture
+def classifier(config: Config) -> Classifier:
+    return Classifier.load(config.classify.regions, config.classify.topics)
+
+
+@pytest.fixture
+def state(config: Config) -> Iterator[State]:
+    opened = State.open(config.state.url)
+    yield opened
+    opened.close()
+
+
+def rebuild(config: Config, classifier: Classifier, output_dir: Path) -> None:
+    """Everything published from scratch, by another handle on the same database."""
+    fresh = State.open(config.state.url)
+    try:
+        publish(
+            fresh,
+            site=site_from_config(config),
+            names=names_from(classifier),
+            channels=channels_from(classifier),
+            output_dir=output_dir,
+            max_items=config.feeds.max_items,
+            verify_pages=True,
+        )
+    finally:
+        fresh.close()
+
+
+def files(root: Path, pattern: str) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob(pattern))}
+
+
+def test_changes_applied_incrementally_publish_what_a_full_rebuild_would(
+    tmp_path: Path, config: Config, classifier: Classifier, state: State
+) -> None:
+    store = config.store.path
+    write(store / "old.txt", digest(*titles(20)))
+    run_cycle(config, classifier, state, now=T0)
+    steps: list[Callable[[], object]] = [
+        lambda: write(store / "new.txt", digest(*titles(2, start=20))),  # new articles
+        lambda: write(store / "old.txt", digest(*titles(19))),  # one removed
+        lambda: write(  # one edited, one back
+            store / "old.txt",
+            digest(*titles(20)).replace("met traders", "met brokers", 1),
+        ),
+        lambda: write(store / "moved.txt", digest(*titles(1, start=3))),  # duplicate: skipped
+        (store / "new.txt").unlink,
+    ]
+    for number, step in enumerate(steps, start=1):
+        step()
+        result = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=number))
+        assert (result.publish is not None) == result.reload.changed
+        expected = tmp_path / f"rebuild-{number}"
+        rebuild(config, classifier, expected)
+        output = config.feeds.output_dir
+        for pattern in ("*.rss", "*.atom", "*.json", "index.html", "feeds.opml"):
+            assert files(output, pattern) == files(expected, pattern), (number, pattern)
+        ours, theirs = files(output / "articles", "*"), files(expected / "articles", "*")
+        # Pages are kept once written: a superset of the rebuild's, each up to date.
+        assert set(theirs) <= set(ours)
+        assert all(ours[name] == theirs[name] for name in theirs)
+        live = {a.id for a in state.articles()}
+        assert {article_page_path(i).removeprefix("articles/") for i in live} >= set(ours)
+
+
+def test_a_quiet_cycle_after_a_change_renders_only_the_touched_channels(
+    config: Config, classifier: Classifier, state: State
+) -> None:
+    store = config.store.path
+    write(store / "old.txt", digest(*titles(20)))
+    first = run_cycle(config, classifier, state, now=T0)
+    assert first.publish is not None and first.publish.channels_rendered == 33
+    write(store / "new.txt", digest("Kenya Customs Launches Single Window Upgrade"))
+    second = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=1))
+    assert second.publish is not None
+    assert second.publish.channels_rendered == 3  # all, east-southern-africa, single-window
+    assert second.publish.pages_rendered == 1
+
+
+async def test_pages_are_written_for_linked_articles_and_on_request(
+    config: Config, classifier: Classifier, state: State
+) -> None:
+    store = config.store.path
+    write(store / "old.txt", digest(*titles(45)))
+    run_cycle(config, classifier, state, now=T0)
+    pages_dir = config.feeds.output_dir / "articles"
+    articles = state.articles()
+    written = {p.name for p in pages_dir.iterdir()}
+    # The index lists the latest 30; every feed's items are among them here.
+    assert len(written) == 30
+    unlinked = [a for a in articles if article_page_path(a.id).split("/")[1] not in written]
+    assert len(unlinked) == 15
+    writer = PageOnDemand(
+        state,
+        site=site_from_config(config),
+        names=names_from(classifier),
+        channels=channels_from(classifier),
+        output_dir=config.feeds.output_dir,
+        max_items=config.feeds.max_items,
+    )
+    app = create_app(
+        output_dir=config.feeds.output_dir,
+        health=Health(interval=300.0),
+        metrics=Metrics(),
+        clock=lambda: T0,
+        write_page=writer.write,
+    )
+    runner = await serve(app, "127.0.0.1", 0)
+    try:
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with aiohttp.ClientSession() as session:
+            target = unlinked[0]
+            async with session.get(f"{base}/{article_page_path(target.id)}") as response:
+                assert response.status == 200
+                assert target.title in await response.text()
+                etag = response.headers["ETag"]
+            assert (config.feeds.output_dir / article_page_path(target.id)).is_file()
+            async with session.get(
+                f"{base}/{article_page_path(target.id)}", headers={"If-None-Match": etag}
+            ) as response:
+                assert response.status == 304
+            async with session.get(f"{base}/articles/no-such-article.html") as response:
+                assert response.status == 404
+            # An article that left the store has no page, on disk or on request.
+            write(store / "old.txt", digest(*titles(44)))
+            run_cycle(config, classifier, state, now=T0 + timedelta(minutes=1))
+            gone = next(a for a in articles if a.title == titles(45)[44])
+            async with session.get(f"{base}/{article_page_path(gone.id)}") as response:
+                assert response.status == 404
+    finally:
+        await runner.cleanup()
+    # The page written on request is kept up to date like the others.
+    write(
+        store / "old.txt",
+        digest(*titles(44)).replace(
+            target.title + "\n\nCustoms officials met", target.title + "\n\nCustoms officers met"
+        ),
+    )
+    run_cycle(config, classifier, state, now=T0 + timedelta(minutes=2))
+    assert (
+        "Customs officers met"
+        in (config.feeds.output_dir / article_page_path(target.id)).read_text()
+    )
+
+
+def test_an_article_about_to_be_mailed_gets_its_page(
+    config: Config, classifier: Classifier, state: State
+) -> None:
+    store = config.store.path
+    write(store / "old.txt", digest(*titles(40)))
+    run_cycle(config, classifier, state, now=T0)
+    (config.subscribers.file).write_text(
+        '[[subscriber]]\nemail = "desk@example.org"\nkeywords = ["lighthouse"]\n'
+        'cadence = "immediate"\n'
+    )
+    run_cycle(config, classifier, state, now=T0 + timedelta(minutes=1))
+    # Dated long ago: it is in no feed's latest three and not on the index.
+    write(
+        store / "archive.md",
+        """
+        +++
+        title = "Harbour Lighthouse Inspection Report"
+        date = 2001-01-01T00:00:00Z
+        +++
+        The customs launch inspected the lighthouse.
+        """,
+    )
+    result = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=2))
+    assert result.reload.matched == 1 and len(result.queued) == 1
+    article = state.find_articles("Harbour Lighthouse")[0]
+    assert (config.feeds.output_dir / article_page_path(article.id)).is_file()
+
+
+def test_a_kept_catalogue_follows_changes_made_by_another_process(
+    tmp_path: Path, config: Config, classifier: Classifier, state: State
+) -> None:
+    store = config.store.path
+    write(store / "old.txt", digest(*titles(20)))
+    run_cycle(config, classifier, state, now=T0)
+    prime_catalogue(state)  # as the service does once started
+    # Another process (a `run --once` from cron, say) records and publishes a change...
+    other = State.open(config.state.url)
+    try:
+        write(store / "new.txt", digest(*titles(2, start=20)))
+        run_cycle(config, classifier, other, now=T0 + timedelta(minutes=1))
+    finally:
+        other.close()
+    # ...then this process makes one of its own: what it publishes takes in both.
+    write(store / "old.txt", digest(*titles(19)))
+    result = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=2))
+    assert result.reload.removed and result.publish is not None
+    expected = tmp_path / "rebuild"
+    rebuild(config, classifier, expected)
+    output = config.feeds.output_dir
+    for pattern in ("*.rss", "*.atom", "*.json", "index.html", "feeds.opml"):
+        assert files(output, pattern) == files(expected, pattern), pattern

@@ -1,0 +1,304 @@
+"""The daemon as a real subprocess: systemd notifications, signals, reload, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from syndicator.classify.classifier import Classifier
+from syndicator.config import load_config
+from syndicator.service.daemon import Service
+from syndicator.service.systemd import Notifier
+from syndicator.state.db import State
+from tests.conftest import CONFIG_DIR, ROOT, SAMPLE_STORE, write
+from tests.smtp_sink import Sink, free_port
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notification socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def collect(self, until: str, timeout: float = 30) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+            if until in self.messages[-1]:
+                return self.messages
+        raise AssertionError(f"no {until!r} in {self.messages}")
+
+    def drain(self, seconds: float) -> list[str]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+        return self.messages
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
+
+
+def start(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "syndicator", "--config", str(config), "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    )
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def daemon_config(install: Path, port: int, interval: int = 60) -> Path:
+    text = install.read_text().replace("reload_interval = 1", f"reload_interval = {interval}")
+    install.write_text(text + f'\n[http]\nlisten = "127.0.0.1:{port}"\n')
+    (install.parent.parent / "articles" / "sample.txt").write_bytes(SAMPLE_STORE.read_bytes())
+    return install
+
+
+def test_notify_ready_watchdog_reload_and_stop(install: Path, notify: NotifySocket) -> None:
+    port = free_port()
+    config = daemon_config(install, port)
+    process = start(config, {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"})
+    try:
+        messages = notify.collect("READY=1")
+        # READY only once the first cycle is done and HTTP listens.
+        assert (install.parent.parent / "feeds" / "index.html").is_file()
+        assert http_ok(f"http://127.0.0.1:{port}/healthz")
+        assert not any("READY=1" in m for m in messages[:-1])
+        notify.messages.clear()
+        pings = notify.drain(2.2)
+        assert sum("WATCHDOG=1" in m for m in pings) >= 3  # every half second
+        # A good new configuration is applied...
+        config.write_text(config.read_text().replace('title = "WCO News"', 'title = "Customs"'))
+        notify.messages.clear()
+        process.send_signal(signal.SIGHUP)
+        messages = notify.collect("READY=1")
+        assert any("RELOADING=1" in m and "MONOTONIC_USEC=" in m for m in messages)
+        deadline = time.monotonic() + 15
+        index = install.parent.parent / "feeds" / "index.html"
+        while "<h1>Customs</h1>" not in index.read_text():
+            assert time.monotonic() < deadline, "reloaded configuration never applied"
+            time.sleep(0.2)
+        # ...a broken one is reported and the running one kept.
+        config.write_text(config.read_text() + "\n[store]\nreload_interval = -1\n")
+        notify.messages.clear()
+        process.send_signal(signal.SIGHUP)
+        notify.collect("READY=1")
+        time.sleep(0.5)
+        assert process.poll() is None
+        assert http_ok(f"http://127.0.0.1:{port}/healthz")
+        notify.messages.clear()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "reload failed, keeping the running configuration" in err
+    assert any("STOPPING=1" in m for m in notify.collect("STOPPING=1", timeout=1))
+
+
+def test_sigterm_then_restart_sends_no_duplicate(install: Path) -> None:
+    port = free_port()
+    with Sink() as sink:
+        config = daemon_config(install, port, interval=1)
+        (install.parent / "subscribers.toml").write_text(
+            '[[subscriber]]\nemail = "desk@example.org"\nregions = ["americas"]\n'
+            'cadence = "immediate"\n'
+        )
+        text = config.read_text().replace("[mail]\n", '[mail]\ntransport = "smtp"\n')
+        config.write_text(
+            text + f'\n[mail.smtp]\nhost = "127.0.0.1"\nport = {sink.port}\ntimeout = 5\n'
+        )
+        process = start(config, {})
+        try:
+            deadline = time.monotonic() + 30
+            while not http_ok(f"http://127.0.0.1:{port}/healthz"):
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+            write(
+                install.parent.parent / "articles" / "chile.txt",
+                "Chile Launches AEO\n\nChile Launches AEO\n\nChile news.\n",
+            )
+            while not sink.received:
+                assert time.monotonic() < deadline + 30, "never mailed"
+                time.sleep(0.1)
+            time.sleep(0.5)  # the outcome is recorded
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                metrics = reply.read().decode()
+            assert 'syndicator_mails_total{outcome="sent"} 1.0' in metrics
+            assert 'syndicator_outbox_messages{status="sent"} 1.0' in metrics
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        again = start(config, {})
+        try:
+            deadline = time.monotonic() + 30
+            while not http_ok(f"http://127.0.0.1:{port}/healthz"):
+                assert time.monotonic() < deadline and again.poll() is None
+                time.sleep(0.1)
+            time.sleep(2.5)  # two more cycles
+        finally:
+            again.send_signal(signal.SIGTERM)
+            again.communicate(timeout=60)
+        assert [r.recipients for r in sink.received] == [["desk@example.org"]]
+
+
+def test_startup_failure_exits_non_zero(install: Path) -> None:
+    port = free_port()
+    config = daemon_config(install, port)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "syndicator", "--config", str(config), "run"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "http.listen" in result.stderr or str(port) in result.stderr
+
+
+def test_cycles_never_overlap(install: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cycle slower than the interval: the next one waits its turn, never runs alongside."""
+    from syndicator import cycle as cycle_module
+    from syndicator.service import daemon
+
+    config = load_config(daemon_config(install, free_port(), interval=1))
+    config = config.model_copy(update={"http": config.http.model_copy(update={"enabled": False})})
+    classifier = Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    running = 0
+    most = 0
+    calls = 0
+    real = cycle_module.run_cycle
+
+    def slow_cycle(*args: object, **kwargs: object) -> object:
+        nonlocal running, most, calls
+        running += 1
+        calls += 1
+        most = max(most, running)
+        try:
+            time.sleep(1.5)  # longer than the one-second interval
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(daemon, "run_cycle", slow_cycle)
+
+    async def scenario() -> None:
+        state = State.open(config.state.url)
+        service = Service(config, classifier, state, notifier=Notifier({}))
+        task = asyncio.create_task(service.run())
+        await asyncio.sleep(5)
+        service._on_signal(signal.SIGTERM)
+        assert await task == 0
+        state.close()
+
+    asyncio.run(scenario())
+    assert calls >= 2
+    assert most == 1
+
+
+def test_notifier_speaks_to_abstract_sockets() -> None:
+    name = f"syndicator-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind("\0" + name)
+        notifier = Notifier({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "4000000"})
+        assert notifier.watchdog_interval == 2.0
+        assert notifier.ready("all good")
+        assert server.recv(100) == b"READY=1\nSTATUS=all good"
+    assert not Notifier({}).ready("nobody listens")
+    assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+
+
+UNIT = ROOT / "systemd" / "syndicator.service"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_unit_is_hardened_and_verifies_cleanly() -> None:
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(UNIT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout)
+    assert match, security.stdout + security.stderr
+    assert float(match.group(1)) < 2.0
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(UNIT)], capture_output=True, text=True, check=False
+    )
+    assert verify.stdout == "" and verify.stderr == "", verify.stderr
+    assert datetime.now(UTC).year >= 2024  # the check ran
+
+
+def test_store_watch_and_rebinding_http_on_reload(install: Path) -> None:
+    port, new_port = free_port(), free_port()
+    config = daemon_config(install, port, interval=300)
+    config.write_text(config.read_text().replace("[store]\n", "[store]\nwatch = true\n"))
+    process = start(config, {})
+    store = install.parent.parent / "articles"
+    feed = install.parent.parent / "feeds" / "west-central-africa.rss"
+    try:
+        deadline = time.monotonic() + 30
+        while not http_ok(f"http://127.0.0.1:{port}/healthz"):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        time.sleep(0.5)  # the watcher is up
+        write(
+            store / "ghana.txt",
+            "Ghana Opens AEO Programme\n\nGhana Opens AEO Programme\n\nGhana.\n",
+        )
+        # The interval is five minutes: only the watcher can publish it this soon.
+        while "Ghana Opens AEO Programme" not in feed.read_text():
+            assert time.monotonic() < deadline + 15, "store change never picked up"
+            time.sleep(0.2)
+        config.write_text(config.read_text().replace(f"127.0.0.1:{port}", f"127.0.0.1:{new_port}"))
+        process.send_signal(signal.SIGHUP)
+        while not http_ok(f"http://127.0.0.1:{new_port}/healthz"):
+            assert time.monotonic() < deadline + 30, "never rebound"
+            time.sleep(0.1)
+        assert not http_ok(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
