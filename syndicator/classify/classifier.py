@@ -26,8 +26,10 @@ Everything here is pure: :meth:`Classifier.classify` takes text and returns a
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
+import operator
 import re
 import tomllib
 from collections import defaultdict
@@ -37,17 +39,37 @@ from typing import Any
 
 import ahocorasick
 
-from syndicator.classify.tokens import SENTENCE_BREAK, is_acronym, normalize, plural_variants
+from syndicator.classify.names import (
+    COMMON_NOUN,
+    PERSON,
+    PRODUCT,
+    is_capitalised_text,
+    name_role,
+)
+from syndicator.classify.tokens import (
+    SENTENCE_BREAK,
+    is_acronym,
+    normalize,
+    normalize_phrase,
+    plural_variants,
+)
 from syndicator.errors import ConfigError
 from syndicator.models import REGION_SLUGS
 
 GLOBAL = "global"
 NEUTRAL = "neutral"
+# The [neutral] list of WCO-wide bodies and instruments: as a subject, they make a story global.
+WCO_BODY = "wco"
 ENGINE_VERSION = "1"
 
 TITLE_WEIGHT = 3.0
 LEAD_WEIGHT = 1.5
 BODY_WEIGHT = 1.0
+WCO_WIDE_REASON = "a WCO-wide body or instrument is the subject"
+NO_SUBJECT_REASON = "no region named as a subject"
+BODY_REASON = "named in the body"
+BODY_SPREAD_PREFIX = "the body ranges over"
+TITLE_REASON = "named in the title"
 # Body regions scoring at least this share of the leading region are kept.
 BODY_SHARE = 0.5
 # When the body alone decides and it spreads over this many regions, the story is global.
@@ -115,7 +137,37 @@ _ROLE_TRIGGERS: dict[str, tuple[str, ...]] = {
         "benchmarking visit to",
         "counterparts in",
     ),
+    "proposer": (
+        "proposed by",
+        "proposal from",
+        "proposals from",
+        "proposal by",
+        "submitted by",
+        "presented by",
+        "put forward by",
+        "drafted by",
+        "co chaired by",
+        "case submitted by",
+        "volunteered",
+    ),
+    "neighbour": (
+        "border with",
+        "borders with",
+        "border post with",
+        "border posts with",
+        "crossing with",
+        "crossings with",
+        "crossing point with",
+        "frontier with",
+        "boundary with",
+        "bridge with",
+        "road to",
+        "route to",
+    ),
     "host": (
+        "at the invitation of",
+        "invitation of",
+        "thanked",
         "hosted by",
         "host country",
         "organised by",
@@ -327,6 +379,9 @@ _LANGUAGE_NOUNS = frozenset(
 # Mentions joined by these words share a role: "funded by Japan, Korea and China".
 _CONNECTORS = frozenset({"and", "or", "of", "the", "as", "well", "its", "their", "s", "both"})
 _CLAUSE_WINDOW = 8
+# Characters before a mention that always hold its clause window (eight words of up to 24).
+_CLAUSE_CHARS = 200
+_AFTER_CHARS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +394,9 @@ class Cue:
     entity: str = ""  # the country or grouping the phrase names
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and every
+# article makes dozens of these.
+@dataclass(slots=True, eq=False)
 class Mention:
     """A cue found in an article."""
 
@@ -385,6 +442,12 @@ class Classification:
     topic_scores: dict[str, float] = field(default_factory=dict)
     mentions: list[Mention] = field(default_factory=list)
     topic_mentions: list[Mention] = field(default_factory=list)
+    # How clearly the regions won: the share of the weakest chosen region's score that the
+    # strongest region left out would still need to draw level (1: nothing else in sight).
+    margin: float = 1.0
+    # Why an editor should look at the decision: close call, no subject found,
+    # conflicting title and body.
+    doubts: tuple[str, ...] = ()
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -416,6 +479,8 @@ def _strings(path: Path, key: str, value: Any) -> list[str]:
 class Gazetteer:
     regions: dict[str, Region]
     cues: list[Cue]
+    # normalised name -> the other country's place it may also be ("georgia": a US state)
+    homonyms: dict[str, Cue] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Gazetteer:
@@ -461,13 +526,27 @@ class Gazetteer:
             ):
                 for phrase in _strings(path, f"{key}.{list_key}", entry.get(list_key)):
                     cues.append(Cue(phrase, region, kind, name))
+        homonyms: dict[str, Cue] = {}
+        countries = {c.entity: c.target for c in cues if c.kind == "country"}
+        for index, entry in enumerate(data.get("homonym", [])):
+            key = f"homonym[{index}]"
+            name, country = entry.get("name"), entry.get("country")
+            if not isinstance(name, str) or not normalize_phrase(name):
+                raise ConfigError("every [[homonym]] needs a name", path=path, key=f"{key}.name")
+            if country not in countries:
+                raise ConfigError(
+                    f"unknown country {country!r} for homonym {name!r}: name a [[country]]",
+                    path=path,
+                    key=f"{key}.country",
+                )
+            homonyms[normalize_phrase(name)] = Cue(name, countries[country], "homonym", country)
         neutral = data.get("neutral", {})
         if not isinstance(neutral, dict):
             raise ConfigError("must be a table of lists", path=path, key="neutral")
         for list_key, value in neutral.items():
             for phrase in _strings(path, f"neutral.{list_key}", value):
                 cues.append(Cue(phrase, NEUTRAL, list_key, phrase))
-        return cls(regions, cues)
+        return cls(regions, cues, homonyms)
 
 
 @dataclass(slots=True)
@@ -519,15 +598,27 @@ def _leftmost_longest(found: list[_Match]) -> list[_Match]:
     dropped ("Revised Kyoto Convention" hides Kyoto, "South Sudan" hides Sudan)."""
     if len(found) < 2:
         return found
-    found.sort(key=lambda item: (item[0], -item[1]))
+    found.sort(key=_START)
     taken: list[_Match] = []
     last_start, last_end = -1, -1
     for candidate in found:
-        same_span = candidate[0] == last_start and candidate[1] == last_end
-        if candidate[0] >= last_end or same_span:
+        start, end = candidate[0], candidate[1]
+        if start == last_start:
+            if end > last_end:
+                # A longer match at the same place replaces the shorter ones taken there.
+                while taken and taken[-1][0] == start:
+                    taken.pop()
+                taken.append(candidate)
+                last_end = end
+            elif end == last_end:
+                taken.append(candidate)  # the same words with another meaning
+        elif start >= last_end:
             taken.append(candidate)
-            last_start, last_end = candidate[0], candidate[1]
+            last_start, last_end = start, end
     return taken
+
+
+_START = operator.itemgetter(0)
 
 
 class _Matcher:
@@ -551,7 +642,10 @@ class _Matcher:
         # Keys are padded with spaces, and so is normalised text: only whole words match.
         for automaton, table in ((self._lower, lower), (self._cased, cased)):
             for key, found in table.items():
-                automaton.add_word(f" {key} ", (len(key) + 2, tuple(found)))
+                # Region and topic meanings apart, so matching need not sort them.
+                region_cues = tuple(cue for cue in found if cue.kind not in _TOPIC_KINDS)
+                topic_cues = tuple(cue for cue in found if cue.kind in _TOPIC_KINDS)
+                automaton.add_word(f" {key} ", (len(key), region_cues, topic_cues))
             if table:
                 automaton.make_automaton()
         self._has_lower = bool(lower)
@@ -586,27 +680,59 @@ class _Matcher:
             if not present:
                 continue
             # A match of " words " ends at the trailing space; keep the words alone.
-            for end, (length, cues) in automaton.iter(text):
-                for cue in cues:
-                    target = topics if cue.kind in _TOPIC_KINDS else regions
-                    target.append((end - length + 2, end, cue))
+            for end, (length, region_cues, topic_cues) in automaton.iter(text):
+                start = end - length
+                for cue in region_cues:
+                    regions.append((start, end, cue))
+                for cue in topic_cues:
+                    topics.append((start, end, cue))
         return _leftmost_longest(regions), _leftmost_longest(topics)
 
 
 def _clause_before(text: str, start: int) -> list[str]:
-    clause_start = text.rfind(SENTENCE_BREAK, 0, start) + 1
-    return text[clause_start:start].split()[-_CLAUSE_WINDOW:]
+    # The window words fit in a bounded slice: no need to split a whole long sentence.
+    clause_start = text.rfind(SENTENCE_BREAK, max(0, start - _CLAUSE_CHARS), start) + 1
+    return text[max(clause_start, start - _CLAUSE_CHARS) : start].split()[-_CLAUSE_WINDOW:]
 
 
 def _words_after(text: str, end: int, count: int = 2) -> list[str]:
-    stop = text.find(SENTENCE_BREAK, end)
-    return text[end : stop if stop >= 0 else len(text)].split()[:count]
+    # A bounded slice holds the few words wanted; they stop at the end of the sentence.
+    words = text[end : end + _AFTER_CHARS].split()[: count + 1]
+    if SENTENCE_BREAK in words:
+        words = words[: words.index(SENTENCE_BREAK)]
+    return words[:count]
 
 
 _TRIGGER_ROLE = {trigger: role for role, triggers in _ROLE_TRIGGERS.items() for trigger in triggers}
 _TRIGGER = re.compile(
     r" (" + "|".join(re.escape(t) for t in sorted(_TRIGGER_ROLE, key=len, reverse=True)) + r") "
 )
+
+
+# Every trigger in a text at once: most mentions have none in their clause.
+_TRIGGER_SCAN = re.compile(
+    r" (?:"
+    + "|".join(re.escape(t) for t in sorted(_TRIGGER_ROLE, key=len, reverse=True))
+    + r")(?= )"
+)
+
+
+def _role_before_at(text: str, start: int, trigger_starts: list[int]) -> tuple[str, str]:
+    """:func:`_role_before` for the mention at ``start``, quick when nothing can apply: no
+    trigger earlier in its clause and no "in" or "at" (or a filler) right before it."""
+    index = bisect.bisect_left(trigger_starts, start) - 1
+    nearest = trigger_starts[index] if index >= 0 else -1
+    if nearest < 0 or nearest < start - _CLAUSE_CHARS or SENTENCE_BREAK in text[nearest:start]:
+        end = start - 1
+        while True:  # the first word before the mention that is not a filler ("of the")
+            word_start = text.rfind(" ", 0, end) + 1
+            word = text[word_start:end]
+            if word not in _VENUE_FILLER or word_start == 0:
+                break
+            end = word_start - 1
+        if word not in _VENUE_PREPOSITIONS:
+            return "", ""
+    return _role_before(_clause_before(text, start))
 
 
 def _role_before(before: list[str]) -> tuple[str, str]:
@@ -639,16 +765,62 @@ def _is_language(text: str, start: int, end: int) -> bool:
     )
 
 
-def _assign_roles(text: str, found: list[tuple[int, int, Cue]], field_name: str) -> list[Mention]:
+# Names whose words say nothing of the topic: "Kenya Revenue Authority", "Port of Trade".
+_NAMED_KINDS = frozenset({"agency", "place"})
+_NAME_KINDS = frozenset({"country", "alias", "adjective", "place"})
+# Roles that belong to one word, never shared with the names joined to it.
+_OWN_ROLES = frozenset({PERSON, PRODUCT, COMMON_NOUN})
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What the roles of one field's mentions are read from."""
+
+    lower: str
+    cased: str
+    field: str
+    capitalised: bool = False
+    persons: frozenset[str] = frozenset()  # names read as people elsewhere in the article
+
+
+def _assign_roles(context: _Context, found: list[_Match]) -> list[Mention]:
+    text = context.lower
+    field_name = context.field
     mentions: list[Mention] = []
     subjects_in_title = [item for item in found if item[2].target != NEUTRAL]
+    cue_starts = frozenset(item[0] for item in found)
+    cue_ends = frozenset(item[1] for item in found)
+    wco_body_before = False
+    trigger_starts = [match.start() for match in _TRIGGER_SCAN.finditer(text)] if found else []
     previous: Mention | None = None
     for start, end, cue in found:
         role, trigger = "", ""
         if cue.target == NEUTRAL:
             role, trigger = cue.kind, cue.phrase
+            wco_body_before = wco_body_before or cue.kind == WCO_BODY
         else:
-            role, trigger = _role_before(_clause_before(text, start))
+            if cue.kind in _NAME_KINDS:
+                if text[start:end] in context.persons:
+                    role, trigger = PERSON, f"{context.cased[start:end]} (a person, see body)"
+                else:
+                    role, trigger = name_role(
+                        context.cased,
+                        start,
+                        end,
+                        body=field_name == "body",
+                        capitalised_text=context.capitalised,
+                        cue_starts=cue_starts,
+                        cue_ends=cue_ends,
+                    )
+            if not role:
+                role, trigger = _role_before_at(text, start, trigger_starts)
+            if not role and wco_body_before:
+                # "Policy Commission Meets in Seoul": where a WCO body met.
+                before = _clause_before(text, start)
+                while before and before[-1] in _VENUE_FILLER:
+                    before.pop()
+                if before and before[-1] in _VENUE_PREPOSITIONS:
+                    role, trigger = "venue", f"WCO body … {before[-1]}"
             if not role and _is_language(text, start, end):
                 role, trigger = "language", text[start:end]
             after = [word for word in _words_after(text, end, 3) if word != "s"]
@@ -668,7 +840,14 @@ def _assign_roles(text: str, found: list[tuple[int, int, Cue]], field_name: str)
                 )
             ):
                 role, trigger = "donor", after[0]
-            if not role and previous is not None and previous.role and previous.role != "neutral":
+            if not role and field_name == "title" and cue.kind == "grouping":
+                role, trigger = _framework_role(text, start, cue, mentions)
+            if (
+                not role
+                and previous is not None
+                and previous.role
+                and previous.role not in _OWN_ROLES
+            ):
                 gap = text[previous.end : start]
                 gap_words = gap.split()
                 if (
@@ -682,6 +861,21 @@ def _assign_roles(text: str, found: list[tuple[int, int, Cue]], field_name: str)
         if cue.target != NEUTRAL:
             previous = mention
     return mentions
+
+
+def _framework_role(text: str, start: int, cue: Cue, earlier: list[Mention]) -> tuple[str, str]:
+    """A grouping named after the acting country in a title, not joined to it by "and", is a
+    framework it applies: "Egypt Prepares to Apply COMESA Certificates" is Egypt's story."""
+    for mention in reversed(earlier):
+        if mention.role or mention.cue.target in {NEUTRAL, cue.target}:
+            continue
+        if mention.cue.kind == "grouping":
+            return "", ""
+        gap = text[mention.end : start].split()
+        if not gap or "and" in gap:
+            return "", ""
+        return "framework", f"{mention.text} … {text[start : start + len(cue.phrase)]}"
+    return "", ""
 
 
 class Classifier:
@@ -724,22 +918,60 @@ class Classifier:
         body_lower = body_cased.lower()
         title_regions, title_topics = self._matcher.find(title_cased, title_lower)
         body_regions, body_topics = self._matcher.find(body_cased, body_lower)
-        mentions = _assign_roles(title_lower, title_regions, "title") + _assign_roles(
-            body_lower, body_regions, "body"
+        # Lower-case names ("frozen turkey") are common nouns only in properly capitalised text.
+        capitalised = is_capitalised_text(body_cased)
+        body_mentions = _assign_roles(
+            _Context(body_lower, body_cased, "body", capitalised), body_regions
         )
+        persons = frozenset(m.text for m in body_mentions if m.role == PERSON)
+        title_mentions = _assign_roles(
+            _Context(title_lower, title_cased, "title", persons=persons), title_regions
+        )
+        mentions = self._resolve_homonyms(title_mentions + body_mentions)
         regions, reason, scores, mentions = self._decide_regions(mentions, title_lower, body_lower)
         topics, topic_scores, topic_mentions = _decide_topics(
-            title_lower, title_topics, body_lower, body_topics
+            title_lower, title_topics, body_lower, body_topics, mentions
         )
+        margin, doubts = _doubts(regions, reason, scores, mentions, title_lower)
         return Classification(
             regions=regions,
             topics=topics,
+            margin=margin,
+            doubts=doubts,
             region_reason=reason,
             region_scores=scores,
             topic_scores=topic_scores,
             mentions=mentions,
             topic_mentions=topic_mentions,
         )
+
+    def _resolve_homonyms(self, mentions: list[Mention]) -> list[Mention]:
+        """ "Georgia" beside Atlanta or CBP, "Paris, Texas": a name another country also
+        uses means that country's place when the article names that country and nothing
+        else of the first one."""
+        homonyms = self.gazetteer.homonyms
+        if not homonyms or not any(m.text in homonyms for m in mentions):
+            return mentions
+        entities = defaultdict(set)
+        for mention in mentions:
+            if mention.role not in _OWN_ROLES:
+                entities[mention.cue.entity].add(mention.text)
+        resolved = []
+        for found in mentions:
+            other = homonyms.get(found.text)
+            if (
+                other is not None
+                and not found.role
+                and other.entity in entities
+                and entities[found.cue.entity] <= {found.text}
+            ):
+                trigger = f"a place in {other.entity}, which the article names"
+                resolved.append(
+                    Mention(other, found.field, found.start, found.end, found.text, "", trigger)
+                )
+            else:
+                resolved.append(found)
+        return resolved
 
     def _decide_regions(
         self, mentions: list[Mention], title_lower: str, body_lower: str
@@ -757,7 +989,8 @@ class Classifier:
                     weight = LEAD_WEIGHT
                 else:
                     weight = BODY_WEIGHT
-            mention = found.with_weight(weight)
+            found.weight = weight
+            mention = found
             weighted.append(mention)
             if weight:
                 scores[mention.cue.target] += weight
@@ -768,9 +1001,17 @@ class Classifier:
         ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
         if title_regions:
             chosen = [slug for slug, _ in ordered if slug in title_regions]
-            return tuple(chosen), "named in the title", dict(ordered), weighted
+            return tuple(chosen), TITLE_REASON, dict(ordered), weighted
+        lead_subject = next(
+            (m for m in mentions if m.field == "body" and (lead_end < 0 or m.start < lead_end)),
+            None,
+        )
+        if any(m.field == "title" and m.cue.kind == WCO_BODY for m in mentions) or (
+            lead_subject is not None and lead_subject.cue.kind == WCO_BODY
+        ):
+            return (GLOBAL,), WCO_WIDE_REASON, dict(ordered), weighted
         if not ordered:
-            return (GLOBAL,), "no region named as a subject", {}, weighted
+            return (GLOBAL,), NO_SUBJECT_REASON, {}, weighted
         if _GLOBAL_TITLE_WORDS & set(title_lower.split()):
             return (GLOBAL,), "a worldwide story by its title", dict(ordered), weighted
         top = ordered[0][1]
@@ -778,38 +1019,195 @@ class Classifier:
         if len(kept) >= SPREAD_REGIONS:
             return (
                 (GLOBAL,),
-                f"the body ranges over {len(kept)} regions with none leading",
+                f"{BODY_SPREAD_PREFIX} {len(kept)} regions with none leading",
                 dict(ordered),
                 weighted,
             )
-        return tuple(kept), "named in the body", dict(ordered), weighted
+        return tuple(kept), BODY_REASON, dict(ordered), weighted
+
+
+CLOSE_CALL = "close call"
+NO_SUBJECT = "no subject found"
+CONFLICT = "conflicting title and body"
+# A decision won by less than this share of its score is a close call.
+CLOSE_MARGIN = 0.25
+# The body is about something else when other regions outweigh the title's there this much.
+CONFLICT_RATIO = 2.0
+
+
+def _doubts(
+    regions: tuple[str, ...],
+    reason: str,
+    scores: dict[str, float],
+    mentions: list[Mention],
+    title_lower: str,
+) -> tuple[float, tuple[str, ...]]:
+    """The margin of a region decision and the reasons an editor should review it."""
+    doubts: list[str] = []
+    chosen = [scores.get(slug, 0.0) for slug in regions if slug != GLOBAL]
+    left_out = [score for slug, score in scores.items() if slug not in regions]
+    margin = 1.0
+    if reason == TITLE_REASON:
+        # How far the title's regions lead whatever else the article names.
+        margin = max(0.0, 1.0 - max(left_out, default=0.0) / min(chosen))
+    elif scores and (reason == BODY_REASON or reason.startswith(BODY_SPREAD_PREFIX)):
+        # How far the decision is from the line that keeps a body region (a share of the
+        # leading one): the weakest region kept above it, the strongest left out below it.
+        ranked = sorted(scores.values(), reverse=True)
+        line = ranked[0] * BODY_SHARE
+        kept = [score for score in ranked if score >= line]
+        below = [score for score in ranked if score < line]
+        if len(kept) > 1:
+            margin = min(margin, (kept[-1] - line) / kept[-1])
+        if below:
+            margin = min(margin, (line - below[0]) / line)
+    if reason == NO_SUBJECT_REASON:
+        margin = 0.0
+        # A title naming the WCO, another organisation or the world says whose story it is.
+        title_says = (_GLOBAL_TITLE_WORDS | {"wco"}) & set(title_lower.split()) or any(
+            m.field == "title" for m in mentions
+        )
+        if not title_says and any(m.cue.target != NEUTRAL for m in mentions):
+            doubts.append(
+                f"{NO_SUBJECT}: every place is named as something else "
+                "(funder, venue, person, product ...)"
+            )
+    elif margin < CLOSE_MARGIN and reason != TITLE_REASON:
+        doubts.append(f"{CLOSE_CALL}: margin {margin:.2f}")
+    if reason == TITLE_REASON:
+        body: dict[str, float] = defaultdict(float)
+        for mention in mentions:
+            if mention.field == "body" and mention.weight:
+                body[mention.cue.target] += mention.weight
+        ours = sum(score for slug, score in body.items() if slug in regions)
+        others = {slug: score for slug, score in body.items() if slug not in regions}
+        if others:
+            slug, score = max(others.items(), key=lambda item: (item[1], item[0]))
+            if score >= 3.0 and score >= CONFLICT_RATIO * ours:
+                doubts.append(
+                    f"{CONFLICT}: the title names {', '.join(regions)}, "
+                    f"the body is mostly about {slug}"
+                )
+    return round(margin, 2), tuple(doubts)
+
+
+# Words that put what follows in the background: "officers who had completed a training course".
+_BACKGROUND = re.compile(
+    r" (who had|who have|which had|had attended|had completed|had recently|recently completed|"
+    r"having attended|after attending|previously|last year|in the past) "
+)
+
+
+def _inside(found: list[_Match], spans: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The ``(start, end)`` of the matches lying within one of ``spans`` (both in order)."""
+    covered: set[tuple[int, int]] = set()
+    if not spans:
+        return covered
+    index = 0
+    for start, end, _cue in found:
+        while index < len(spans) and spans[index][1] < end:
+            index += 1
+        if index == len(spans):
+            break
+        if spans[index][0] <= start:
+            covered.add((start, end))
+    return covered
+
+
+# How far before a cue (in characters, within its sentence) a background word reaches.
+_BACKGROUND_REACH = 60
+
+
+def _background_marks(lower: str) -> list[int]:
+    return [match.start() for match in _BACKGROUND.finditer(lower)]
+
+
+def _is_passing(lower: str, start: int, marks: list[int]) -> bool:
+    if not marks:
+        return False
+    index = bisect.bisect_left(marks, start) - 1
+    if index < 0:
+        return False
+    mark = marks[index]
+    return mark >= start - _BACKGROUND_REACH and SENTENCE_BREAK not in lower[mark:start]
+
+
+# Weak cues the body needs for a topic (two are enough when one is in the first sentence).
+_WEAK_IN_BODY = 3
 
 
 def _decide_topics(
-    title_lower: str, title_found: list[_Match], body_lower: str, body_found: list[_Match]
+    title_lower: str,
+    title_found: list[_Match],
+    body_lower: str,
+    body_found: list[_Match],
+    names: list[Mention],
 ) -> tuple[tuple[str, ...], dict[str, float], list[Mention]]:
-    """A topic needs one cue, a weak cue in the title, or two weak cues in the body."""
+    """A topic needs a cue, or a weak cue in the title, or two weak cues in the body.
+
+    A cue inside an agency's or a place's name ("Kenya Revenue Authority") counts as
+    a weak cue that supports but never decides alone; one in a background
+    clause after the first sentence ("officers who had attended a training course") is a
+    passing mention and does not count."""
+    spans = {
+        field_name: [
+            (m.start, m.end) for m in names if m.field == field_name and m.cue.kind in _NAMED_KINDS
+        ]
+        for field_name in ("title", "body")
+    }
+    inside = {
+        "title": _inside(title_found, spans["title"]),
+        "body": _inside(body_found, spans["body"]),
+    }
+    lead_end = body_lower.find(SENTENCE_BREAK)
+    marks = _background_marks(body_lower)
     strong: set[str] = set()
     weak_title: set[str] = set()
     weak_body: dict[str, int] = defaultdict(int)
+    weak_outside: set[str] = set()
+    weak_lead: set[str] = set()
     scores: dict[str, float] = defaultdict(float)
     mentions: list[Mention] = []
-    for field_name, lower, found in (
-        ("title", title_lower, title_found),
-        ("body", body_lower, body_found),
+    for field_name, lower, found, full_weight in (
+        ("title", title_lower, title_found, TITLE_WEIGHT),
+        ("body", body_lower, body_found, BODY_WEIGHT),
     ):
+        in_names = inside[field_name]
+        body = field_name == "body"
         for start, end, cue in found:
-            weight = TITLE_WEIGHT if field_name == "title" else BODY_WEIGHT
-            if cue.kind == "weak":
-                weight /= 2
-                if field_name == "title":
-                    weak_title.add(cue.target)
+            target = cue.target
+            weak = cue.kind == "weak"
+            role = ""
+            if in_names and (start, end) in in_names:
+                role = "in a name"
+            elif body and marks and 0 <= lead_end < start and _is_passing(lower, start, marks):
+                role = "passing"
+            if role == "passing":
+                weight = 0.0
+            elif weak or role:
+                weight = full_weight / 2
+                if body:
+                    weak_body[target] += 1
+                    if start < lead_end or lead_end < 0:
+                        weak_lead.add(target)
                 else:
-                    weak_body[cue.target] += 1
+                    weak_title.add(target)
+                if not role:
+                    weak_outside.add(target)
             else:
-                strong.add(cue.target)
-            scores[cue.target] += weight
-            mentions.append(Mention(cue, field_name, start, end, lower[start:end], "", "", weight))
-    chosen = strong | weak_title | {slug for slug, count in weak_body.items() if count >= 2}
+                weight = full_weight
+                strong.add(target)
+            scores[target] += weight
+            mentions.append(
+                Mention(cue, field_name, start, end, lower[start:end], role, role, weight)
+            )
+    supported = {
+        slug
+        for slug in weak_outside
+        if slug in weak_title
+        or weak_body.get(slug, 0) >= _WEAK_IN_BODY
+        or (slug in weak_lead and weak_body[slug] >= 2)
+    }
+    chosen = strong | supported
     ordered = sorted(chosen, key=lambda slug: (-scores[slug], slug))
     return tuple(ordered), dict(scores), mentions
