@@ -37,7 +37,7 @@ from syndicator.mail.outbox import (
 from syndicator.mail.signup import open_requests
 from syndicator.mail.subscribers import Subscriber, load_subscribers, load_subscribers_csv
 from syndicator.mail.unsubscribe import load_secret
-from syndicator.models import REGION_SLUGS, RawArticle
+from syndicator.models import REGION_SLUGS, Article, RawArticle, derive_id
 from syndicator.state.db import State
 from syndicator.store.files import read_file, scan
 
@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     articles.add_argument("--region", metavar="R", help="only articles of region R")
     articles.add_argument("--topic", metavar="T", help="only articles of topic T")
     articles.add_argument("--json", action="store_true", help="print a JSON array")
+    articles.add_argument(
+        "--uncertain",
+        action="store_true",
+        help="only articles an editor should review, with the reason (close call, no subject "
+        "found, conflicting title and body)",
+    )
     articles.set_defaults(handler=cmd_articles)
 
     explain = commands.add_parser(
@@ -229,7 +235,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _classifier(config: Config) -> Classifier:
-    return Classifier.load(config.classify.regions, config.classify.topics)
+    return Classifier.load(
+        config.classify.regions, config.classify.topics, config.classify.corrections
+    )
 
 
 def _open(args: argparse.Namespace) -> tuple[Config, Classifier, State]:
@@ -569,6 +577,15 @@ def cmd_check(args: argparse.Namespace) -> int:
                 continue
             ids[article.id] = article
             article_count += 1
+    if classifier is not None:
+        problems.extend(classifier.corrections.problems)
+        path = classifier.corrections.path
+        known = set(ids) | {derive_id(article.title) for article in ids.values()}
+        for correction in classifier.corrections.unknown(known):
+            problems.append(
+                f"{path}:{correction.line}: correction for {correction.article!r} names no "
+                "article of the store (check its id or title)"
+            )
     for problem in problems:
         print(problem)
     summary = (
@@ -588,26 +605,34 @@ def cmd_articles(args: argparse.Namespace) -> int:
         raise NotFoundError(
             f"unknown region {args.region!r}", hint=f"known regions: {', '.join(REGION_SLUGS)}"
         )
-    if args.topic:
-        classifier = _classifier(config)
-        if args.topic not in classifier.taxonomy.topics:
-            raise NotFoundError(
-                f"unknown topic {args.topic!r}",
-                hint=f"known topics: {', '.join(classifier.taxonomy.topics)}",
-            )
+    classifier = _classifier(config) if args.topic or args.uncertain else None
+    if args.topic and classifier is not None and args.topic not in classifier.taxonomy.topics:
+        raise NotFoundError(
+            f"unknown topic {args.topic!r}",
+            hint=f"known topics: {', '.join(classifier.taxonomy.topics)}",
+        )
     state = State.open(config.state.url)
     try:
         articles = state.articles(region=args.region, topic=args.topic)
     finally:
         state.close()
+    doubts: dict[str, tuple[float, tuple[str, ...]]] = {}
+    if args.uncertain and classifier is not None:
+        doubts = _doubts_of(classifier, articles)
+        articles = [article for article in articles if article.id in doubts]
     if args.json:
-        json.dump([article.as_json() for article in articles], sys.stdout, indent=2)
+        entries = [article.as_json() for article in articles]
+        if args.uncertain:
+            for article, entry in zip(articles, entries, strict=True):
+                entry["margin"], reasons = doubts[article.id]
+                entry["doubts"] = list(reasons)
+        json.dump(entries, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return EXIT_OK
     if not articles:
+        filtered = args.region or args.topic or args.uncertain
         print(
-            "no articles"
-            + (" match" if args.region or args.topic else " yet: run `syndicator run --once`"),
+            "no articles" + (" match" if filtered else " yet: run `syndicator run --once`"),
             file=sys.stderr,
         )
         return EXIT_OK
@@ -618,8 +643,26 @@ def cmd_articles(args: argparse.Namespace) -> int:
             f"    regions: {', '.join(article.regions)}; "
             f"topics: {', '.join(article.topics) or '-'}"
         )
+        for reason in doubts.get(article.id, (0.0, ()))[1]:
+            print(f"    review: {reason}")
     print(f"{len(articles)} article{'s' if len(articles) != 1 else ''}", file=sys.stderr)
     return EXIT_OK
+
+
+def _doubts_of(
+    classifier: Classifier, articles: Sequence[Article]
+) -> dict[str, tuple[float, tuple[str, ...]]]:
+    """Margin and doubts of each article whose regions classification decided (an article
+    whose regions an editor set, by front matter or a correction, needs no review)."""
+    found = {}
+    for article in articles:
+        correction = classifier.corrections.find(article.id, article.title)
+        if correction is not None and correction.regions is not None:
+            continue
+        result = classifier.classify(article.title, article.body)
+        if result.doubts and tuple(article.regions) == result.regions:
+            found[article.id] = (result.margin, result.doubts)
+    return found
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -684,11 +727,24 @@ def _explanation(
 ) -> str:
     regions = classifier.gazetteer.regions
     lines = [f"{title}", f"id: {article_id}", ""]
-    if front_regions is not None:
+    correction = classifier.corrections.find(article_id, title)
+    corrected = ""
+    if correction is not None:
+        where = correction.where(classifier.corrections.path)
+        corrected = f"set by a correction, {where}" + (
+            f": {correction.note}" if correction.note else ""
+        )
+    named = ", ".join(f"{slug} ({regions[slug].name})" for slug in result.regions)
+    if correction is not None and correction.regions is not None:
+        lines.append(f"regions: {', '.join(correction.regions)} ({corrected})")
+        lines.append(f"  classification alone: {named} — {result.region_reason}")
+    elif front_regions is not None:
         lines.append(f"regions: {', '.join(front_regions)} (set in front matter)")
     else:
-        named = ", ".join(f"{slug} ({regions[slug].name})" for slug in result.regions)
         lines.append(f"regions: {named} — {result.region_reason}")
+    lines.append(f"  margin: {result.margin:g}")
+    for reason in result.doubts:
+        lines.append(f"  review: {reason}")
     if result.region_scores:
         scores = ", ".join(f"{slug} {score:g}" for slug, score in result.region_scores.items())
         lines.append(f"  scores: {scores}")
@@ -704,13 +760,18 @@ def _explanation(
     if not result.mentions and result.regions == (GLOBAL,):
         lines.append("  no place, grouping or agency is named")
     lines.append("")
-    if front_topics is not None:
+    if correction is not None and correction.topics is not None:
+        lines.append(f"topics: {', '.join(correction.topics) or '-'} ({corrected})")
+        lines.append(f"  classification alone: {', '.join(result.topics) or '-'}")
+    elif front_topics is not None:
         lines.append(f"topics: {', '.join(front_topics) or '-'} (set in front matter)")
     else:
         lines.append(f"topics: {', '.join(result.topics) or '-'}")
     for mention in result.topic_mentions:
         chosen = mention.cue.target in result.topics
         kind = "weak cue" if mention.cue.kind == "weak" else "cue"
+        if mention.role:
+            kind = f"{kind}, {mention.role}"
         lines.append(
             f"  {mention.field:5}  {mention.text!r:32} {mention.cue.target:22} {kind}, "
             f"weight {mention.weight:g}{'' if chosen else ' (not enough alone)'}"

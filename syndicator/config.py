@@ -180,6 +180,8 @@ class SubscribersConfig(_Section):
 class ClassifyConfig(_Section):
     regions: Path = Path("regions.toml")
     topics: Path = Path("topics.toml")
+    # Editors' corrections (see syndicator.classify.corrections); none when unset.
+    corrections: Path | None = None
 
 
 class Config(_Section):
@@ -355,6 +357,11 @@ def load_config(path: Path) -> Config:
                 update={
                     "regions": _resolve(base, config.classify.regions),
                     "topics": _resolve(base, config.classify.topics),
+                    "corrections": (
+                        _resolve(base, config.classify.corrections)
+                        if config.classify.corrections
+                        else None
+                    ),
                 }
             ),
         }

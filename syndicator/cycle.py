@@ -159,9 +159,7 @@ def reload_store(
             result=result,
         )
         if state.get_meta(conn, _CLASSIFIER_KEY) != classifier.fingerprint:
-            result.reclassified = _reclassify_all(conn, classifier)
-            if result.reclassified:
-                state.record_article_changes(conn, None)
+            result.reclassified = _reclassify_all(conn, state, classifier)
             state.set_meta(conn, _CLASSIFIER_KEY, classifier.fingerprint)
         if not baseline:
             result.matched = record_matches(conn, result.new, now=now)
@@ -418,7 +416,7 @@ def _article_values(
     }
 
 
-def _reclassify_all(conn: Connection, classifier: Classifier) -> int:
+def _reclassify_all(conn: Connection, state: State, classifier: Classifier) -> int:
     """Classify every stored article again (the gazetteer or taxonomy changed)."""
     rows = conn.execute(
         select(
@@ -428,16 +426,23 @@ def _reclassify_all(conn: Connection, classifier: Classifier) -> int:
             articles_table.c.front_regions,
             articles_table.c.front_topics,
             articles_table.c.classified_with,
+            articles_table.c.regions,
+            articles_table.c.topics,
         )
     ).all()
     changes = []
+    moved: list[str] = []
     for row in rows:
         if row.classified_with == classifier.fingerprint:
             continue
         front_regions = split_slugs(row.front_regions) if row.front_regions is not None else None
         front_topics = split_slugs(row.front_topics) if row.front_topics is not None else None
-        regions, topics = classes_of(classifier, row.title, row.body, front_regions, front_topics)
+        regions, topics = classes_of(
+            classifier, row.title, row.body, front_regions, front_topics, article_id=row.id
+        )
         changes.append({"key": row.id, "regions": regions, "topics": topics})
+        if (regions, topics) != (row.regions, row.topics):
+            moved.append(row.id)
     if changes:
         conn.execute(
             update(articles_table)
@@ -449,6 +454,12 @@ def _reclassify_all(conn: Connection, classifier: Classifier) -> int:
             ),
             changes,
         )
+    if moved:
+        # Only the articles whose regions or topics moved are news to the publishers; when
+        # this transaction recorded other changes already, they read everything instead.
+        earlier = state.article_changes
+        same_cycle = earlier is not None and earlier[1] == state.articles_revision(conn)
+        state.record_article_changes(conn, None if same_cycle else moved)
     return len(changes)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
+import logging
 import operator
 import re
 import tomllib
@@ -39,6 +40,7 @@ from typing import Any
 
 import ahocorasick
 
+from syndicator.classify.corrections import Corrections
 from syndicator.classify.names import (
     COMMON_NOUN,
     PERSON,
@@ -55,6 +57,8 @@ from syndicator.classify.tokens import (
 )
 from syndicator.errors import ConfigError
 from syndicator.models import REGION_SLUGS
+
+log = logging.getLogger(__name__)
 
 GLOBAL = "global"
 NEUTRAL = "neutral"
@@ -881,9 +885,17 @@ def _framework_role(text: str, start: int, cue: Cue, earlier: list[Mention]) -> 
 class Classifier:
     """Regions and topics for article text, from a gazetteer and a taxonomy."""
 
-    def __init__(self, gazetteer: Gazetteer, taxonomy: Taxonomy, *, fingerprint: str = "") -> None:
+    def __init__(
+        self,
+        gazetteer: Gazetteer,
+        taxonomy: Taxonomy,
+        *,
+        fingerprint: str = "",
+        corrections: Corrections | None = None,
+    ) -> None:
         self.gazetteer = gazetteer
         self.taxonomy = taxonomy
+        self.corrections = corrections if corrections is not None else Corrections()
         self.fingerprint = fingerprint or ENGINE_VERSION
         topic_cues: list[Cue] = []
         for topic in taxonomy.topics.values():
@@ -894,16 +906,30 @@ class Classifier:
         self._matcher = _Matcher(gazetteer.cues + topic_cues)
 
     @classmethod
-    def load(cls, regions_path: Path, topics_path: Path) -> Classifier:
+    def load(
+        cls, regions_path: Path, topics_path: Path, corrections_path: Path | None = None
+    ) -> Classifier:
+        """The classifier of a gazetteer, a taxonomy and, optionally, editors' corrections.
+
+        Its fingerprint covers all three files, so a change to any of them has every
+        stored article classified (and corrected) again."""
         digest = hashlib.sha256(ENGINE_VERSION.encode())
         for path in (regions_path, topics_path):
             # An unreadable file is reported by the loaders below, with a clearer message.
             with contextlib.suppress(OSError):
                 digest.update(path.read_bytes())
+        gazetteer = Gazetteer.load(regions_path)
+        taxonomy = Taxonomy.load(topics_path)
+        corrections = Corrections()
+        if corrections_path is not None:
+            corrections = Corrections.load(
+                corrections_path, frozenset(gazetteer.regions), frozenset(taxonomy.topics)
+            )
+            for problem in corrections.problems:
+                log.warning("%s", problem)
+            digest.update(corrections.digest.encode())
         return cls(
-            Gazetteer.load(regions_path),
-            Taxonomy.load(topics_path),
-            fingerprint=digest.hexdigest()[:16],
+            gazetteer, taxonomy, fingerprint=digest.hexdigest()[:16], corrections=corrections
         )
 
     @property

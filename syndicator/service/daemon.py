@@ -286,7 +286,10 @@ class Service:
                 raise SyndicatorError("no configuration file to re-read")
             config = await asyncio.to_thread(load_config, path)
             classifier = await asyncio.to_thread(
-                Classifier.load, config.classify.regions, config.classify.topics
+                Classifier.load,
+                config.classify.regions,
+                config.classify.topics,
+                config.classify.corrections,
             )
         except SyndicatorError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)

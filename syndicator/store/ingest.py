@@ -50,8 +50,17 @@ def classes_of(
     body: str,
     front_regions: tuple[str, ...] | None,
     front_topics: tuple[str, ...] | None,
+    *,
+    article_id: str = "",
 ) -> Classes:
-    """Regions and topics of an article; front matter overrides what classification infers."""
+    """Regions and topics of an article; front matter overrides what classification infers,
+    and an editor's correction (see :mod:`syndicator.classify.corrections`) both."""
+    correction = classifier.corrections.find(article_id, title)
+    if correction is not None:
+        if correction.regions is not None:
+            front_regions = correction.regions
+        if correction.topics is not None:
+            front_topics = correction.topics
     if front_regions is not None and front_topics is not None:
         return join_slugs(front_regions), join_slugs(front_topics)
     result = classifier.classify(title, body)
@@ -64,7 +73,10 @@ def _read_one(
     classifier: Classifier, path: Path
 ) -> tuple[list[RawArticle], list[Classes], list[StoreError]]:
     articles, problems = read_file(path)
-    classes = [classes_of(classifier, a.title, a.body, a.regions, a.topics) for a in articles]
+    classes = [
+        classes_of(classifier, a.title, a.body, a.regions, a.topics, article_id=a.id)
+        for a in articles
+    ]
     return articles, classes, problems
 
 
