@@ -13,7 +13,7 @@ import platform
 import sys
 from pathlib import Path
 
-from benchmarks import http, mail, matching, pipeline, publishing
+from benchmarks import classification, http, mail, matching, pipeline, publishing
 
 
 def main() -> int:
@@ -26,6 +26,7 @@ def main() -> int:
     if args.quick:
         results = [
             *pipeline.run(articles=5_000, subscribers=1_000, memory_subscribers=20_000),
+            classification.run(5_000),
             publishing.run(5_000, 500, 3),
             matching.run(100_000),
             mail.run(500, repeat=3),
@@ -34,6 +35,7 @@ def main() -> int:
     else:
         results = [
             *pipeline.run(articles=100_000, subscribers=10_000, memory_subscribers=1_000_000),
+            classification.run(50_000),
             publishing.run(100_000, 5_000, 5),
             matching.run(1_000_000),
             mail.run(5_000, repeat=5),
