@@ -17,6 +17,7 @@ from pathlib import Path
 from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
 from syndicator.cycle import run_cycle
+from syndicator.mail.queue import SubscriberIndex
 from syndicator.publish.publisher import prime_catalogue
 from syndicator.state.db import State
 
@@ -27,12 +28,19 @@ def main() -> None:
     classifier = Classifier.load(config.classify.regions, config.classify.topics)
     state = State.open(config.state.url)
     now = datetime.now(UTC)
-    run_cycle(config, classifier, state, now=now)
+    index = SubscriberIndex()  # kept from cycle to cycle, as the service keeps its own
+    run_cycle(config, classifier, state, now=now, subscriber_index=index)
     prime_catalogue(state)  # as the service does once started
     quiet = []
     for number in range(quiet_count):
         started = time.perf_counter()
-        result = run_cycle(config, classifier, state, now=now + timedelta(seconds=number + 1))
+        result = run_cycle(
+            config,
+            classifier,
+            state,
+            now=now + timedelta(seconds=number + 1),
+            subscriber_index=index,
+        )
         quiet.append(time.perf_counter() - started)
         assert not result.reload.changed, result.summary()
     added, matched, queued = [], 0, 0
@@ -45,7 +53,13 @@ def main() -> None:
             encoding="utf-8",
         )
         started = time.perf_counter()
-        result = run_cycle(config, classifier, state, now=now + timedelta(minutes=number + 1))
+        result = run_cycle(
+            config,
+            classifier,
+            state,
+            now=now + timedelta(minutes=number + 1),
+            subscriber_index=index,
+        )
         added.append(time.perf_counter() - started)
         assert len(result.reload.new) == 1, result.summary()
         matched += result.reload.matched

@@ -25,11 +25,10 @@ from syndicator.classify.classifier import GLOBAL, Classification, Classifier
 from syndicator.config import Config, default_config_path, load_config
 from syndicator.cycle import deliver_due, load_subscribers_file, names_from, run_cycle
 from syndicator.errors import NotFoundError, SyndicatorError
-from syndicator.mail import outbox
+from syndicator.mail import roster
 from syndicator.mail.mailer import Mailer
-from syndicator.mail.outbox import (
+from syndicator.mail.roster import (
     add_subscriber,
-    recover_inflight,
     remove_subscriber,
     resubscribe,
     sync_subscribers,
@@ -39,6 +38,8 @@ from syndicator.mail.subscribers import Subscriber, load_subscribers, load_subsc
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.models import REGION_SLUGS, RawArticle
 from syndicator.state.db import State
+from syndicator.state.matches import pending_articles
+from syndicator.state.outbox import release_inflight
 from syndicator.store.files import read_file, scan
 
 log = logging.getLogger("syndicator")
@@ -275,7 +276,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.once:
             with state.transaction() as conn:
-                recovered = recover_inflight(conn)
+                recovered = release_inflight(conn)
             if recovered:
                 log.warning("%s messages were in flight at the last stop; sending again", recovered)
             result = run_cycle(config, classifier, state, now=datetime.now(UTC))
@@ -326,7 +327,7 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
     config, _classifier, state = _subscriber_state(args)
     try:
         with state.engine.connect() as conn:
-            records = outbox.subscribers(conn)
+            records = roster.list_subscribers(conn)
             requests = open_requests(
                 conn,
                 now=datetime.now(UTC),
@@ -359,7 +360,7 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             "email": request.email,
             "name": request.subscriber.name,
             "status": "pending",
-            "source": outbox.FROM_WEB,
+            "source": roster.FROM_WEB,
             "cadence": request.subscriber.cadence,
             "regions": list(request.subscriber.regions),
             "topics": list(request.subscriber.topics),
@@ -500,8 +501,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
     config, classifier, state = _open(args)
     try:
         with state.engine.connect() as conn:
-            record = outbox.find_subscriber(conn, args.email)
-            articles = outbox.pending_articles(conn, record.id) if record else []
+            record = roster.find_subscriber(conn, args.email)
+            articles = pending_articles(conn, record.id) if record else []
         if record is None:
             raise NotFoundError(
                 f"no subscriber {args.email!r} in state",

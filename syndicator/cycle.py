@@ -31,16 +31,10 @@ from sqlalchemy.engine import Connection
 from syndicator.classify.classifier import Classifier
 from syndicator.config import Config
 from syndicator.errors import StoreError
+from syndicator.mail.deliver import DeliveryReport, deliver, envelope_sender
 from syndicator.mail.mailer import Mailer
-from syndicator.mail.outbox import (
-    DeliveryReport,
-    SyncResult,
-    deliver,
-    envelope_sender,
-    queue_due,
-    record_matches,
-    sync_subscribers,
-)
+from syndicator.mail.queue import SubscriberIndex, queue_due, record_matches
+from syndicator.mail.roster import SyncResult, sync_subscribers
 from syndicator.mail.subscribers import Subscriber, held_addresses, load_subscribers
 from syndicator.mail.transport import Transport, transport_from_config
 from syndicator.mail.unsubscribe import load_secret
@@ -113,6 +107,7 @@ def reload_store(
     now: datetime,
     subscribers: Sequence[Subscriber] | None = None,
     held_subscribers: frozenset[str] = frozenset(),
+    subscriber_index: SubscriberIndex | None = None,
 ) -> ReloadResult:
     """Bring state in line with the store; return what changed.
 
@@ -120,6 +115,8 @@ def reload_store(
     known so far (nothing is matched on the very first load of a store: that is
     the baseline), then ``subscribers`` (the subscribers file, when given) is
     synced, so a subscriber added now receives only articles seen from now on.
+    ``subscriber_index``, kept by the caller, saves rebuilding the subscribers' index
+    for each cycle.
     """
     started = time.perf_counter()
     result = ReloadResult()
@@ -164,7 +161,7 @@ def reload_store(
                 state.record_article_changes(conn, None)
             state.set_meta(conn, _CLASSIFIER_KEY, classifier.fingerprint)
         if not baseline:
-            result.matched = record_matches(conn, result.new, now=now)
+            result.matched = record_matches(conn, result.new, now=now, index=subscriber_index)
         if subscribers is not None:
             result.subscribers = sync_subscribers(conn, subscribers, now=now, held=held_subscribers)
         result.articles = _count_active(conn)
@@ -556,8 +553,13 @@ def run_cycle(
     *,
     now: datetime,
     ping: Callable[[str, list[str]], list[str]] | None = None,
+    subscriber_index: SubscriberIndex | None = None,
 ) -> CycleResult:
-    """Reload the store and the subscribers, publish what changed, queue the mail due."""
+    """Reload the store and the subscribers, publish what changed, queue the mail due.
+
+    ``subscriber_index`` is the caller's, kept from one cycle to the next (see
+    :func:`reload_store`).
+    """
     listed, problems, held = load_subscribers_file(config, classifier)
     synced_before = listed is not None and _LAST_SYNCED.get(config.state.url) is listed
     if not synced_before:
@@ -572,6 +574,7 @@ def run_cycle(
             # The same parse of an unchanged file was synced already: nothing to do.
             subscribers=None if synced_before else listed,
             held_subscribers=held,
+            subscriber_index=subscriber_index,
         ),
     )
     if listed is not None:

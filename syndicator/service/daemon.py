@@ -51,13 +51,15 @@ from syndicator.cycle import (
     site_from_config,
 )
 from syndicator.errors import SyndicatorError
-from syndicator.mail.outbox import DeliveryReport, outbox_counts, recover_inflight
+from syndicator.mail.deliver import DeliveryReport
+from syndicator.mail.queue import SubscriberIndex
 from syndicator.mail.signup import SignupDesk, SignupSettings
 from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret
 from syndicator.metrics import Metrics
 from syndicator.publish.publisher import PageOnDemand, prime_catalogue
 from syndicator.service.systemd import Notifier
 from syndicator.state.db import State
+from syndicator.state.outbox import count_by_status, release_inflight
 from syndicator.web.app import Health, create_app, serve
 from syndicator.web.subscriptions import SubscriptionPages
 
@@ -90,6 +92,8 @@ class Service:
         self.notifier = notifier or Notifier()
         self.health = Health(interval=float(config.store.reload_interval))
         self.metrics = Metrics()
+        # The subscribers' matching index, kept from one cycle to the next.
+        self.subscriber_index = SubscriberIndex()
         self.busy = asyncio.Lock()
         self.wake = asyncio.Event()
         self.stopping = False
@@ -127,7 +131,12 @@ class Service:
             config, classifier = self.config, self.classifier
             try:
                 result = await asyncio.to_thread(
-                    run_cycle, config, classifier, self.state, now=_now()
+                    run_cycle,
+                    config,
+                    classifier,
+                    self.state,
+                    now=_now(),
+                    subscriber_index=self.subscriber_index,
                 )
             except SyndicatorError as exc:
                 log.error("cycle failed: %s", exc)
@@ -188,7 +197,7 @@ class Service:
         self.metrics.record_mail("retry", report.retry)
         self.metrics.record_mail("failed", report.failed)
         with contextlib.suppress(SyndicatorError), self.state.engine.connect() as conn:
-            self.metrics.set_outbox(outbox_counts(conn))
+            self.metrics.set_outbox(count_by_status(conn))
         return report
 
     def _record(
@@ -333,7 +342,7 @@ class Service:
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
             with self.state.transaction() as conn:
-                recovered = recover_inflight(conn)
+                recovered = release_inflight(conn)
             if recovered:
                 log.warning("%s messages were in flight at the last stop; sending again", recovered)
             self._secret = load_secret(self.state, self.config.mail.unsubscribe_secret_file)
