@@ -35,7 +35,12 @@ from syndicator.mail.deliver import DeliveryReport, deliver, envelope_sender
 from syndicator.mail.mailer import Mailer
 from syndicator.mail.queue import SubscriberIndex, queue_due, record_matches
 from syndicator.mail.roster import SyncResult, sync_subscribers
-from syndicator.mail.subscribers import Subscriber, held_addresses, load_subscribers
+from syndicator.mail.subscribers import (
+    Subscriber,
+    file_unusable,
+    held_addresses,
+    load_subscribers,
+)
 from syndicator.mail.transport import Transport, transport_from_config
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.models import RawArticle, summarize
@@ -499,11 +504,7 @@ def load_subscribers_file(
         return _SUBSCRIBERS_CACHE[key]
     listed_all, errors = load_subscribers(path, set(topics))
     problems = [str(error) for error in errors]
-    unusable = not listed_all and any(
-        marker in problem
-        for problem in problems
-        for marker in ("not found", "cannot read", "invalid TOML", "must be an array")
-    )
+    unusable = file_unusable(listed_all, errors)
     result = (None if unusable else listed_all), problems, held_addresses(list(errors))
     if key is not None:
         _SUBSCRIBERS_CACHE.clear()
