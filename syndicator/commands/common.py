@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from syndicator.classify.classifier import Classifier
 from syndicator.config import Config, default_config_path, load_config
-from syndicator.state.db import State
+
+if TYPE_CHECKING:
+    from syndicator.classify.classifier import Classifier
+    from syndicator.state.db import State
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -18,11 +21,15 @@ def load(args: argparse.Namespace) -> Config:
 
 
 def classifier_of(config: Config) -> Classifier:
+    from syndicator.classify.classifier import Classifier  # noqa: PLC0415
+
     return Classifier.load(config.classify.regions, config.classify.topics)
 
 
 def open_all(args: argparse.Namespace) -> tuple[Config, Classifier, State]:
     """Configuration, classifier and an open state database (the caller closes it)."""
+    from syndicator.state.db import State  # noqa: PLC0415
+
     config = load(args)
     classifier = classifier_of(config)
     return config, classifier, State.open(config.state.url)
