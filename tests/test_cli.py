@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from syndicator.cli import _handler, build_parser
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
 from syndicator.state.db import State
 from tests.conftest import SAMPLE_STORE, write
 
@@ -104,6 +105,30 @@ def test_check_passes_on_the_example_configuration() -> None:
     result = syndicator("check", cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no problems" in result.stdout
+
+
+def test_check_names_the_gazetteer_and_taxonomy_in_use(tmp_path: Path) -> None:
+    # A configuration with no [classify] table classifies with the files shipped in the
+    # package; one that names its own file uses it instead, and check says which.
+    config = write(tmp_path / "site" / "syndicator.toml", '[store]\npath = "articles"\n')
+    (tmp_path / "site" / "articles").mkdir()
+    (tmp_path / "site" / "subscribers.toml").write_text("")
+    shipped = syndicator("--config", str(config), "check")
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    assert f"gazetteer: {SHIPPED_REGIONS} (shipped with syndicator)" in shipped.stdout
+    assert f"taxonomy: {SHIPPED_TOPICS} (shipped with syndicator)" in shipped.stdout
+
+    own = tmp_path / "site" / "my-topics.toml"
+    own.write_text('[[topic]]\nslug = "tariffs"\nname = "Tariffs"\ncues = ["tariff"]\n')
+    config.write_text(config.read_text() + '[classify]\ntopics = "my-topics.toml"\n')
+    replaced = syndicator("--config", str(config), "check")
+    assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+    assert f"taxonomy: {own} (from classify.topics)" in replaced.stdout
+    assert f"gazetteer: {SHIPPED_REGIONS} (shipped with syndicator)" in replaced.stdout
+    write(tmp_path / "site" / "articles" / "a.md", '+++\ntitle = "T"\ntopics = ["aeo"]\n+++\nB\n')
+    unknown = syndicator("--config", str(config), "check")
+    assert unknown.returncode == 1
+    assert "topics: unknown topic 'aeo'" in unknown.stdout
 
 
 def test_check_lists_every_problem(sample_install: Path) -> None:

@@ -52,6 +52,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             article_count += 1
     for problem in problems:
         print(problem)
+    for what, key, path, shipped in (
+        ("gazetteer", "classify.regions", config.classify.regions, config.classify.shipped_regions),
+        ("taxonomy", "classify.topics", config.classify.topics, config.classify.shipped_topics),
+    ):
+        print(f"{what}: {path} ({'shipped with syndicator' if shipped else 'from ' + key})")
     summary = (
         f"{config.source}: {len(scanned.files)} store files, {article_count} articles, "
         f"{len(subscribers)} subscribers"
