@@ -15,7 +15,7 @@ import pytest
 
 from syndicator import cycle
 from syndicator.classify.classifier import Classifier
-from syndicator.config import load_config
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
 from syndicator.errors import ConfigError, ErrorKind
 from syndicator.mail import roster
 from syndicator.mail.subscribers import (
@@ -25,7 +25,6 @@ from syndicator.mail.subscribers import (
     load_subscribers,
 )
 from syndicator.state.db import State
-from tests.conftest import CONFIG_DIR
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 BOTH = '[[subscriber]]\nemail = "desk@example.org"\n\n[[subscriber]]\nemail = "peer@example.org"\n'
@@ -89,7 +88,7 @@ def reworded(error: ConfigError) -> ConfigError:
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 def _statuses_after(
@@ -134,8 +133,6 @@ def _install(root: Path) -> Path:
     config_dir = root / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     (root / "articles").mkdir()
-    for name in ("regions.toml", "topics.toml"):
-        (config_dir / name).write_bytes((CONFIG_DIR / name).read_bytes())
     config = config_dir / "syndicator.toml"
     config.write_text(
         '[site]\ntitle = "WCO News"\nbase_url = "https://news.example.org/"\n'
