@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import Config
-from syndicator.errors import StoreError
+from syndicator.errors import ErrorKind, StoreError
 from syndicator.mail.mailer import Mailer
 from syndicator.mail.outbox import (
     DeliveryReport,
@@ -62,6 +62,8 @@ from syndicator.store.ingest import Classes, ReadFile, classes_of, read_files
 log = logging.getLogger(__name__)
 
 _CLASSIFIER_KEY = "classifier"
+# A file that could not be read now is out of sight, not gone: it keeps its articles.
+_OUT_OF_SIGHT = frozenset({ErrorKind.UNREADABLE, ErrorKind.VANISHED})
 
 
 @dataclass(slots=True)
@@ -101,6 +103,7 @@ def _check_topics(classifier: Classifier, raw: RawArticle) -> StoreError | None:
     return StoreError(
         raw.source,
         f"topics: unknown topic {unknown[0]!r} (see config/topics.toml); article skipped",
+        kind=ErrorKind.UNKNOWN_NAME,
         line=raw.line,
     )
 
@@ -137,7 +140,7 @@ def reload_store(
         unreadable = tuple(
             f"{error.path}{os.sep}"
             for error in scanned.errors
-            if error.message.startswith(f"{error.path}: cannot ")
+            if error.kind is ErrorKind.UNREADABLE
         )
         vanished = [
             path for path in known if path not in current and not path.startswith(unreadable)
@@ -268,7 +271,7 @@ def _reconcile(
         item, problems = read.stat, read.problems
         path = item.location
         result.errors.extend(problems)
-        readable = not any("vanished" in p.message or "cannot read" in p.message for p in problems)
+        readable = not any(p.kind in _OUT_OF_SIGHT for p in problems)
         kept: set[str] = set()
         for raw, classes in zip(read.articles, read.classes, strict=True):
             problem = _check_topics(classifier, raw)
@@ -281,6 +284,7 @@ def _reconcile(
                         raw.source,
                         f"duplicate article id {raw.id!r} (same id or title earlier in this "
                         "scan); skipped",
+                        kind=ErrorKind.DUPLICATE,
                         line=raw.line,
                     )
                 )
@@ -296,6 +300,7 @@ def _reconcile(
                     StoreError(
                         raw.source,
                         f"duplicate of article {raw.id!r} in {row.source}:{row.line}; skipped",
+                        kind=ErrorKind.DUPLICATE,
                         line=raw.line,
                     )
                 )
