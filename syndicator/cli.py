@@ -23,7 +23,6 @@ from pydantic import ValidationError
 from syndicator import __version__
 from syndicator.classify.classifier import GLOBAL, Classification, Classifier
 from syndicator.config import Config, default_config_path, load_config
-from syndicator.cycle import deliver_due, load_subscribers_file, names_from, run_cycle
 from syndicator.errors import NotFoundError, SyndicatorError
 from syndicator.mail import outbox
 from syndicator.mail.mailer import Mailer
@@ -38,6 +37,7 @@ from syndicator.mail.signup import open_requests
 from syndicator.mail.subscribers import Subscriber, load_subscribers, load_subscribers_csv
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.models import REGION_SLUGS, RawArticle
+from syndicator.pipeline import Pipeline, load_subscribers_file, names_from
 from syndicator.state.db import State
 from syndicator.store.files import read_file, scan
 
@@ -232,6 +232,11 @@ def _classifier(config: Config) -> Classifier:
     return Classifier.load(config.classify.regions, config.classify.topics)
 
 
+def _now() -> datetime:
+    """The real time: read here, at the top, and handed to everything below."""
+    return datetime.now(UTC)
+
+
 def _open(args: argparse.Namespace) -> tuple[Config, Classifier, State]:
     """Configuration, classifier and an open state database (the caller closes it)."""
     config = _load(args)
@@ -278,9 +283,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 recovered = recover_inflight(conn)
             if recovered:
                 log.warning("%s messages were in flight at the last stop; sending again", recovered)
-            result = run_cycle(config, classifier, state, now=datetime.now(UTC))
+            pipeline = Pipeline(config, classifier, state, clock=_now)
+            result = pipeline.cycle()
             log.info("cycle: %s", result.summary())
-            report = asyncio.run(deliver_due(config, state, clock=lambda: datetime.now(UTC)))
+            report = asyncio.run(pipeline.deliver())
             log.info(
                 "mail: %s sent, %s to retry, %s failed", report.sent, report.retry, report.failed
             )
@@ -288,7 +294,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Imported here: the service's HTTP server and scheduler are not needed for one cycle.
         from syndicator.service.daemon import run_service  # noqa: PLC0415
 
-        return run_service(config, classifier, state)
+        return run_service(config, classifier, state, clock=_now)
     finally:
         state.close()
 
@@ -296,7 +302,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_feeds(args: argparse.Namespace) -> int:
     config, classifier, state = _open(args)
     try:
-        result = run_cycle(config, classifier, state, now=datetime.now(UTC))
+        result = Pipeline(config, classifier, state, clock=_now).cycle()
     finally:
         state.close()
     if result.publish_error:
@@ -318,7 +324,7 @@ def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Classifier, Sta
         print(problem, file=sys.stderr)
     if listed is not None:
         with state.transaction() as conn:
-            sync_subscribers(conn, listed, now=datetime.now(UTC), held=held)
+            sync_subscribers(conn, listed, now=_now(), held=held)
     return config, classifier, state
 
 
@@ -329,7 +335,7 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             records = outbox.subscribers(conn)
             requests = open_requests(
                 conn,
-                now=datetime.now(UTC),
+                now=_now(),
                 ttl=timedelta(hours=config.web.confirm_ttl_hours),
             )
     finally:
@@ -441,7 +447,7 @@ def cmd_subscribers_add(args: argparse.Namespace) -> int:
                 hint=f"known topics: {', '.join(classifier.taxonomy.topics)}",
             )
         with state.transaction() as conn:
-            outcome = add_subscriber(conn, subscriber, now=datetime.now(UTC))
+            outcome = add_subscriber(conn, subscriber, now=_now())
     finally:
         state.close()
     print(f"{subscriber.email}: {outcome}")
@@ -463,7 +469,7 @@ def cmd_subscribers_resubscribe(args: argparse.Namespace) -> int:
     state = _subscriber_state(args)[2]
     try:
         with state.transaction() as conn:
-            resubscribe(conn, args.email, now=datetime.now(UTC))
+            resubscribe(conn, args.email, now=_now())
     finally:
         state.close()
     print(f"{args.email}: subscribed again (only articles seen from now on)")
@@ -484,7 +490,7 @@ def cmd_subscribers_import(args: argparse.Namespace) -> int:
         for subscriber in listed:
             try:
                 with state.transaction() as conn:
-                    outcome = add_subscriber(conn, subscriber, now=datetime.now(UTC))
+                    outcome = add_subscriber(conn, subscriber, now=_now())
             except SyndicatorError as exc:
                 print(f"{args.file}: {exc}", file=sys.stderr)
                 outcome = "skipped"
@@ -526,7 +532,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     finally:
         state.close()
     mailer = Mailer(config, names_from(classifier), secret)
-    _, message = mailer(record, articles, record.cadence, datetime.now(UTC))
+    _, message = mailer(record, articles, record.cadence, _now())
     sys.stdout.write(message.decode("utf-8").replace("\r\n", "\n"))
     return EXIT_OK
 

@@ -11,7 +11,7 @@ import pytest
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
-from syndicator.cycle import reload_store
+from syndicator.pipeline import reload_store
 from syndicator.state.db import State
 from tests.conftest import CONFIG_DIR, SAMPLE_STORE, write
 

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
-from syndicator.cycle import deliver_due, run_cycle
 from syndicator.models import ARTICLE_ID
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State
 from syndicator.store.files import parse_bytes
 from tests.conftest import CONFIG_DIR
