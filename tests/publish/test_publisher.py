@@ -14,8 +14,15 @@ from syndicator.config import Config, load_config
 from syndicator.metrics import Metrics
 from syndicator.pipeline import Pipeline, channels_from, names_from, run_cycle, site_from_config
 from syndicator.publish.feeds import article_page_path
-from syndicator.publish.publisher import PageOnDemand, publish
+from syndicator.publish.publisher import (
+    PageOnDemand,
+    PublishPlan,
+    plan_publish,
+    publish,
+    settings_signature,
+)
 from syndicator.state.db import State
+from syndicator.state.feeds import feed_signatures
 from syndicator.web.app import Health, create_app, serve
 from tests.conftest import write
 
@@ -253,3 +260,44 @@ def test_a_kept_catalogue_follows_changes_made_by_another_process(
     output = config.feeds.output_dir
     for pattern in ("*.rss", "*.atom", "*.json", "index.html", "feeds.opml"):
         assert files(output, pattern) == files(expected, pattern), pattern
+
+
+def test_the_publish_plan_renders_what_changed_or_went_missing(
+    config: Config, classifier: Classifier, state: State, pipeline: Pipeline
+) -> None:
+    write(config.store.path / "old.txt", digest(*titles(6)))
+    pipeline.cycle(now=T0)
+    catalogue = pipeline.catalogue.catalogue
+    assert catalogue is not None
+    channels = channels_from(classifier)
+    output = config.feeds.output_dir
+    present = {str(p.relative_to(output)) for p in output.rglob("*") if p.is_file()}
+    with state.engine.connect() as conn:
+        stored = feed_signatures(conn)
+
+    def plan(**changes: object) -> PublishPlan:
+        inputs: dict[str, object] = {
+            "channels": channels,
+            "site_signature": settings_signature(
+                site_from_config(config), names_from(classifier), config.feeds.max_items
+            ),
+            "stored_signatures": stored,
+            "feed_files": present,
+            "page_files": None,
+            "awaiting_mail": set(),
+            "changed": frozenset(),
+        }
+        return plan_publish(catalogue, **{**inputs, **changes})  # type: ignore[arg-type]
+
+    assert plan().feeds == {} and plan().pages == set()  # all published, nothing changed
+    americas = next(channel for channel in channels if channel.path == "americas")
+    assert list(plan(feed_files=present - {"americas.json"}).feeds) == [americas]
+    assert list(plan(stored_signatures={}).feeds) == channels  # nothing known: everything
+    pages = {name for name in present if name.startswith("articles/")}
+    assert pages and plan(page_files=set()).pages == {
+        item.id for item in catalogue.order if item.page_signature
+    }
+    assert plan(page_files={name.removeprefix("articles/") for name in pages}).pages == set()
+    gone = catalogue.order[0].id
+    assert plan(changed=frozenset({gone, "no-such-article"})).unpublish == ["no-such-article"]
+    assert plan(changed=None).unpublish is None  # unknown changes: whatever is stale on disk
