@@ -16,7 +16,8 @@ The two working jobs share a lock: cycles never overlap each other or a
 delivery run. When a subscription page queues a mail (a confirmation link), the mail
 job is run at once rather than at its next minute.
 
-Signal handlers only set flags and wake the main task, which acts: SIGTERM or SIGINT
+Signal handlers set flags and wake the main task, which acts (the one thing a handler does
+itself is cancel the job in flight at a second SIGINT): SIGTERM or SIGINT
 stop taking new work, let the batch in flight finish (or abandon it after a timeout; it
 is sent again at the next start), close the HTTP server and the database and return 0;
 a second SIGINT abandons the work in flight at once, then closes the same way and returns
