@@ -68,22 +68,34 @@ class ConfigError(SyndicatorError, ValueError):
 
 
 class StoreError(SyndicatorError):
-    """One problem with one file of the article store; that file or article is skipped."""
+    """One problem with one file of the article store; that file or article is skipped.
 
-    def __init__(self, path: Path, message: str, *, line: int | None = None) -> None:
+    ``kind`` says what happened, for the code that decides what follows: a file that
+    is :attr:`ErrorKind.UNREADABLE` or :attr:`ErrorKind.VANISHED` keeps its articles.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        message: str,
+        *,
+        kind: ErrorKind = ErrorKind.INVALID,
+        line: int | None = None,
+    ) -> None:
         self.path = path
         self.line = line
+        self.kind = kind
         self.detail = message
         where = f"{path}:{line}" if line else f"{path}"
         super().__init__(f"{where}: {message}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by the worker processes that read the store.
-        return (_store_error, (self.path, self.detail, self.line))
+        return (_store_error, (self.path, self.detail, self.kind, self.line))
 
 
-def _store_error(path: Path, message: str, line: int | None) -> StoreError:
-    return StoreError(path, message, line=line)
+def _store_error(path: Path, message: str, kind: ErrorKind, line: int | None) -> StoreError:
+    return StoreError(path, message, kind=kind, line=line)
 
 
 class StateError(SyndicatorError, RuntimeError):

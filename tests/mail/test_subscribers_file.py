@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from syndicator import cycle
+from syndicator import pipeline
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
 from syndicator.errors import ConfigError, ErrorKind
@@ -99,9 +99,9 @@ def _statuses_after(
     config = load_config(install)
     state = State.open(config.state.url)
     try:
-        cycle.run_cycle(config, classifier, state, now=T0)
+        pipeline.run_cycle(config, classifier, state, now=T0)
         breaks(subscribers)
-        cycle.run_cycle(config, classifier, state, now=T0 + timedelta(minutes=1))
+        pipeline.run_cycle(config, classifier, state, now=T0 + timedelta(minutes=1))
         with state.engine.connect() as conn:
             return {record.email: record.status for record in roster.list_subscribers(conn)}
     finally:
@@ -124,7 +124,7 @@ def test_subscribers_file_decisions_do_not_depend_on_wording(
         listed, errors = real(path, known_topics)
         return listed, [reworded(error) for error in errors]
 
-    monkeypatch.setattr(cycle, "load_subscribers", load_reworded)
+    monkeypatch.setattr(pipeline, "load_subscribers", load_reworded)
     install = _install(tmp_path / "reworded")
     assert _statuses_after(install, classifier, breaks) == expected
 
