@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import ahocorasick
 
-from benchmarks.generate import CONFIG_DIR, article_texts
+from benchmarks.generate import article_texts
 from syndicator.classify.classifier import Classifier
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
 from syndicator.store.files import read_file
 
-ROOT = CONFIG_DIR.parent
+ROOT = Path(__file__).resolve().parent.parent
 SOURCES = (ROOT / "tests" / "data", ROOT / "articles")
 
 
@@ -56,7 +58,7 @@ def _best_of(repeat: int, work: Any) -> float:
 
 
 def run(count: int, repeat: int = 3) -> dict[str, Any]:
-    classifier = Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    classifier = Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
     articles = texts(count)
     automaton = _bare_automaton(classifier)
 

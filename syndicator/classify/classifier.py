@@ -1,10 +1,10 @@
 """Which WCO regions and which topics an article is about, and why.
 
-The gazetteer (``config/regions.toml``) lists, for every region, the names of
-its groupings, and for every country its names, adjectives, places and customs
+The gazetteer (``regions.toml``, shipped in ``syndicator/data``) lists, for every
+region, the names of its groupings, and for every country its names, adjectives, places and customs
 agencies; it also lists *neutral* phrases (instruments named after cities,
 funders, seats of international organisations) that contain place names but do
-not make an article about those places. The taxonomy (``config/topics.toml``)
+not make an article about those places. The taxonomy (``topics.toml``)
 lists cue phrases per topic.
 
 Matching is one pass of an Aho-Corasick automaton over normalised text (see
@@ -787,6 +787,26 @@ class _Context:
     persons: frozenset[str] = frozenset()  # names read as people elsewhere in the article
 
 
+def _name_role_of(  # noqa: PLR0917 - the name's place, and the other cues' when known
+    context: _Context,
+    start: int,
+    end: int,
+    found: list[_Match],
+    cue_starts: frozenset[int] | None = None,
+    cue_ends: frozenset[int] | None = None,
+) -> tuple[str, str]:
+    """:func:`name_role` for the name at ``start`` among the matches ``found``."""
+    return name_role(
+        context.cased,
+        start,
+        end,
+        body=context.field == "body",
+        capitalised_text=context.capitalised,
+        cue_starts=cue_starts if cue_starts is not None else frozenset(m[0] for m in found),
+        cue_ends=cue_ends if cue_ends is not None else frozenset(m[1] for m in found),
+    )
+
+
 def _assign_roles(context: _Context, found: list[_Match]) -> list[Mention]:
     text = context.lower
     field_name = context.field
@@ -807,15 +827,7 @@ def _assign_roles(context: _Context, found: list[_Match]) -> list[Mention]:
                 if text[start:end] in context.persons:
                     role, trigger = PERSON, f"{context.cased[start:end]} (a person, see body)"
                 else:
-                    role, trigger = name_role(
-                        context.cased,
-                        start,
-                        end,
-                        body=field_name == "body",
-                        capitalised_text=context.capitalised,
-                        cue_starts=cue_starts,
-                        cue_ends=cue_ends,
-                    )
+                    role, trigger = _name_role_of(context, start, end, found, cue_starts, cue_ends)
             if not role:
                 role, trigger = _role_before_at(text, start, trigger_starts)
             if not role and wco_body_before:
@@ -944,19 +956,11 @@ class Classifier:
         body_lower = body_cased.lower()
         title_regions, title_topics = self._matcher.find(title_cased, title_lower)
         body_regions, body_topics = self._matcher.find(body_cased, body_lower)
-        # Lower-case names ("frozen turkey") are common nouns only in properly capitalised text.
-        capitalised = is_capitalised_text(body_cased)
-        body_mentions = _assign_roles(
-            _Context(body_lower, body_cased, "body", capitalised), body_regions
+        regions, reason, scores, mentions = self._classify_regions(
+            title_cased, title_lower, title_regions, body_cased, body_lower, body_regions
         )
-        persons = frozenset(m.text for m in body_mentions if m.role == PERSON)
-        title_mentions = _assign_roles(
-            _Context(title_lower, title_cased, "title", persons=persons), title_regions
-        )
-        mentions = self._resolve_homonyms(title_mentions + body_mentions)
-        regions, reason, scores, mentions = self._decide_regions(mentions, title_lower, body_lower)
         topics, topic_scores, topic_mentions = _decide_topics(
-            title_lower, title_topics, body_lower, body_topics, mentions
+            title_lower, title_topics, body_lower, body_topics, (title_regions, body_regions)
         )
         margin, doubts = _doubts(regions, reason, scores, mentions, title_lower)
         return Classification(
@@ -970,6 +974,83 @@ class Classifier:
             mentions=mentions,
             topic_mentions=topic_mentions,
         )
+
+    def _classify_regions(  # noqa: PLR0917 - the two fields, each cased, lower and matched
+        self,
+        title_cased: str,
+        title_lower: str,
+        title_regions: list[_Match],
+        body_cased: str,
+        body_lower: str,
+        body_regions: list[_Match],
+    ) -> tuple[tuple[str, ...], str, dict[str, float], list[Mention]]:
+        # Lower-case names ("frozen turkey") are common nouns only in properly capitalised text.
+        capitalised = is_capitalised_text(body_cased)
+        body_mentions = _assign_roles(
+            _Context(body_lower, body_cased, "body", capitalised), body_regions
+        )
+        persons = frozenset(m.text for m in body_mentions if m.role == PERSON)
+        title_mentions = _assign_roles(
+            _Context(title_lower, title_cased, "title", persons=persons), title_regions
+        )
+        mentions = self._resolve_homonyms(title_mentions + body_mentions)
+        return self._decide_regions(mentions, title_lower, body_lower)
+
+    def decide(self, title: str, body: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The regions and topics :meth:`classify` gives, without the explanation.
+
+        This is what reading a store needs. A title that names exactly one region as its
+        subject decides alone (see :meth:`_decide_regions`), so then the places of the body
+        are not analysed, except for the few that can change a title's name: a word the
+        body shows to be a person's, and a name another country also uses.
+        """
+        title_cased = normalize(title)
+        body_cased = normalize(body)
+        title_lower = title_cased.lower()
+        body_lower = body_cased.lower()
+        title_regions, title_topics = self._matcher.find(title_cased, title_lower)
+        body_regions, body_topics = self._matcher.find(body_cased, body_lower)
+        topics = _decide_topics(
+            title_lower,
+            title_topics,
+            body_lower,
+            body_topics,
+            (title_regions, body_regions),
+            explain=False,
+        )[0]
+        names = {
+            title_lower[start:end]
+            for start, end, cue in title_regions
+            if cue.kind in _NAME_KINDS and cue.target != NEUTRAL
+        }
+        if not names & self.gazetteer.homonyms.keys():
+            body_context = _Context(body_lower, body_cased, "body", is_capitalised_text(body_cased))
+            same = [
+                (start, end)
+                for start, end, cue in body_regions
+                if cue.kind in _NAME_KINDS
+                and cue.target != NEUTRAL
+                and body_lower[start:end] in names
+            ]
+            persons: frozenset[str] = frozenset()
+            if same:
+                starts = frozenset(m[0] for m in body_regions)
+                ends = frozenset(m[1] for m in body_regions)
+                persons = frozenset(
+                    body_lower[start:end]
+                    for start, end in same
+                    if _name_role_of(body_context, start, end, body_regions, starts, ends)[0]
+                    == PERSON
+                )
+            title_mentions = _assign_roles(
+                _Context(title_lower, title_cased, "title", persons=persons), title_regions
+            )
+            subjects = {m.cue.target for m in title_mentions if not m.role}
+            if len(subjects) == 1:
+                return (subjects.pop(),), topics
+        return self._classify_regions(
+            title_cased, title_lower, title_regions, body_cased, body_lower, body_regions
+        )[0], topics
 
     def _resolve_homonyms(self, mentions: list[Mention]) -> list[Mention]:
         """ "Georgia" beside Atlanta or CBP, "Paris, Texas": a name another country also
@@ -1167,7 +1248,9 @@ def _decide_topics(
     title_found: list[_Match],
     body_lower: str,
     body_found: list[_Match],
-    names: list[Mention],
+    names: tuple[list[_Match], list[_Match]],
+    *,
+    explain: bool = True,
 ) -> tuple[tuple[str, ...], dict[str, float], list[Mention]]:
     """A topic needs a cue, or a weak cue in the title, or two weak cues in the body.
 
@@ -1176,10 +1259,8 @@ def _decide_topics(
     clause after the first sentence ("officers who had attended a training course") is a
     passing mention and does not count."""
     spans = {
-        field_name: [
-            (m.start, m.end) for m in names if m.field == field_name and m.cue.kind in _NAMED_KINDS
-        ]
-        for field_name in ("title", "body")
+        field_name: [(start, end) for start, end, cue in found if cue.kind in _NAMED_KINDS]
+        for field_name, found in zip(("title", "body"), names, strict=True)
     }
     inside = {
         "title": _inside(title_found, spans["title"]),
@@ -1224,9 +1305,10 @@ def _decide_topics(
                 weight = full_weight
                 strong.add(target)
             scores[target] += weight
-            mentions.append(
-                Mention(cue, field_name, start, end, lower[start:end], role, role, weight)
-            )
+            if explain:
+                mentions.append(
+                    Mention(cue, field_name, start, end, lower[start:end], role, role, weight)
+                )
     supported = {
         slug
         for slug in weak_outside

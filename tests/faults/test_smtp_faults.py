@@ -21,11 +21,10 @@ import pytest
 from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import load_config
-from syndicator.cycle import deliver_due, run_cycle
-from syndicator.mail import outbox
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
+from syndicator.mail import roster
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State, messages_table
-from tests.conftest import CONFIG_DIR
 from tests.faults.helpers import (
     ENV,
     add_article,
@@ -45,7 +44,7 @@ A, B, C = "a@example.org", "b@example.org", "c@example.org"
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 @dataclass
@@ -164,7 +163,7 @@ def test_mixed_refusals_in_one_batch(
         assert found.errors[A].startswith("550 5.1.1") and found.errors[C].startswith("452 4.2.2")
         assert_backoff(found, C)
         with state.engine.connect() as conn:
-            record = outbox.find_subscriber(conn, A)
+            record = roster.find_subscriber(conn, A)
         assert record is not None and record.permanent_failures == 1
         # A refused recipient is never asked again; the temporary one only after its backoff.
         redeliver(install, state, T0 + timedelta(minutes=1, seconds=30))
