@@ -41,7 +41,7 @@ from syndicator.mail.outbox import (
     record_matches,
     sync_subscribers,
 )
-from syndicator.mail.subscribers import Subscriber, held_addresses, load_subscribers
+from syndicator.mail.subscribers import Subscriber, load_subscribers_file
 from syndicator.mail.transport import Transport, transport_from_config
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.models import RawArticle, summarize
@@ -483,40 +483,6 @@ class CycleResult:
         )
 
 
-def load_subscribers_file(
-    config: Config, classifier: Classifier
-) -> tuple[list[Subscriber] | None, list[str], frozenset[str]]:
-    """The subscribers file's valid entries (None when the file cannot be used at all), its
-    problems, and the addresses of its invalid entries (they keep their subscriptions).
-
-    Like store files, the file is parsed again only when its size or mtime changed.
-    """
-    path = config.subscribers.file
-    topics = frozenset(classifier.taxonomy.topics)
-    try:
-        stat = path.stat()
-        key: tuple[object, ...] | None = (str(path), stat.st_size, stat.st_mtime_ns, topics)
-    except OSError:
-        key = None
-    if key is not None and key in _SUBSCRIBERS_CACHE:
-        return _SUBSCRIBERS_CACHE[key]
-    listed_all, errors = load_subscribers(path, set(topics))
-    problems = [str(error) for error in errors]
-    unusable = not listed_all and any(
-        marker in problem
-        for problem in problems
-        for marker in ("not found", "cannot read", "invalid TOML", "must be an array")
-    )
-    result = (None if unusable else listed_all), problems, held_addresses(list(errors))
-    if key is not None:
-        _SUBSCRIBERS_CACHE.clear()
-        _SUBSCRIBERS_CACHE[key] = result
-    return result
-
-
-_SUBSCRIBERS_CACHE: dict[
-    tuple[object, ...], tuple[list[Subscriber] | None, list[str], frozenset[str]]
-] = {}
 # The parse of the subscribers file last synced into each state database (by URL).
 _LAST_SYNCED: dict[str, list[Subscriber]] = {}
 
@@ -558,7 +524,9 @@ def run_cycle(
     ping: Callable[[str, list[str]], list[str]] | None = None,
 ) -> CycleResult:
     """Reload the store and the subscribers, publish what changed, queue the mail due."""
-    listed, problems, held = load_subscribers_file(config, classifier)
+    listed, problems, held = load_subscribers_file(
+        config.subscribers.file, classifier.taxonomy.topics
+    )
     synced_before = listed is not None and _LAST_SYNCED.get(config.state.url) is listed
     if not synced_before:
         for problem in problems:

@@ -6,6 +6,7 @@ import csv
 import io
 import re
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -259,3 +260,38 @@ def load_subscribers_csv(
             continue
         subscribers.append(subscriber)
     return subscribers, errors
+
+
+def load_subscribers_file(
+    path: Path, known_topics: Collection[str]
+) -> tuple[list[Subscriber] | None, list[str], frozenset[str]]:
+    """The subscribers file's valid entries (None when the file cannot be used at all), its
+    problems, and the addresses of its invalid entries (they keep their subscriptions).
+
+    Like store files, the file is parsed again only when its size or mtime changed.
+    """
+    topics = frozenset(known_topics)
+    try:
+        stat = path.stat()
+        key: tuple[object, ...] | None = (str(path), stat.st_size, stat.st_mtime_ns, topics)
+    except OSError:
+        key = None
+    if key is not None and key in _SUBSCRIBERS_CACHE:
+        return _SUBSCRIBERS_CACHE[key]
+    listed_all, errors = load_subscribers(path, set(topics))
+    problems = [str(error) for error in errors]
+    unusable = not listed_all and any(
+        marker in problem
+        for problem in problems
+        for marker in ("not found", "cannot read", "invalid TOML", "must be an array")
+    )
+    result = (None if unusable else listed_all), problems, held_addresses(list(errors))
+    if key is not None:
+        _SUBSCRIBERS_CACHE.clear()
+        _SUBSCRIBERS_CACHE[key] = result
+    return result
+
+
+_SUBSCRIBERS_CACHE: dict[
+    tuple[object, ...], tuple[list[Subscriber] | None, list[str], frozenset[str]]
+] = {}
