@@ -27,15 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from numpy.typing import NDArray
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from syndicator.errors import NotFoundError, SyndicatorError
-from syndicator.mail.match import Candidate, Filter, FilterIndex
 from syndicator.mail.schedule import next_due
 from syndicator.mail.subscribers import Subscriber
 from syndicator.mail.transport import Delivery, Outcome, Transport
@@ -51,6 +48,12 @@ from syndicator.state.db import (
     subscribers_revision,
     subscribers_table,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from syndicator.mail.match import FilterIndex
 
 log = logging.getLogger(__name__)
 
@@ -509,6 +512,12 @@ def _filter_shape(
 
 
 def _active_index(conn: Connection) -> _ActiveIndex:
+    # Imported here, like numpy below: only matching needs them, and the subscriber
+    # commands that use this module answer sooner without them.
+    import numpy as np  # noqa: PLC0415
+
+    from syndicator.mail.match import Filter, FilterIndex  # noqa: PLC0415
+
     revision = subscribers_revision(conn)
     cached = _INDEXES.get(conn.engine)
     if cached is not None and revision is not None and cached.revision == revision:
@@ -533,6 +542,10 @@ def _active_index(conn: Connection) -> _ActiveIndex:
 
 def record_matches(conn: Connection, new_ids: Sequence[str], *, now: datetime) -> int:
     """Match newly seen articles against active subscribers; record each match once."""
+    import numpy as np  # noqa: PLC0415
+
+    from syndicator.mail.match import Candidate  # noqa: PLC0415
+
     if not new_ids:
         return 0
     active = _active_index(conn)
