@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from syndicator.classify.classifier import Taxonomy
-from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, load
+from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, load, now
 from syndicator.config import Config
 from syndicator.errors import NotFoundError, SyndicatorError
-from syndicator.mail import outbox
-from syndicator.mail.outbox import add_subscriber, remove_subscriber, resubscribe, sync_subscribers
+from syndicator.mail import roster
+from syndicator.mail.roster import add_subscriber, remove_subscriber, resubscribe, sync_subscribers
 from syndicator.mail.signup import open_requests
 from syndicator.mail.subscribers import (
     Subscriber,
@@ -40,7 +40,7 @@ def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Taxonomy, State
         print(problem, file=sys.stderr)
     if listed is not None:
         with state.transaction() as conn:
-            sync_subscribers(conn, listed, now=datetime.now(UTC), held=held)
+            sync_subscribers(conn, listed, now=now(), held=held)
     return config, taxonomy, state
 
 
@@ -48,10 +48,10 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
     config, _taxonomy, state = _subscriber_state(args)
     try:
         with state.engine.connect() as conn:
-            records = outbox.subscribers(conn)
+            records = roster.list_subscribers(conn)
             requests = open_requests(
                 conn,
-                now=datetime.now(UTC),
+                now=now(),
                 ttl=timedelta(hours=config.web.confirm_ttl_hours),
             )
     finally:
@@ -81,7 +81,7 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             "email": request.email,
             "name": request.subscriber.name,
             "status": "pending",
-            "source": outbox.FROM_WEB,
+            "source": roster.FROM_WEB,
             "cadence": request.subscriber.cadence,
             "regions": list(request.subscriber.regions),
             "topics": list(request.subscriber.topics),
@@ -161,7 +161,7 @@ def cmd_subscribers_add(args: argparse.Namespace) -> int:
                 hint=f"known topics: {', '.join(taxonomy.topics)}",
             )
         with state.transaction() as conn:
-            outcome = add_subscriber(conn, subscriber, now=datetime.now(UTC))
+            outcome = add_subscriber(conn, subscriber, now=now())
     finally:
         state.close()
     print(f"{subscriber.email}: {outcome}")
@@ -183,7 +183,7 @@ def cmd_subscribers_resubscribe(args: argparse.Namespace) -> int:
     state = _subscriber_state(args)[2]
     try:
         with state.transaction() as conn:
-            resubscribe(conn, args.email, now=datetime.now(UTC))
+            resubscribe(conn, args.email, now=now())
     finally:
         state.close()
     print(f"{args.email}: subscribed again (only articles seen from now on)")
@@ -204,7 +204,7 @@ def cmd_subscribers_import(args: argparse.Namespace) -> int:
         for subscriber in listed:
             try:
                 with state.transaction() as conn:
-                    outcome = add_subscriber(conn, subscriber, now=datetime.now(UTC))
+                    outcome = add_subscriber(conn, subscriber, now=now())
             except SyndicatorError as exc:
                 print(f"{args.file}: {exc}", file=sys.stderr)
                 outcome = "skipped"
