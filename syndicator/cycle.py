@@ -48,6 +48,7 @@ from syndicator.models import RawArticle, summarize
 from syndicator.publish.feeds import Channel, Names, Site, build_channels
 from syndicator.publish.publisher import PublishResult, publish, settings_signature
 from syndicator.publish.websub import ping as websub_ping
+from syndicator.state.coordination import CYCLE_LOCK, exclusive_turn
 from syndicator.state.db import (
     State,
     articles_table,
@@ -460,6 +461,9 @@ _FEEDS_PUBLISHING_KEY = "feeds_publishing"
 _WEBSUB_PENDING_KEY = "websub_pending"
 
 
+SKIPPED_LINE = "another instance is running the cycle; skipped this round"
+
+
 @dataclass(slots=True)
 class CycleResult:
     reload: ReloadResult
@@ -467,8 +471,11 @@ class CycleResult:
     websub_failed: list[str] = field(default_factory=list)
     queued: list[int] = field(default_factory=list)
     publish_error: str = ""  # publishing failed (disk full...): the old files stay
+    skipped: bool = False  # another instance was running the cycle
 
     def summary(self) -> str:
+        if self.skipped:
+            return SKIPPED_LINE
         feeds = (
             f"{len(self.publish.written)} files written ({self.publish.channels_rendered} "
             f"channels, {self.publish.pages_rendered} pages)"
@@ -557,7 +564,25 @@ def run_cycle(
     now: datetime,
     ping: Callable[[str, list[str]], list[str]] | None = None,
 ) -> CycleResult:
-    """Reload the store and the subscribers, publish what changed, queue the mail due."""
+    """Reload the store and the subscribers, publish what changed, queue the mail due.
+
+    One instance at a time: when another instance sharing the database is running the
+    cycle, this one skips the round (``skipped``) and says so in one line.
+    """
+    with exclusive_turn(state, CYCLE_LOCK) as mine:
+        if not mine:
+            return CycleResult(ReloadResult(), skipped=True)
+        return _run_cycle(config, classifier, state, now=now, ping=ping)
+
+
+def _run_cycle(
+    config: Config,
+    classifier: Classifier,
+    state: State,
+    *,
+    now: datetime,
+    ping: Callable[[str, list[str]], list[str]] | None,
+) -> CycleResult:
     listed, problems, held = load_subscribers_file(config, classifier)
     synced_before = listed is not None and _LAST_SYNCED.get(config.state.url) is listed
     if not synced_before:
@@ -620,12 +645,24 @@ def run_cycle(
         result.websub_failed = _notify_hub(
             state, site.hub, result.publish.changed_feed_urls if result.publish else [], ping
         )
-    result.queued = queue_mail(config, classifier, state, now=now)
+    result.queued = _queue_mail(config, classifier, state, now=now)
     return result
 
 
 def queue_mail(config: Config, classifier: Classifier, state: State, *, now: datetime) -> list[int]:
-    """Compose and store the messages due at ``now`` (immediate ones and due digests)."""
+    """Compose and store the messages due at ``now`` (immediate ones and due digests).
+
+    Under the cycle's lock: a due digest is queued by one instance, once.
+    """
+    with exclusive_turn(state, CYCLE_LOCK) as mine:
+        if not mine:
+            return []
+        return _queue_mail(config, classifier, state, now=now)
+
+
+def _queue_mail(
+    config: Config, classifier: Classifier, state: State, *, now: datetime
+) -> list[int]:
     secret = load_secret(state, config.mail.unsubscribe_secret_file)
     mailer = Mailer(config, names_from(classifier), secret)
     with state.transaction() as conn:

@@ -57,6 +57,7 @@ from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret
 from syndicator.metrics import Metrics
 from syndicator.publish.publisher import PageOnDemand, prime_catalogue
 from syndicator.service.systemd import Notifier
+from syndicator.state import coordination
 from syndicator.state.db import State
 from syndicator.web.app import Health, create_app, serve
 from syndicator.web.subscriptions import SubscriptionPages
@@ -101,6 +102,10 @@ class Service:
         self._secret = b""
         self._pages: tuple[Config, Classifier, PageOnDemand] | None = None
         self._subscriptions: SubscriptionPages | None = None
+        if config.service.instance_id:
+            state.instance_id = config.service.instance_id
+        self.instance_id = state.instance_id
+        self.roles = config.service.roles
 
     # --- signals: flags only ---------------------------------------------------------------
 
@@ -125,6 +130,11 @@ class Service:
         async with self.busy:
             started = time.perf_counter()
             config, classifier = self.config, self.classifier
+            if "cycle" not in self.roles:
+                # The store and the queue are other instances' work: deliver only.
+                report = await self._deliver()
+                self._record(ok=True, started=started)
+                return None
             try:
                 result = await asyncio.to_thread(
                     run_cycle, config, classifier, self.state, now=_now()
@@ -139,6 +149,16 @@ class Service:
                 return None
             report = await self._deliver()
             duration = time.perf_counter() - started
+            if result.skipped:
+                log.info(
+                    "cycle: %s; mail %s sent, %s to retry, %s failed",
+                    result.summary(),
+                    report.sent,
+                    report.retry,
+                    report.failed,
+                )
+                self._record(ok=True, started=started)
+                return result
             line = (
                 f"{result.summary()}; mail {report.sent} sent, {report.retry} to retry, "
                 f"{report.failed} failed; {duration:.2f}s"
@@ -160,8 +180,12 @@ class Service:
             return
         async with self.busy:
             try:
-                queued = await asyncio.to_thread(
-                    queue_mail, self.config, self.classifier, self.state, now=_now()
+                queued = (
+                    await asyncio.to_thread(
+                        queue_mail, self.config, self.classifier, self.state, now=_now()
+                    )
+                    if "cycle" in self.roles
+                    else []
                 )
             except SyndicatorError as exc:
                 log.error("queueing mail failed: %s", exc)
@@ -177,6 +201,8 @@ class Service:
                 )
 
     async def _deliver(self) -> DeliveryReport:
+        if "deliver" not in self.roles:
+            return DeliveryReport()
         try:
             report = await deliver_due(
                 self.config, self.state, clock=_now, should_stop=lambda: self.stopping
@@ -224,6 +250,27 @@ class Service:
 
     def _watchdog(self) -> None:
         self.notifier.watchdog()
+
+    async def _heartbeat(self) -> None:
+        """Beat this instance's heartbeat; note who else is alive (health, metrics)."""
+        now = _now()
+        try:
+            found = await asyncio.to_thread(self._beat, now)
+        except SyndicatorError as exc:
+            log.warning("heartbeat failed: %s", exc)
+            return
+        period = timedelta(seconds=self.config.service.heartbeat_seconds)
+        live = [instance for instance in found if instance.alive(now, period)]
+        by_role = {
+            role: sum(role in instance.roles for instance in live) for role in coordination.ROLES
+        }
+        self.metrics.set_instances(by_role)
+        self.health.cycle_instances = by_role["cycle"]
+
+    def _beat(self, now: datetime) -> list[coordination.InstanceRecord]:
+        coordination.heartbeat(self.state, self.instance_id, now=now)
+        with self.state.engine.connect() as conn:
+            return coordination.instances(conn)
 
     def _mail_soon(self) -> None:
         """A subscription page queued a mail: run the mail job now, not at its next minute."""
@@ -313,6 +360,9 @@ class Service:
         log.info("configuration reloaded from %s", path)
         self.notifier.ready("configuration reloaded")
 
+    def _serves_http(self, config: Config) -> bool:
+        return config.http.enabled and "web" in self.roles
+
     async def _rebind(self, previous: Config, config: Config) -> None:
         same = (previous.http.enabled, previous.http.listen) == (
             config.http.enabled,
@@ -321,7 +371,7 @@ class Service:
         if same and self._runner is not None:
             return
         old = self._runner
-        self._runner = await self._serve(config) if config.http.enabled else None
+        self._runner = await self._serve(config) if self._serves_http(config) else None
         if old is not None:
             await old.cleanup()
 
@@ -332,13 +382,15 @@ class Service:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
+            coordination.register_instance(self.state, self.instance_id, self.roles, now=_now())
             with self.state.transaction() as conn:
                 recovered = recover_inflight(conn)
             if recovered:
                 log.warning("%s messages were in flight at the last stop; sending again", recovered)
             self._secret = load_secret(self.state, self.config.mail.unsubscribe_secret_file)
-            if self.config.http.enabled:
+            if self._serves_http(self.config):
                 self._runner = await self._serve(self.config)
+            await self._heartbeat()
             await self.cycle()
             self.notifier.ready(f"running; {self.health.articles} articles")
             self._start_scheduler()
@@ -387,6 +439,12 @@ class Service:
             next_run_time=_now() + timedelta(seconds=interval),
         )
         self.scheduler.add_job(self.mail, "interval", seconds=MAIL_INTERVAL, id="mail")
+        self.scheduler.add_job(
+            self._heartbeat,
+            "interval",
+            seconds=self.config.service.heartbeat_seconds,
+            id="heartbeat",
+        )
         if self.notifier.watchdog_interval:
             self.scheduler.add_job(
                 self._watchdog,
@@ -413,6 +471,8 @@ class Service:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        with contextlib.suppress(SyndicatorError):
+            await asyncio.to_thread(coordination.unregister_instance, self.state, self.instance_id)
 
 
 def run_service(config: Config, classifier: Classifier, state: State) -> int:

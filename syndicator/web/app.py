@@ -93,6 +93,9 @@ class Health:
     last_success_at: datetime | None = None
     last_error: str = ""
     articles: int = 0
+    # Live instances sharing the state database that have the cycle role (None: unknown
+    # yet). With none, nothing reads the store or queues mail: unhealthy.
+    cycle_instances: int | None = None
 
     def record(self, ok: bool, at: datetime, *, articles: int, error: str = "") -> None:
         """Record a finished cycle; ``at`` must be timezone-aware."""
@@ -109,7 +112,9 @@ class Health:
 
     def status(self, now: datetime) -> tuple[int, dict[str, Any]]:
         """The HTTP status (200 or 503) and the JSON body of ``/healthz`` at ``now``."""
-        if self.last_cycle_at is None:
+        if self.cycle_instances == 0:
+            state = "no-cycle-instance"
+        elif self.last_cycle_at is None:
             state = "starting"
         elif not self.last_cycle_ok:
             state = "failing"
@@ -126,6 +131,13 @@ class Health:
             "error": self.last_error,
             "articles": self.articles,
         }
+        if self.cycle_instances is not None:
+            body["cycle_instances"] = self.cycle_instances
+        if state == "no-cycle-instance":
+            body["error"] = (
+                "no live instance has the cycle role: the store is not read and no mail "
+                "is queued (see service.roles)"
+            )
         return (200 if state == "ok" else 503), body
 
 
