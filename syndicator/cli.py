@@ -168,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("article", metavar="ID_OR_TITLE", help="an article id or part of a title")
     explain.set_defaults(handler="syndicator.commands.explain:cmd_explain")
+
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="instances sharing the state database, who runs the cycle, the outbox",
+        description="Show the instances sharing the state database (with their last "
+        "heartbeat and roles), which one is running the cycle, the outbox by status and the "
+        "messages each instance is sending, and the oldest message waiting.",
+    )
+    status.add_argument("--json", action="store_true", help="print a JSON object")
+    status.set_defaults(handler="syndicator.commands.status:cmd_status")
     return parser
 
 

@@ -688,6 +688,8 @@ async def deliver_due(
             clock=clock,
             concurrency=config.mail.smtp.pool_size if config.mail.transport == "smtp" else 1,
             should_stop=should_stop,
+            owner=state.instance_id,
+            lease=timedelta(seconds=config.service.lease_seconds),
         )
     finally:
         if own:

@@ -20,7 +20,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.once:
             with state.transaction() as conn:
-                recovered = recover_inflight(conn)
+                recovered = recover_inflight(conn, me=state.instance_id)
             if recovered:
                 log.warning("%s messages were in flight at the last stop; sending again", recovered)
             result = run_cycle(config, classifier, state, now=datetime.now(UTC))

@@ -9,9 +9,12 @@ The order of things is the promise to subscribers:
 3. a message is marked ``sending`` before the SMTP conversation and ``sent`` only
    after the server accepted it for its recipient (``deliver``).
 
-A crash anywhere loses nothing: on restart ``recover_inflight`` puts messages
-left in ``sending`` back in the queue, and they go out again with the same bytes
-and the same ``Message-ID`` — the only duplicates possible are those in flight.
+A crash anywhere loses nothing: a message is claimed under a lease (the instance and
+an expiry); when its instance dies, the lease expires and any live instance claims it
+again, or the instance itself takes it back when it starts again
+(``recover_inflight``). It then goes out with the same bytes and the same
+``Message-ID``: the only duplicates possible are those in flight, and ``deliver``
+keeps at most 16 messages per instance sent and not yet recorded.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import asyncio
 import json
 import logging
 import random
+import socket
 import weakref
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -40,6 +44,12 @@ from syndicator.mail.schedule import next_due
 from syndicator.mail.subscribers import Subscriber
 from syndicator.mail.transport import Delivery, Outcome, Transport
 from syndicator.models import Article
+from syndicator.state.coordination import (
+    claim_messages,
+    release_dead_leases,
+    release_messages,
+    renew_leases,
+)
 from syndicator.state.db import (
     State,
     article_from_row,
@@ -726,16 +736,11 @@ def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[in
     ]
 
 
-def recover_inflight(conn: Connection) -> int:
-    """Messages left in ``sending`` by a crash go out again, with the same Message-ID."""
-    return int(
-        conn.execute(
-            update(messages_table)
-            .where(messages_table.c.status == "sending")
-            .values(status="pending")
-        ).rowcount
-        or 0
-    )
+def recover_inflight(conn: Connection, *, me: str) -> int:
+    """Messages left in ``sending`` by a crash of this instance (or of a dead process of
+    this host) go out again, with the same Message-ID; those of live instances stay theirs
+    (see ``state.coordination.release_dead_leases``)."""
+    return release_dead_leases(conn, me=me, host=socket.gethostname())
 
 
 def outbox_counts(conn: Connection) -> dict[str, int]:
@@ -768,36 +773,20 @@ def envelope_sender(from_header: str) -> str:
     return parseaddr(from_header)[1]
 
 
-def _claim(state: State, now: datetime, limit: int) -> list[Any]:
-    """Mark up to ``limit`` due messages ``sending`` (durably) and return them."""
+LEASE = timedelta(seconds=60)
+UNRECORDED_LIMIT = 16  # messages handed to the transport and not yet recorded, at most
+LINGER = 0.005  # seconds an outcome may wait for others to share its commit
+
+
+def _claim(state: State, now: datetime, limit: int, owner: str, lease: timedelta) -> list[Any]:
+    """Claim up to ``limit`` due messages for ``owner`` (durably) and return them."""
     with state.transaction() as conn:
-        return _claim_in(conn, now, limit)
+        return claim_messages(conn, now, limit, owner=owner, lease=lease)
 
 
-def _claim_in(conn: Connection, now: datetime, limit: int) -> list[Any]:
-    """Mark up to ``limit`` due messages ``sending`` and return them."""
-    due = conn.execute(
-        select(
-            messages_table.c.id,
-            messages_table.c.recipient,
-            messages_table.c.body,
-            messages_table.c.attempts,
-            messages_table.c.subscriber_id,
-        )
-        .where(
-            (messages_table.c.status == "pending")
-            | ((messages_table.c.status == "retry") & (messages_table.c.next_attempt_at <= now))
-        )
-        .order_by(messages_table.c.id)
-        .limit(limit)
-    ).all()
-    if due:
-        conn.execute(
-            update(messages_table)
-            .where(messages_table.c.id.in_([row.id for row in due]))
-            .values(status="sending", attempts=messages_table.c.attempts + 1)
-        )
-    return list(due)
+def _release(state: State, rows: Sequence[Any], owner: str) -> None:
+    with state.transaction() as conn:
+        release_messages(conn, [row.id for row in rows], owner=owner)
 
 
 async def deliver(
@@ -810,61 +799,114 @@ async def deliver(
     batch_size: int = BATCH_SIZE,
     concurrency: int = 4,
     should_stop: Callable[[], bool] = lambda: False,
+    owner: str | None = None,
+    lease: timedelta = LEASE,
+    window: int = UNRECORDED_LIMIT,
+    linger: float = LINGER,
 ) -> DeliveryReport:
-    """Send every message that is due, batch by batch, recording each batch's outcomes.
+    """Send every message that is due, recording outcomes in small group commits.
 
-    A batch is marked ``sending`` (durably) before its SMTP conversations start,
-    and its outcomes are recorded once they are all known. Two batches are in
-    flight at once, so the connections keep sending while the database records
-    one batch and claims the next (in a thread): at most ``2 * batch_size``
-    messages are ever in ``sending``, which bounds what a crash could send twice.
+    Messages are claimed in batches (``sending``, under a lease held by ``owner``) before
+    any SMTP conversation starts. At most ``window`` messages are ever handed to the
+    transport and not yet recorded: outcomes are committed together as soon as
+    ``window`` of them wait, or the oldest has waited ``linger`` seconds, or nothing else
+    is being sent; each commit also renews the lease of what is still claimed and claims
+    the next batch. A crash can therefore repeat at most ``window`` messages, with the
+    same Message-ID. Stopping (``should_stop``) lets the messages in conversation finish
+    and be recorded, and gives the claimed ones not yet started back to the queue.
     """
     rng = rng or random.Random()
+    owner = owner or state.instance_id
+    window = max(1, window)
     report = DeliveryReport()
     limit = asyncio.Semaphore(max(1, concurrency))
+    loop = asyncio.get_running_loop()
 
     async def send(row: Any) -> Delivery:
         async with limit:
             return await transport.send(row.body, sender=sender, recipient=row.recipient)
 
-    def start(rows: list[Any]) -> tuple[list[Any], list[asyncio.Task[Delivery]]]:
-        return rows, [asyncio.ensure_future(send(row)) for row in rows]
-
-    in_flight: deque[tuple[list[Any], list[asyncio.Task[Delivery]]]] = deque()
+    claimed: deque[Any] = deque()
+    sending: dict[asyncio.Future[Delivery], Any] = {}
+    finished: list[tuple[Any, Delivery]] = []
+    recording: asyncio.Future[list[Any]] | None = None
+    recorded_size = 0  # outcomes in the commit under way
+    asked = 0  # messages the commit under way also claims
+    oldest = 0.0  # loop time of the oldest outcome waiting for a commit
+    exhausted = should_stop()
     try:
-        first = [] if should_stop() else _claim(state, clock(), batch_size)
-        if first:
-            in_flight.append(start(first))
-            second = (
-                [] if should_stop() else await asyncio.to_thread(_claim, state, clock(), batch_size)
+        if not exhausted:
+            first = await asyncio.to_thread(_claim, state, clock(), batch_size, owner, lease)
+            claimed.extend(first)
+            exhausted = len(first) < batch_size
+        while claimed or sending or finished or recording is not None:
+            stopping = should_stop()
+            if stopping and claimed:
+                # Never handed to the transport: back to the queue, for anyone.
+                await asyncio.to_thread(_release, state, list(claimed), owner)
+                claimed.clear()
+            while claimed and len(sending) + len(finished) + recorded_size < window:
+                row = claimed.popleft()
+                sending[asyncio.ensure_future(send(row))] = row
+            if recording is None and finished:
+                full = len(sending) + len(finished) >= window
+                if full or not sending or loop.time() - oldest >= linger:
+                    batch, finished = finished, []
+                    recorded_size = len(batch)
+                    asked = (
+                        batch_size
+                        if not exhausted and not stopping and len(claimed) < batch_size
+                        else 0
+                    )
+                    recording = loop.run_in_executor(
+                        None,
+                        partial(
+                            _record_outcomes,
+                            [row for row, _ in batch],
+                            [delivery for _, delivery in batch],
+                            finished=clock(),
+                            rng=rng,
+                            report=report,
+                            state=state,
+                            claim_next=asked,
+                            owner=owner,
+                            lease=lease,
+                        ),
+                    )
+            waiting: set[asyncio.Future[Any]] = set(sending)
+            if recording is not None:
+                waiting.add(recording)
+            if not waiting:
+                if not finished and not claimed and not exhausted and not stopping:
+                    more = await asyncio.to_thread(_claim, state, clock(), batch_size, owner, lease)
+                    claimed.extend(more)
+                    exhausted = len(more) < batch_size
+                continue
+            timeout = None
+            if finished and recording is None:
+                timeout = max(0.0, oldest + linger - loop.time())
+            done, _ = await asyncio.wait(
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
-            if second:
-                in_flight.append(start(second))
-        more = len(in_flight) == 2
-        while in_flight:
-            rows, tasks = in_flight.popleft()
-            outcomes = list(await asyncio.gather(*tasks))
-            # One transaction records this batch and claims the next, while the other
-            # batch keeps the connections busy.
-            claimed = await asyncio.to_thread(
-                _record_outcomes,
-                rows,
-                outcomes,
-                finished=clock(),
-                rng=rng,
-                report=report,
-                state=state,
-                claim_next=batch_size if more and not should_stop() else 0,
-            )
-            more = bool(claimed)
-            if claimed:
-                in_flight.append(start(claimed))
+            for future in done:
+                if future is recording:
+                    recording = None
+                    recorded_size = 0
+                    more = future.result()
+                    claimed.extend(more)
+                    if asked and len(more) < asked:
+                        exhausted = True
+                    asked = 0
+                else:
+                    if not finished:
+                        oldest = loop.time()
+                    finished.append((sending.pop(future), future.result()))
     finally:
-        # Cancelled (shutting down): what was claimed stays in ``sending`` and goes out
-        # again, with the same Message-ID, at the next start.
-        for _, tasks in in_flight:
-            for task in tasks:
-                task.cancel()
+        # Cancelled (shutting down) or failed: what was claimed stays in ``sending`` under
+        # this instance's lease; it goes out again, with the same Message-ID, when the lease
+        # expires or this instance starts again.
+        for future in sending:
+            future.cancel()
     return report
 
 
@@ -877,9 +919,12 @@ def _record_outcomes(
     report: DeliveryReport,
     state: State,
     claim_next: int = 0,
+    owner: str = "",
+    lease: timedelta = LEASE,
 ) -> list[Any]:
-    """Record a batch's outcomes in one transaction, a statement per kind of outcome,
-    and in the same transaction claim up to ``claim_next`` more messages."""
+    """Record a batch's outcomes in one transaction, a statement per kind of outcome;
+    in the same transaction renew ``owner``'s leases and claim up to ``claim_next``
+    more messages."""
     sent: list[Any] = []
     retry: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
@@ -907,14 +952,24 @@ def _record_outcomes(
             conn.execute(
                 update(messages_table)
                 .where(messages_table.c.id.in_([row.id for row in sent]))
-                .values(status="sent", sent_at=finished, last_error="")
+                .values(
+                    status="sent",
+                    sent_at=finished,
+                    last_error="",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
             )
         if retry:
             conn.execute(
                 update(messages_table)
                 .where(messages_table.c.id == bindparam("key"))
                 .values(
-                    status="retry", next_attempt_at=bindparam("at"), last_error=bindparam("error")
+                    status="retry",
+                    next_attempt_at=bindparam("at"),
+                    last_error=bindparam("error"),
+                    lease_owner=None,
+                    lease_expires_at=None,
                 ),
                 retry,
             )
@@ -922,13 +977,24 @@ def _record_outcomes(
             conn.execute(
                 update(messages_table)
                 .where(messages_table.c.id == bindparam("key"))
-                .values(status="failed", last_error=bindparam("error")),
+                .values(
+                    status="failed",
+                    last_error=bindparam("error"),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                ),
                 failed,
             )
         for row in permanent:
             if _count_permanent_failure(conn, row.subscriber_id):
                 report.suspended.append(row.recipient)
-        claimed = _claim_in(conn, finished, claim_next) if claim_next else []
+        if owner:
+            renew_leases(conn, owner=owner, until=finished + lease)
+        claimed = (
+            claim_messages(conn, finished, claim_next, owner=owner, lease=lease)
+            if claim_next
+            else []
+        )
     report.sent += len(sent)
     report.retry += len(retry)
     report.failed += len(failed)

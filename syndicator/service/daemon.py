@@ -384,7 +384,7 @@ class Service:
         try:
             coordination.register_instance(self.state, self.instance_id, self.roles, now=_now())
             with self.state.transaction() as conn:
-                recovered = recover_inflight(conn)
+                recovered = recover_inflight(conn, me=self.instance_id)
             if recovered:
                 log.warning("%s messages were in flight at the last stop; sending again", recovered)
             self._secret = load_secret(self.state, self.config.mail.unsubscribe_secret_file)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Connection
@@ -181,6 +183,15 @@ def instances(conn: Connection) -> list[InstanceRecord]:
     ]
 
 
+def outbox_by_status(conn: Connection) -> dict[str, int]:
+    return {
+        str(status): int(count)
+        for status, count in conn.execute(
+            select(messages_table.c.status, func.count()).group_by(messages_table.c.status)
+        )
+    }
+
+
 def outbox_by_instance(conn: Connection) -> dict[str, int]:
     """Messages being sent now, by the instance holding their lease."""
     return {
@@ -200,3 +211,143 @@ def oldest_pending(conn: Connection) -> datetime | None:
         )
     ).scalar()
     return value if isinstance(value, datetime) else None
+
+
+# --- leases on messages being sent ---------------------------------------------------------
+
+_DEFAULT_ID = re.compile(r"^(?P<host>.+):(?P<pid>\d+)$")
+
+
+def claim_messages(
+    conn: Connection, now: datetime, limit: int, *, owner: str, lease: timedelta
+) -> list[Any]:
+    """Claim up to ``limit`` messages due at ``now`` for ``owner`` until ``now + lease``.
+
+    Due: pending, a retry whose time came, or ``sending`` under a lease that expired (its
+    instance died or hung). On PostgreSQL the rows are picked with ``FOR UPDATE SKIP
+    LOCKED``, so instances claiming at the same moment each get other messages and never
+    wait for each other; on SQLite the write transaction already holds the database.
+    """
+    sending = messages_table.c.status == "sending"
+    due = conn.execute(
+        select(
+            messages_table.c.id,
+            messages_table.c.recipient,
+            messages_table.c.body,
+            messages_table.c.attempts,
+            messages_table.c.subscriber_id,
+        )
+        .where(
+            (messages_table.c.status == "pending")
+            | ((messages_table.c.status == "retry") & (messages_table.c.next_attempt_at <= now))
+            | (
+                sending
+                & (
+                    messages_table.c.lease_expires_at.is_(None)
+                    | (messages_table.c.lease_expires_at < now)
+                )
+            )
+        )
+        .order_by(messages_table.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if due:
+        conn.execute(
+            update(messages_table)
+            .where(messages_table.c.id.in_([row.id for row in due]))
+            .values(
+                status="sending",
+                attempts=messages_table.c.attempts + 1,
+                lease_owner=owner,
+                lease_expires_at=now + lease,
+            )
+        )
+    return list(due)
+
+
+def renew_leases(conn: Connection, *, owner: str, until: datetime) -> None:
+    """Extend every lease ``owner`` holds to ``until`` (it is alive and still sending)."""
+    conn.execute(update(messages_table).where(sending_by(owner)).values(lease_expires_at=until))
+
+
+def sending_by(owner: str) -> Any:
+    return (messages_table.c.status == "sending") & (messages_table.c.lease_owner == owner)
+
+
+def release_messages(conn: Connection, ids: Sequence[int], *, owner: str) -> int:
+    """Give back claimed messages that were never handed to the transport."""
+    if not ids:
+        return 0
+    return int(
+        conn.execute(
+            update(messages_table)
+            .where(messages_table.c.id.in_(list(ids)), sending_by(owner))
+            .values(
+                status="pending",
+                attempts=messages_table.c.attempts - 1,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        ).rowcount
+        or 0
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_dead_leases(
+    conn: Connection, *, me: str, host: str, alive: Callable[[int], bool] = pid_alive
+) -> int:
+    """At start: messages left in ``sending`` by an earlier run of this instance, or by an
+    instance of this host whose process is gone, go back to the queue at once (they go
+    out again with the same Message-ID). Leases of instances that may be alive (on other
+    hosts, or running here) are left alone until they expire.
+    """
+    owners: list[str | None] = list(
+        conn.execute(
+            select(messages_table.c.lease_owner)
+            .where(messages_table.c.status == "sending")
+            .distinct()
+        ).scalars()
+    )
+    if not owners:
+        return 0
+    known = {
+        row.id: (row.host, row.pid)
+        for row in conn.execute(
+            select(instances_table.c.id, instances_table.c.host, instances_table.c.pid)
+        )
+    }
+    dead: list[str | None] = []
+    for owner in owners:
+        if owner is None or owner == me:
+            dead.append(owner)
+            continue
+        where = known.get(owner)
+        if where is None and (parsed := _DEFAULT_ID.match(owner)) is not None:
+            where = (parsed["host"], int(parsed["pid"]))
+        if where is not None and where[0] == host and not alive(where[1]):
+            dead.append(owner)
+    if not dead:
+        return 0
+    named = [owner for owner in dead if owner is not None]
+    condition: Any = messages_table.c.lease_owner.in_(named)
+    if None in dead:
+        condition = condition | messages_table.c.lease_owner.is_(None)
+    return int(
+        conn.execute(
+            update(messages_table)
+            .where(messages_table.c.status == "sending", condition)
+            .values(status="pending", lease_owner=None, lease_expires_at=None)
+        ).rowcount
+        or 0
+    )

@@ -168,6 +168,7 @@ def finish(process: subprocess.Popen[str]) -> int:
     return process.returncode
 
 
+@pytest.mark.sqlite_only  # SQLite's own write lock and busy timeout
 def test_state_database_locked_by_another_process(
     install: Path,
     capsys: pytest.CaptureFixture[str],
