@@ -38,7 +38,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     where = Path(metafunc.definition.path).relative_to(ROOT).as_posix()
     both = any(where.startswith(prefix) for prefix in BOTH_DATABASES)
-    if both and metafunc.definition.get_closest_marker("sqlite_only") is None:
+    if metafunc.definition.get_closest_marker("postgresql_only") is not None:
+        metafunc.parametrize("db_url", ["postgresql"], indirect=True)
+    elif both and metafunc.definition.get_closest_marker("sqlite_only") is None:
         metafunc.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 
 
