@@ -76,14 +76,21 @@ class PublishResult:
     duration: float = 0.0
 
 
-def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) -> bool:
+def write_if_changed(
+    path: Path, data: bytes, *, sync_directory: bool = True, modified: datetime | None = None
+) -> bool:
     """Atomically replace ``path`` with ``data`` unless it already holds exactly that.
 
     With ``sync_directory=False`` the caller fsyncs the directory itself, once for
-    many files.
+    many files. ``modified`` becomes the file's modification time (a feed's own updated
+    date, so that every instance serving it says the same ``Last-Modified``).
     """
+    stamp = None if modified is None else int(modified.timestamp()) * 1_000_000_000
     try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
+        current = path.stat()
+        if current.st_size == len(data) and path.read_bytes() == data:
+            if stamp is not None and current.st_mtime_ns != stamp:
+                os.utime(path, ns=(stamp, stamp))
             return False
     except FileNotFoundError:
         pass
@@ -98,6 +105,8 @@ def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) ->
             handle.flush()
             os.fsync(handle.fileno())
         Path(temporary).chmod(0o644)
+        if stamp is not None:
+            os.utime(temporary, ns=(stamp, stamp))
         Path(temporary).replace(path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -455,9 +464,10 @@ def publish(
     pages = Pages(site, names, channels)
     for channel, items in wanted.items():
         channel_articles = [full[item.id] for item in items]
+        channel_updated = feed_updated(channel_articles)
         for fmt, data in render_all(site, channel, channel_articles, names).items():
             relative = f"{channel.path}.{fmt}"
-            if write_if_changed(output_dir / relative, data):
+            if write_if_changed(output_dir / relative, data, modified=channel_updated):
                 result.written.append(relative)
                 result.changed_feed_urls.append(feed_url(site, channel, fmt))
         result.channels_rendered += 1
