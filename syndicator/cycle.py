@@ -46,7 +46,12 @@ from syndicator.mail.transport import Transport, transport_from_config
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.models import RawArticle, summarize
 from syndicator.publish.feeds import Channel, Names, Site, build_channels
-from syndicator.publish.publisher import PublishResult, publish, settings_signature
+from syndicator.publish.publisher import (
+    PublishResult,
+    publish,
+    settings_signature,
+    write_if_changed,
+)
 from syndicator.publish.websub import ping as websub_ping
 from syndicator.state.coordination import CYCLE_LOCK, exclusive_turn
 from syndicator.state.db import (
@@ -570,9 +575,59 @@ def run_cycle(
     cycle, this one skips the round (``skipped``) and says so in one line.
     """
     with exclusive_turn(state, CYCLE_LOCK) as mine:
-        if not mine:
-            return CycleResult(ReloadResult(), skipped=True)
-        return _run_cycle(config, classifier, state, now=now, ping=ping)
+        if mine:
+            return _run_cycle(config, classifier, state, now=now, ping=ping)
+    return catch_up_feeds(config, classifier, state)
+
+
+# In the output directory: the articles revision and settings its files were built from.
+# Several instances share the database but not their output directories: each one that
+# finds its own files behind the database publishes them again.
+PUBLISHED_MARKER = ".published-revision"
+
+
+def _published_as(config: Config, classifier: Classifier, revision: str) -> str:
+    site = site_from_config(config)
+    settings = settings_signature(site, names_from(classifier), config.feeds.max_items)
+    return f"{revision} {settings}"
+
+
+def _marker(config: Config) -> Path:
+    return config.feeds.output_dir / PUBLISHED_MARKER
+
+
+def _files_behind(config: Config, wanted: str) -> bool:
+    try:
+        return _marker(config).read_text(encoding="utf-8") != wanted
+    except OSError:
+        return True
+
+
+def catch_up_feeds(config: Config, classifier: Classifier, state: State) -> CycleResult:
+    """Publish this instance's files again if they are behind the articles in state (the
+    round of an instance that does not run the cycle)."""
+    result = CycleResult(ReloadResult(), skipped=True)
+    with state.engine.connect() as conn:
+        wanted = _published_as(config, classifier, state.articles_revision(conn))
+    if not _files_behind(config, wanted):
+        return result
+    try:
+        result.publish = publish(
+            state,
+            site=site_from_config(config),
+            names=names_from(classifier),
+            channels=channels_from(classifier),
+            output_dir=config.feeds.output_dir,
+            max_items=config.feeds.max_items,
+            verify_pages=True,
+            fresh=True,
+        )
+        write_if_changed(_marker(config), wanted.encode())
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        result.publish_error = f"publishing failed: {exc.strerror or exc}{where}"
+        log.error("%s", result.publish_error)
+    return result
 
 
 def _run_cycle(
@@ -614,7 +669,18 @@ def _run_cycle(
         # Rebuilding after an interrupted publish, a settings change or a lost output
         # directory: check every page on disk too, not only those whose inputs changed.
         verify = interrupted or not same_settings or not (output_dir / "index.html").is_file()
-        if dirty or result.reload.changed or verify:
+        revision = state.articles_revision(conn)
+        published_as = _published_as(config, classifier, revision)
+        changes = state.article_changes
+        before = (
+            changes[0]
+            if result.reload.changed and changes is not None and changes[1] == revision
+            else revision
+        )
+        # This directory was behind the database before this cycle (another instance
+        # published the last changes): the signatures in state are not this directory's.
+        fresh = _files_behind(config, _published_as(config, classifier, before))
+        if dirty or result.reload.changed or verify or fresh:
             # Recorded before acting: a crash while publishing makes the next cycle rebuild.
             state.set_meta(conn, _FEEDS_DIRTY_KEY, "1")
             state.set_meta(conn, _FEEDS_PUBLISHING_KEY, "1")
@@ -628,8 +694,10 @@ def _run_cycle(
                 channels=channels_from(classifier),
                 output_dir=output_dir,
                 max_items=config.feeds.max_items,
-                verify_pages=verify,
+                verify_pages=verify or fresh,
+                fresh=fresh,
             )
+            write_if_changed(_marker(config), published_as.encode())
         except OSError as exc:
             # A full or unwritable disk: every file already there stays whole (writes are
             # atomic), mail still goes out, and the next cycle publishes again (still dirty).

@@ -405,19 +405,26 @@ def publish(
     output_dir: Path,
     max_items: int,
     verify_pages: bool = True,
+    fresh: bool = False,
 ) -> PublishResult:
     """Bring ``output_dir`` in line with the articles in state.
 
     Pages are published for the articles something links to (a feed, the index, a
     mail about to be sent) and kept up to date while their articles stay; the HTTP
     server renders any other article's page when it is asked for.
+
+    ``fresh``: the signatures in state describe another instance's output directory, not
+    this one; every channel and linked page is rendered (only files whose bytes differ
+    are written) and the signatures are left as they are.
     """
     started = time.perf_counter()
     result = PublishResult()
     site_signature = settings_signature(site, names, max_items)
     with state.engine.connect() as conn, conn.begin():
         catalogue, changed, touched = _catalogue(state, conn, rebuild=verify_pages)
-        stored = {row.path: row.signature for row in conn.execute(select(feeds_table))}
+        stored = (
+            {} if fresh else {row.path: row.signature for row in conn.execute(select(feeds_table))}
+        )
         about_to_mail = set(
             conn.execute(
                 select(matches_table.c.article_id)
@@ -458,7 +465,11 @@ def publish(
     page_signatures = {
         item.id: _page_signature(site_signature, item) for item in linked.values() if not item.link
     }
-    pages_wanted = _pages_wanted(catalogue, page_signatures, output_dir, verify=verify_pages)
+    pages_wanted = (
+        set(page_signatures)
+        if fresh
+        else _pages_wanted(catalogue, page_signatures, output_dir, verify=verify_pages)
+    )
     needed_ids |= pages_wanted
     full = _load_articles(state, needed_ids)
     pages = Pages(site, names, channels)
@@ -476,7 +487,7 @@ def publish(
         ("index.html", pages.index([full[item.id] for item in latest_light])),
         ("feeds.opml", render_opml(site, channels, updated)),
     ):
-        if write_if_changed(output_dir / relative, data):
+        if write_if_changed(output_dir / relative, data, modified=updated):
             result.written.append(relative)
     result.written += _write_pages(output_dir, pages, [full[i] for i in sorted(pages_wanted)])
     result.pages_rendered += len(pages_wanted)
@@ -490,6 +501,9 @@ def publish(
     result.removed = [article_page_path(i) for i in unpublished]
     if verify_pages:  # a rebuild, as after a crash: clear what a killed writer left
         result.removed += remove_leftovers(output_dir)
+    if fresh:
+        result.duration = time.perf_counter() - started
+        return result
     with state.transaction() as conn:
         for channel in wanted:
             conn.execute(feeds_table.delete().where(feeds_table.c.path == channel.path))

@@ -43,6 +43,7 @@ from syndicator.classify.classifier import Classifier
 from syndicator.config import Config, load_config
 from syndicator.cycle import (
     CycleResult,
+    catch_up_feeds,
     channels_from,
     deliver_due,
     names_from,
@@ -130,15 +131,15 @@ class Service:
         async with self.busy:
             started = time.perf_counter()
             config, classifier = self.config, self.classifier
-            if "cycle" not in self.roles:
-                # The store and the queue are other instances' work: deliver only.
-                report = await self._deliver()
-                self._record(ok=True, started=started)
-                return None
             try:
-                result = await asyncio.to_thread(
-                    run_cycle, config, classifier, self.state, now=_now()
-                )
+                if "cycle" in self.roles:
+                    result = await asyncio.to_thread(
+                        run_cycle, config, classifier, self.state, now=_now()
+                    )
+                else:
+                    # The store and the queue are other instances' work; this one
+                    # publishes its own files when they fall behind the database.
+                    result = await asyncio.to_thread(catch_up_feeds, config, classifier, self.state)
             except SyndicatorError as exc:
                 log.error("cycle failed: %s", exc)
                 self._record(ok=False, started=started, error=str(exc))
