@@ -26,6 +26,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Engine,
+    Float,
     Integer,
     LargeBinary,
     MetaData,
@@ -205,6 +206,15 @@ instances_table = Table(
     Column("heartbeat_at", AwareDateTime, nullable=False),
     # Set while this instance holds the cycle.
     Column("cycle_since", AwareDateTime, nullable=True),
+)
+
+# Token buckets of the web's rate limits, shared by every instance (state.ratelimits).
+rate_limits_table = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(400), primary_key=True),  # purpose:client or purpose:address
+    Column("tokens", Float, nullable=False),
+    Column("at", Float, nullable=False, index=True),  # Unix seconds of the last take
 )
 
 # Columns added to tables after their first release: (table, column), added by migration.
@@ -445,6 +455,11 @@ class State:
                 f"state database error: {_first_line(exc.orig)}",
                 hint="another process may hold it locked; try again",
             ) from exc
+
+    def insert_ignoring_conflict(self, conn: Connection, table: Table, row: dict[str, Any]) -> bool:
+        """Insert ``row`` unless its key is taken (by a concurrent writer too); whether it was
+        inserted."""
+        return insert_rows(conn, table, [row], skip_existing=True) == 1
 
     # --- meta ----------------------------------------------------------------------------
 
