@@ -695,6 +695,7 @@ def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[in
                 "attempts": 0,
                 "created_at": now,
                 "last_error": "",
+                "digest_slot": None if record.cadence == "immediate" else record.next_digest_at,
             }
         )
         if len(rows) == _QUEUE_BATCH:  # stored as they come: memory stays bounded

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -192,6 +193,10 @@ messages_table = Table(
     # holds; past that, any live instance may claim it again.
     Column("lease_owner", String(255), nullable=True, index=True),
     Column("lease_expires_at", AwareDateTime, nullable=True),
+    # A digest's due time: one digest per subscriber and due time, whoever queues it
+    # (NULL for every other kind of message).
+    Column("digest_slot", AwareDateTime, nullable=True),
+    Index("messages_one_digest_per_slot", "subscriber_id", "digest_slot", unique=True),
 )
 
 # The instances sharing this database, each with its heartbeat (see state.coordination).
@@ -218,7 +223,11 @@ rate_limits_table = Table(
 )
 
 # Columns added to tables after their first release: (table, column), added by migration.
-_ADDED_COLUMNS = (("messages", "lease_owner"), ("messages", "lease_expires_at"))
+_ADDED_COLUMNS = (
+    ("messages", "lease_owner"),
+    ("messages", "lease_expires_at"),
+    ("messages", "digest_slot"),
+)
 SCHEMA_LOCK = "schema"
 
 
