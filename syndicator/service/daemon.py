@@ -460,15 +460,19 @@ class Service:
         self.notifier.stopping()
         self.stopping = True
         if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            # No new runs; the run in flight is not cancelled but sees ``stopping``.
+            self.scheduler.pause()
         # Let the work in flight finish; past the timeout, abandon it (its messages stay
-        # in 'sending' and go out again, with the same Message-ID, at the next start).
+        # in 'sending' under this instance's lease and go out again, with the same
+        # Message-ID, at the next start or when the lease expires).
         try:
             await asyncio.wait_for(self.busy.acquire(), timeout=STOP_TIMEOUT)
         except TimeoutError:
             log.warning("work still running after %ss: abandoning it", STOP_TIMEOUT)
         else:
             self.busy.release()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
