@@ -13,7 +13,7 @@ from aiohttp import hdrs
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
-from syndicator.cycle import catch_up_feeds, run_cycle
+from syndicator.pipeline import catch_up_feeds, run_cycle
 from syndicator.state.coordination import CYCLE_LOCK, exclusive_turn
 from syndicator.state.db import State
 from syndicator.web.app import Conditions, FileServer
