@@ -718,6 +718,7 @@ def catch_up_feeds(config: Config, classifier: Classifier, state: State) -> Cycl
             max_items=config.feeds.max_items,
             verify_pages=True,
             fresh=True,
+            record=False,
         )
         write_if_changed(_marker(config), wanted.encode())
     except OSError as exc:

@@ -476,6 +476,7 @@ def publish(
     verify_pages: bool = True,
     kept: KeptCatalogue | None = None,
     fresh: bool = False,
+    record: bool = True,
 ) -> PublishResult:
     """Bring ``output_dir`` in line with the articles in state.
 
@@ -487,7 +488,8 @@ def publish(
 
     ``fresh``: the signatures in state describe another instance's output directory, not
     this one; every channel and linked page is rendered (only files whose bytes differ
-    are written) and the signatures in state are left as they are.
+    are written). Without ``record`` the signatures in state are left as they are (an
+    instance catching up while another runs the cycle).
     """
     started = time.perf_counter()
     result = PublishResult()
@@ -539,7 +541,7 @@ def publish(
     result.removed = [article_page_path(i) for i in unpublished]
     if verify_pages:  # a rebuild, as after a crash: clear what a killed writer left
         result.removed += remove_leftovers(output_dir)
-    if fresh:
+    if not record:
         result.duration = time.perf_counter() - started
         return result
     with state.transaction() as conn:
