@@ -37,6 +37,9 @@ KILLS = 5
 IMMEDIATE = 1800
 DAILY = 200
 LEASE = 10
+# After a lease expires, the next claim of a live instance: its next round (every second)
+# or its next commit, slower on a loaded two-core machine.
+SLACK = 10
 ARTICLES = 3
 
 
@@ -254,12 +257,12 @@ def test_three_instances_killed_five_times_lose_nothing_and_agree(
     assert not unexplained, f"{context}: sent twice, not in flight at a kill: {unexplained[:3]}"
     for flying in in_flight:
         assert len(flying & twice) <= 16, context
-    # No message in flight at a kill waited longer than the lease (and a little slack
-    # for the next claim) to go out again.
+    # No message in flight at a kill waited for the instance's restart longer than the lease
+    # (and the next claim of a live instance) to go out again.
     for (killed_at, _), flying in zip(kills, in_flight, strict=True):
         for at, _, message_id in arrivals:
             if message_id in flying and at > killed_at:
-                assert at - killed_at <= LEASE + 5, (context, message_id, at - killed_at)
+                assert at - killed_at <= LEASE + SLACK, (context, message_id, at - killed_at)
     for log in logs.iterdir():
         text_of_log = log.read_text(errors="replace")
         assert "Traceback" not in text_of_log, (context, log.name, text_of_log[-3000:])
