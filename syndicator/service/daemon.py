@@ -44,7 +44,7 @@ from watchfiles import awatch
 from syndicator.classify.classifier import Classifier
 from syndicator.config import Config, load_config
 from syndicator.errors import SyndicatorError
-from syndicator.mail.outbox import DeliveryReport, outbox_counts, recover_inflight
+from syndicator.mail.deliver import DeliveryReport
 from syndicator.mail.signup import SignupDesk, SignupSettings
 from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret
 from syndicator.metrics import Metrics
@@ -53,6 +53,7 @@ from syndicator.publish.publisher import PageOnDemand
 from syndicator.service.systemd import Notifier
 from syndicator.state import coordination
 from syndicator.state.db import State
+from syndicator.state.outbox import count_by_status, release_inflight
 from syndicator.web.app import Health, create_app, serve
 from syndicator.web.subscriptions import SubscriptionPages
 
@@ -228,7 +229,7 @@ class Service:
         self.metrics.record_mail("retry", report.retry)
         self.metrics.record_mail("failed", report.failed)
         with contextlib.suppress(SyndicatorError), self.state.engine.connect() as conn:
-            self.metrics.set_outbox(outbox_counts(conn))
+            self.metrics.set_outbox(count_by_status(conn))
         return report
 
     def _record(
@@ -392,7 +393,7 @@ class Service:
                 self.state, self.instance_id, self.roles, now=self.clock()
             )
             with self.state.transaction() as conn:
-                recovered = recover_inflight(conn, me=self.instance_id)
+                recovered = release_inflight(conn, me=self.instance_id)
             if recovered:
                 log.warning("%s messages were in flight at the last stop; sending again", recovered)
             self._secret = load_secret(self.state, self.config.mail.unsubscribe_secret_file)

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from syndicator.mail import outbox
+from syndicator.mail import deliver as outbox
 from syndicator.mail.transport import SmtpTransport
 from syndicator.state import coordination
 from syndicator.state.db import State, messages_table
+from syndicator.state.outbox import NewMessage, queue_message
 from tests.smtp_sink import Sink, SinkHandler
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -37,13 +38,15 @@ def state(state_url: str) -> Iterator[State]:
 def queue(state: State, count: int) -> None:
     with state.transaction() as conn:
         for number in range(count):
-            outbox.queue_message(
+            queue_message(
                 conn,
-                subscriber_id=number + 1,
-                kind="immediate",
-                message_id=f"<m{number}@example.org>",
-                recipient=f"reader{number:04}@example.org",
-                body=f"Subject: {number}\r\n\r\nBody {number}.\r\n".encode(),
+                NewMessage(
+                    subscriber_id=number + 1,
+                    kind="immediate",
+                    message_id=f"<m{number}@example.org>",
+                    recipient=f"reader{number:04}@example.org",
+                    body=f"Subject: {number}\r\n\r\nBody {number}.\r\n".encode(),
+                ),
                 now=T0,
             )
 
