@@ -174,6 +174,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("article", metavar="ID_OR_TITLE", help="an article id or part of a title")
     explain.set_defaults(handler="syndicator.commands.explain:cmd_explain")
+
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="instances sharing the state database, who runs the cycle, the outbox",
+        description="Show the instances sharing the state database (with their last "
+        "heartbeat and roles), which one is running the cycle, the outbox by status and the "
+        "messages each instance is sending, and the oldest message waiting.",
+    )
+    status.add_argument("--json", action="store_true", help="print a JSON object")
+    status.set_defaults(handler="syndicator.commands.status:cmd_status")
+
+    state = commands.add_parser(
+        "state",
+        parents=[common],
+        help="copy the state database to another (SQLite to PostgreSQL)",
+        description="Work on the state database as a whole.",
+    )
+    state_actions = state.add_subparsers(dest="action", metavar="ACTION", required=True)
+    copying = state_actions.add_parser(
+        "copy",
+        parents=[common],
+        help="copy the whole state into an empty database",
+        description="Copy every article, file, subscriber, request, match, message and the "
+        "unsubscribe secret from state.url into the empty database at URL (refused if it "
+        "holds anything). Stop the service first; then point state.url at URL.",
+    )
+    copying.add_argument(
+        "--to", required=True, metavar="URL", help="e.g. postgresql+psycopg://user@host/db"
+    )
+    copying.set_defaults(handler="syndicator.commands.state:cmd_state_copy")
     return parser
 
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from syndicator.classify.classifier import Taxonomy
 from syndicator.commands.common import EXIT_OK, classifier_of, load
 from syndicator.errors import NotFoundError
 from syndicator.models import REGION_SLUGS, Article
@@ -23,12 +24,15 @@ def cmd_articles(args: argparse.Namespace) -> int:
         raise NotFoundError(
             f"unknown region {args.region!r}", hint=f"known regions: {', '.join(REGION_SLUGS)}"
         )
-    classifier = classifier_of(config) if args.topic or args.uncertain else None
-    if args.topic and classifier is not None and args.topic not in classifier.taxonomy.topics:
-        raise NotFoundError(
-            f"unknown topic {args.topic!r}",
-            hint=f"known topics: {', '.join(classifier.taxonomy.topics)}",
-        )
+    if args.topic:
+        taxonomy = Taxonomy.load(config.classify.topics)
+        if args.topic not in taxonomy.topics:
+            raise NotFoundError(
+                f"unknown topic {args.topic!r}",
+                hint=f"known topics: {', '.join(taxonomy.topics)}",
+            )
+    # Only the articles to review need the whole classifier; a topic needs the taxonomy.
+    classifier = classifier_of(config) if args.uncertain else None
     state = State.open(config.state.url)
     try:
         articles = state.articles(region=args.region, topic=args.topic)

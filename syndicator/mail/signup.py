@@ -28,21 +28,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection
 
 from syndicator.config import Config
 from syndicator.mail import roster
-from syndicator.mail.compose import MailSettings, describe_filters, make_message_id
-from syndicator.mail.notice import Notice, compose_notice
 from syndicator.mail.roster import SubscriberRecord
 from syndicator.mail.signing import signature, signature_matches
 from syndicator.mail.subscribers import Subscriber
 from syndicator.mail.unsubscribe import UnsubscribeDesk, mask
-from syndicator.publish.feeds import Names
 from syndicator.state import requests
 from syndicator.state.db import State
 from syndicator.state.outbox import NO_SUBSCRIBER, NewMessage, queue_message
+
+if TYPE_CHECKING:
+    from syndicator.mail.compose import MailSettings
+    from syndicator.publish.feeds import Names
+
+# The mail composer (jinja2, and the feed renderer it links articles with) is imported where
+# a mail is written: listing the requests waiting for confirmation needs none of it.
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +119,8 @@ def describe_schedule(cadence: str, hour: int, weekday: str, timezone: str) -> s
 
 def describe(subscriber: Subscriber | SubscriberRecord, names: Names) -> tuple[str, str]:
     """What a subscription asks for, in words: (filters, schedule)."""
+    from syndicator.mail.compose import describe_filters  # noqa: PLC0415
+
     filters = describe_filters(
         tuple(subscriber.regions),
         tuple(subscriber.topics),
@@ -151,6 +158,8 @@ class SignupSettings:
 
     @classmethod
     def from_config(cls, config: Config, names: Names) -> SignupSettings:
+        from syndicator.mail.compose import MailSettings  # noqa: PLC0415
+
         web = config.web
         return cls(
             mail=MailSettings(
@@ -229,6 +238,8 @@ class SignupDesk:
         return f"{self.settings.mail.base_url}confirm/{token}"
 
     def _message_id(self, key: str) -> str:
+        from syndicator.mail.compose import make_message_id  # noqa: PLC0415
+
         domain = parseaddr(self.settings.mail.sender)[1].rpartition("@")[2] or "localhost"
         return make_message_id(key, domain)
 
@@ -260,6 +271,8 @@ class SignupDesk:
         return True
 
     def _queue_confirmation(self, conn: Connection, subscriber: Subscriber, now: datetime) -> None:
+        from syndicator.mail.notice import Notice, compose_notice  # noqa: PLC0415
+
         nonce = secrets.token_hex(16)
         # One open request per address: asking again replaces it, and the older link dies.
         request_id = requests.store_request(
@@ -305,6 +318,8 @@ class SignupDesk:
     def _queue_already_subscribed(
         self, conn: Connection, record: SubscriberRecord, now: datetime
     ) -> None:
+        from syndicator.mail.notice import Notice, compose_notice  # noqa: PLC0415
+
         site = self.settings.mail.site_title
         filters, schedule = describe(record, self.settings.names)
         notice = Notice(

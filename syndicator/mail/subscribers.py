@@ -6,6 +6,7 @@ import csv
 import io
 import re
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -318,3 +319,15 @@ def load_subscribers_csv(
             continue
         subscribers.append(subscriber)
     return subscribers, errors
+
+
+SubscribersFile = tuple[list[Subscriber] | None, list[str], frozenset[str]]
+
+
+def load_subscribers_file(path: Path, known_topics: Collection[str]) -> SubscribersFile:
+    """The subscribers file's valid entries (None when the file cannot be used at all), its
+    problems, and the addresses of its invalid entries (they keep their subscriptions)."""
+    listed_all, errors = load_subscribers(path, set(known_topics))
+    problems = [str(error) for error in errors]
+    unusable = file_unusable(listed_all, errors)
+    return (None if unusable else listed_all), problems, held_addresses(list(errors))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import html
 import os
 import re
@@ -93,6 +94,9 @@ class Health:
     last_success_at: datetime | None = None
     last_error: str = ""
     articles: int = 0
+    # Live instances sharing the state database that have the cycle role (None: unknown
+    # yet). With none, nothing reads the store or queues mail: unhealthy.
+    cycle_instances: int | None = None
 
     def record(self, ok: bool, at: datetime, *, articles: int, error: str = "") -> None:
         """Record a finished cycle; ``at`` must be timezone-aware."""
@@ -109,7 +113,9 @@ class Health:
 
     def status(self, now: datetime) -> tuple[int, dict[str, Any]]:
         """The HTTP status (200 or 503) and the JSON body of ``/healthz`` at ``now``."""
-        if self.last_cycle_at is None:
+        if self.cycle_instances == 0:
+            state = "no-cycle-instance"
+        elif self.last_cycle_at is None:
             state = "starting"
         elif not self.last_cycle_ok:
             state = "failing"
@@ -126,6 +132,13 @@ class Health:
             "error": self.last_error,
             "articles": self.articles,
         }
+        if self.cycle_instances is not None:
+            body["cycle_instances"] = self.cycle_instances
+        if state == "no-cycle-instance":
+            body["error"] = (
+                "no live instance has the cycle role: the store is not read and no mail "
+                "is queued (see service.roles)"
+            )
         return (200 if state == "ok" else 503), body
 
 
@@ -223,30 +236,31 @@ class Reply:
 
 @dataclass
 class _GzipCache:
-    """Compressed bodies by path, valid while the file's size and mtime stay the same."""
+    """Compressed bodies by path, valid while the file's size and content digest stay the
+    same."""
 
     max_entries: int = GZIP_CACHE_ENTRIES
     max_bytes: int = GZIP_CACHE_BYTES
-    _entries: OrderedDict[str, tuple[int, int, bytes]] = field(default_factory=OrderedDict)
+    _entries: OrderedDict[str, tuple[int, str, bytes]] = field(default_factory=OrderedDict)
     _size: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, path: str, size: int, mtime_ns: int) -> bytes | None:
+    def get(self, path: str, size: int, digest: str) -> bytes | None:
         with self._lock:
             entry = self._entries.get(path)
-            if entry is None or entry[:2] != (size, mtime_ns):
+            if entry is None or entry[:2] != (size, digest):
                 return None
             self._entries.move_to_end(path)
             return entry[2]
 
-    def put(self, path: str, size: int, mtime_ns: int, body: bytes) -> None:
+    def put(self, path: str, size: int, digest: str, body: bytes) -> None:
         if len(body) > self.max_bytes // 4:
             return
         with self._lock:
             old = self._entries.pop(path, None)
             if old is not None:
                 self._size -= len(old[2])
-            self._entries[path] = (size, mtime_ns, body)
+            self._entries[path] = (size, digest, body)
             self._size += len(body)
             while len(self._entries) > self.max_entries or self._size > self.max_bytes:
                 _, (_, _, evicted) = self._entries.popitem(last=False)
@@ -263,6 +277,11 @@ class FileServer:
     def __init__(self, output_dir: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.output_dir = output_dir
         self._gzip_cache = _GzipCache()
+        # Content digests by path, valid while the file's inode, size and mtime stay the
+        # same: the ETag of a file is its content's, so every instance serving the same
+        # bytes gives the same ETag.
+        self._digests: dict[str, tuple[tuple[int, int, int], str]] = {}
+        self._digest_lock = threading.Lock()
         self._clock = clock
         # Resolved paths, kept for a second: feed readers ask for the same few files, and
         # resolving symbolic links costs more than the rest of a 304.
@@ -308,7 +327,20 @@ class FileServer:
         # if the file is replaced (renamed over) meanwhile.
         with os.fdopen(fd, "rb") as file:
             use_gzip = accepts_gzip(conditions.accept_encoding)
-            validator = f"{info.st_size:x}-{info.st_mtime_ns:x}" + ("-gzip" if use_gzip else "")
+            version = (info.st_ino, info.st_size, info.st_mtime_ns)
+            content: bytes | None = None
+            with self._digest_lock:
+                known = self._digests.get(target)
+            if known is not None and known[0] == version:
+                digest = known[1]
+            else:
+                content = file.read()
+                digest = hashlib.sha256(content).hexdigest()[:32]
+                with self._digest_lock:
+                    if len(self._digests) >= _LOCATED_MAX:
+                        self._digests.clear()
+                    self._digests[target] = (version, digest)
+            validator = digest + ("-gzip" if use_gzip else "")
             modified = datetime.fromtimestamp(info.st_mtime_ns // 1_000_000_000, UTC)
             headers: dict[str, str] = {
                 hdrs.ETAG: f'"{validator}"',
@@ -327,12 +359,13 @@ class FileServer:
                 del headers[hdrs.CONTENT_TYPE]
                 return Reply(304, headers)
             if not use_gzip:
-                return Reply(200, headers, file.read())
+                return Reply(200, headers, file.read() if content is None else content)
             headers[hdrs.CONTENT_ENCODING] = "gzip"
-            body = self._gzip_cache.get(target, info.st_size, info.st_mtime_ns)
+            body = self._gzip_cache.get(target, info.st_size, digest)
             if body is None:
-                body = gzip.compress(file.read(), compresslevel=GZIP_LEVEL, mtime=0)
-                self._gzip_cache.put(target, info.st_size, info.st_mtime_ns, body)
+                raw = file.read() if content is None else content
+                body = gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0)
+                self._gzip_cache.put(target, info.st_size, digest, body)
             return Reply(200, headers, body)
 
 

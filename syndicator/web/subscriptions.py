@@ -21,6 +21,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,8 +42,9 @@ from syndicator.mail.signup import (
 )
 from syndicator.mail.subscribers import WEEKDAYS, Subscriber, check_entry
 from syndicator.mail.unsubscribe import mask
+from syndicator.state.ratelimits import SharedRateLimiter
 from syndicator.state.subscribers import ACTIVE, OPERATOR_SOURCES, SubscriberRecord
-from syndicator.web.ratelimit import RateLimiter, client_key
+from syndicator.web.ratelimit import client_key
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +232,21 @@ class SubscriptionPages:
         if limits == self._limits:
             return  # keep the buckets: a reload must not reset them
         self._limits = limits
-        self.subscribe_by_client = RateLimiter(limits[0])
-        self.subscribe_by_email = RateLimiter(limits[1])
-        self.changes_by_client = RateLimiter(limits[2])
+        # In the state database, so that every instance serving the pages counts the same.
+        state = self.desk.state
+        self.subscribe_by_client = SharedRateLimiter(state, "subscribe-client", limits[0])
+        self.subscribe_by_email = SharedRateLimiter(state, "subscribe-email", limits[1])
+        self.changes_by_client = SharedRateLimiter(state, "changes-client", limits[2])
+
+    @staticmethod
+    async def _take(limiter: SharedRateLimiter, key: str, now: datetime) -> float:
+        try:
+            return await asyncio.to_thread(limiter.take, key, now)
+        except SyndicatorError as exc:
+            # The database is busy or away: let the request through rather than fail it
+            # (the request itself then meets the same database and says so).
+            log.warning("rate limit not checked: %s", exc)
+            return 0.0
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/subscribe", self.subscribe_form)
@@ -431,9 +445,9 @@ class SubscriptionPages:
         if subscriber is None or problems:
             return self._form_page(request, values=values, errors=problems, status=400)
         now = self.desk.clock()
-        wait = self.subscribe_by_client.take(self._client(request), now)
+        wait = await self._take(self.subscribe_by_client, self._client(request), now)
         if not wait:
-            wait = self.subscribe_by_email.take(subscriber.email.lower(), now)
+            wait = await self._take(self.subscribe_by_email, subscriber.email.lower(), now)
         if wait:
             return self._too_many(wait)
         try:
@@ -488,7 +502,7 @@ class SubscriptionPages:
     async def confirm(self, request: web.Request) -> web.Response:
         if not self.enabled:
             raise web.HTTPNotFound()
-        wait = self.changes_by_client.take(self._client(request), self.desk.clock())
+        wait = await self._take(self.changes_by_client, self._client(request), self.desk.clock())
         if wait:
             return self._too_many(wait)
         form = await request.post()
@@ -566,7 +580,7 @@ class SubscriptionPages:
     async def manage(self, request: web.Request) -> web.StreamResponse:
         if not self.enabled:
             raise web.HTTPNotFound()
-        wait = self.changes_by_client.take(self._client(request), self.desk.clock())
+        wait = await self._take(self.changes_by_client, self._client(request), self.desk.clock())
         if wait:
             return self._too_many(wait)
         form = await request.post()

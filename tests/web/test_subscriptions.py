@@ -881,3 +881,46 @@ def test_a_notice_that_cannot_be_composed_records_nothing(
     finally:
         state.close()
     assert "cannot compose the subscription mail for a…@example.org" in caplog.text
+
+
+async def test_rate_limits_are_shared_by_every_instance(
+    install: Path, sink: Sink, classifier: Classifier
+) -> None:
+    """Two instances on one state database: an address's allowance is one, not one each."""
+    web = "subscribe_per_hour_per_email = 3\nsubscribe_per_hour_per_client = 4\n"
+    async for site in start(install, sink, classifier, web):
+        state = State.open(site.config.state.url)
+        desk = SignupDesk(
+            state,
+            site.pages.desk.secret,
+            site.clock,
+            SignupSettings.from_config(site.config, names_from(classifier)),
+        )
+        app = create_app(
+            output_dir=site.config.feeds.output_dir,
+            health=Health(interval=60),
+            metrics=Metrics(),
+            clock=site.clock,
+            unsubscribe=UnsubscribeDesk(state, site.pages.desk.secret, site.clock),
+            subscriptions=SubscriptionPages(desk),
+            site_title=site.config.site.title,
+        )
+        runner = await serve(app, "127.0.0.1", 0)
+        try:
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+                other = replace(site, base=f"http://127.0.0.1:{runner.addresses[0][1]}")
+                other.session = session
+                results = []
+                for index, instance in enumerate((site, other, site, other)):
+                    csrf = await instance.form("/subscribe")
+                    data = {"csrf": csrf, "email": "a@example.org", "cadence": "daily"}
+                    results.append((await instance.post("/subscribe", data))[0])
+                    assert index < 3 or results[-1] == 429
+                assert results == [303, 303, 303, 429]
+                # The fifth request from this client, whichever instance it reaches.
+                csrf = await other.form("/subscribe")
+                data = {"csrf": csrf, "email": "b@example.org", "cadence": "daily"}
+                assert (await other.post("/subscribe", data))[0] == 429
+        finally:
+            await runner.cleanup()
+            state.close()
