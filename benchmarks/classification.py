@@ -5,7 +5,9 @@ example store (real prose, with the names, roles and cues the rules weigh), and
 as many synthetic articles again. The baseline builds one automaton of every
 gazetteer and taxonomy phrase and walks each lower-cased article through it once,
 which is the least any cue matcher must do; the classifier also normalises the
-text, keeps whole words, gives every place a role and decides.
+text, keeps whole words, gives every place a role and decides. The figure is that of
+``decide`` (what reading a store runs); ``classify``, which also keeps the evidence for
+``explain``, is shown beside it.
 """
 
 from __future__ import annotations
@@ -62,7 +64,11 @@ def run(count: int, repeat: int = 3) -> dict[str, Any]:
     articles = texts(count)
     automaton = _bare_automaton(classifier)
 
-    def classify_all() -> None:
+    def decide_all() -> None:
+        for title, body in articles:
+            classifier.decide(title, body)
+
+    def explain_all() -> None:
         for title, body in articles:
             classifier.classify(title, body)
 
@@ -71,12 +77,14 @@ def run(count: int, repeat: int = 3) -> dict[str, Any]:
             for _match in automaton.iter(f"{title}\n{body}".lower()):
                 pass
 
-    seconds = _best_of(repeat, classify_all)
+    seconds = _best_of(repeat, decide_all)
+    explain_seconds = _best_of(repeat, explain_all)
     baseline_seconds = _best_of(repeat, bare_pass)
     return {
         "name": f"classify {count} articles (one core)",
         "seconds": seconds,
         "articles_per_second": count / seconds,
+        "with_explanation_articles_per_second": count / explain_seconds,
         "baseline": "bare pyahocorasick pass over the same lower-cased texts",
         "baseline_articles_per_second": count / baseline_seconds,
         "baseline_seconds": baseline_seconds,
