@@ -147,6 +147,7 @@ class SignupSettings:
     subscribe_per_hour_per_email: int = 3
     changes_per_hour_per_client: int = 60
     trust_forwarded_for: bool = False
+    default_timezone: str = "UTC"
 
     @classmethod
     def from_config(cls, config: Config, names: Names) -> SignupSettings:
@@ -165,6 +166,7 @@ class SignupSettings:
             subscribe_per_hour_per_email=web.subscribe_per_hour_per_email,
             changes_per_hour_per_client=web.changes_per_hour_per_client,
             trust_forwarded_for=web.trust_forwarded_for,
+            default_timezone=web.default_timezone,
         )
 
     @property
@@ -384,6 +386,15 @@ class SignupDesk:
         """The request a confirmation link names; changes nothing."""
         with self.state.engine.connect() as conn:
             return self._request_of(conn, token)
+
+    def confirmed(self, request: PendingRequest) -> Confirmation | None:
+        """What a confirmed request led to, if its address is still subscribed; else None
+        (unsubscribed since, or ended by the operator)."""
+        with self.state.engine.connect() as conn:
+            record = outbox.find_subscriber(conn, request.email)
+        if record is None or record.status not in (outbox.ACTIVE, outbox.SUSPENDED):
+            return None
+        return Confirmation("already", record, self.manage_url(record))
 
     def confirm(self, token: str) -> Confirmation | LinkProblem:
         """Confirm the request a link names (idempotent)."""

@@ -34,6 +34,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -101,6 +102,8 @@ class Service:
         self._secret = b""
         self._pages: tuple[Config, Classifier, PageOnDemand] | None = None
         self._subscriptions: SubscriptionPages | None = None
+        self._mail_task: asyncio.Task[None] | None = None
+        self._mail_again = False
 
     # --- signals: flags only ---------------------------------------------------------------
 
@@ -226,9 +229,23 @@ class Service:
         self.notifier.watchdog()
 
     def _mail_soon(self) -> None:
-        """A subscription page queued a mail: run the mail job now, not at its next minute."""
-        if self.scheduler is not None and self.scheduler.running and not self.stopping:
-            self.scheduler.modify_job("mail", next_run_time=_now())
+        """A subscription page queued a mail: run the mail job now, not at its next minute.
+
+        Outside the scheduler, so a burst of sign-ups never meets its one-instance limit:
+        requests made while a run is under way or waiting are served by one more run.
+        """
+        if self.stopping:
+            return
+        if self._mail_task is not None and not self._mail_task.done():
+            self._mail_again = True
+            return
+        self._mail_task = asyncio.get_running_loop().create_task(self._mail_on_request())
+
+    async def _mail_on_request(self) -> None:
+        self._mail_again = True
+        while self._mail_again and not self.stopping:
+            self._mail_again = False
+            await self.mail()
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -254,6 +271,8 @@ class Service:
             unsubscribe=UnsubscribeDesk(self.state, self._secret, _now),
             subscriptions=self._subscription_pages(config, self.classifier),
             site_title=config.site.title,
+            language=config.site.language,
+            base_path=urlsplit(config.site.base_url).path or "/",
             write_page=self._write_page,
         )
         runner = await serve(app, config.http.host, config.http.port)
@@ -371,6 +390,10 @@ class Service:
 
     def _start_scheduler(self) -> None:
         interval = self.config.store.reload_interval
+        if not log.isEnabledFor(logging.DEBUG):
+            # "Running job ..." and "... executed successfully" for every run: the cycle
+            # logs one line of its own. Its warnings and errors still come through.
+            logging.getLogger("apscheduler").setLevel(logging.WARNING)
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={
@@ -410,6 +433,10 @@ class Service:
             log.warning("work still running after %ss: abandoning it", STOP_TIMEOUT)
         else:
             self.busy.release()
+        if self._mail_task is not None and not self._mail_task.done():
+            self._mail_task.cancel()  # it was waiting for the work above; nothing in flight
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._mail_task
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

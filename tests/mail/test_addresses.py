@@ -30,7 +30,7 @@ def test_one_spelling_per_mailbox(given: str, expected: str) -> None:
         ("victim@(c)example.org", "comments"),
         ('"victim"@example.org', "quotes"),
         ("Victim <victim@example.org>", "spaces"),
-        ("josé@example.org", "non-ASCII"),
+        ("josé@example.org", "outside ASCII"),
         ("jane@example", "domain such as"),
         ("jane@example..org", "domain such as"),
         ("jane@-example.org", "domain such as"),
