@@ -12,11 +12,12 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from pydantic import ValidationError
 
@@ -40,6 +41,7 @@ from syndicator.mail.unsubscribe import load_secret
 from syndicator.models import REGION_SLUGS, RawArticle
 from syndicator.state.db import State
 from syndicator.store.files import read_file, scan
+from syndicator.terminal import PrintableStream
 
 log = logging.getLogger("syndicator")
 
@@ -86,6 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"syndicator {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    init = commands.add_parser(
+        "init",
+        parents=[common],
+        help="write a new site: configuration, subscribers file, store, state and feeds",
+        description="Write a working site into DIR (which must not exist or be empty): a "
+        "commented configuration, a subscribers file, and the store, state, feeds and mail "
+        "directories. With --example, the store holds the sample WCO news and the "
+        "subscribers file three example subscribers. Nothing is overwritten.",
+    )
+    init.add_argument("directory", metavar="DIR", type=Path, help="the new site's directory")
+    init.add_argument(
+        "--example", action="store_true", help="include the sample articles and subscribers"
+    )
+    init.set_defaults(handler=cmd_init)
 
     run = commands.add_parser(
         "run",
@@ -240,6 +257,18 @@ def _open(args: argparse.Namespace) -> tuple[Config, Classifier, State]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stdout, stderr = sys.stdout, sys.stderr
+    # Everything printed or logged shows control characters as escapes: subscriber fields
+    # and article titles come from strangers and must not steer the operator's terminal.
+    sys.stdout = cast("TextIO", PrintableStream(stdout))
+    sys.stderr = cast("TextIO", PrintableStream(stderr))
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))
@@ -268,6 +297,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # --- commands ------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from syndicator.newsite import write_site  # noqa: PLC0415 - only this command needs it
+
+    site = write_site(args.directory, example=args.example)
+    config = shlex.quote(str(site.config))
+    print(
+        f"wrote {site.directory}: {site.config.name}, subscribers.toml, articles/, state/, feeds/, mail/"
+    )
+    print("next:")
+    print(f"  syndicator --config {config} check        # validate the site")
+    print(f"  syndicator --config {config} run --once   # one cycle: publish feeds into feeds/")
+    print(f"  syndicator --config {config} run          # serve http://127.0.0.1:8080/")
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
