@@ -304,9 +304,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     site = write_site(args.directory, example=args.example)
     config = shlex.quote(str(site.config))
-    print(
-        f"wrote {site.directory}: {site.config.name}, subscribers.toml, articles/, state/, feeds/, mail/"
-    )
+    what = "with the example articles and subscribers" if args.example else "with an empty store"
+    print(f"wrote a new site into {site.directory}, {what}")
     print("next:")
     print(f"  syndicator --config {config} check        # validate the site")
     print(f"  syndicator --config {config} run --once   # one cycle: publish feeds into feeds/")
