@@ -464,9 +464,12 @@ def _subscriber_from_args(args: argparse.Namespace) -> Subscriber:
             }
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise SyndicatorError(f"{field}: {first['msg'].removeprefix('Value error, ')}") from exc
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: "
+            + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors()
+        )
+        raise SyndicatorError(f"subscriber {args.email.strip()[:80]!r}: {problems}") from exc
 
 
 def cmd_subscribers_add(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ its own purpose, so no kind of token passes for another:
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import re
 import secrets
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 
+from pydantic import ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
 
@@ -373,10 +375,16 @@ class SignupDesk:
             return LinkProblem.INVALID
         if self.clock().timestamp() > expires:
             return LinkProblem.EXPIRED
+        try:
+            subscriber = Subscriber.model_validate_json(row.settings)
+        except ValidationError:
+            # Stored before the rules that refuse it now: it cannot be confirmed.
+            log.warning("request %s holds settings no longer accepted; link refused", row.id)
+            return LinkProblem.INVALID
         return PendingRequest(
             id=row.id,
             email=row.email,
-            subscriber=Subscriber.model_validate_json(row.settings),
+            subscriber=subscriber,
             requested_at=row.requested_at,
             expires_at=datetime.fromtimestamp(expires, UTC),
             confirmed=row.confirmed_at is not None,
@@ -461,6 +469,15 @@ class SignupDesk:
             return outbox.get_subscriber(conn, record.id)
 
 
+def _as_stored(settings: str) -> Subscriber:
+    """The settings of a request as stored, for listing: validated if they still pass,
+    else as they are (stored before today's rules; they can no longer be confirmed)."""
+    try:
+        return Subscriber.model_validate_json(settings)
+    except ValidationError:
+        return Subscriber.model_construct(**json.loads(settings))
+
+
 def open_requests(conn: Connection, *, now: datetime, ttl: timedelta) -> list[PendingRequest]:
     """Requests not confirmed yet whose link still works, oldest first."""
     table = subscription_requests_table
@@ -473,7 +490,7 @@ def open_requests(conn: Connection, *, now: datetime, ttl: timedelta) -> list[Pe
         PendingRequest(
             id=row.id,
             email=row.email,
-            subscriber=Subscriber.model_validate_json(row.settings),
+            subscriber=_as_stored(row.settings),
             requested_at=row.requested_at,
             expires_at=row.requested_at + ttl,
             confirmed=False,

@@ -38,7 +38,7 @@ from aiohttp import hdrs, web
 from syndicator.errors import SyndicatorError
 from syndicator.mail.unsubscribe import UnsubscribeDesk
 from syndicator.metrics import Metrics
-from syndicator.web.pages import render_page
+from syndicator.web.pages import EMPTY_FORM, read_form, render_page
 from syndicator.web.subscriptions import SubscriptionPages
 
 STALE_AFTER_INTERVALS = 3
@@ -449,7 +449,7 @@ def create_app(
     async def unsubscribe_post(request: web.Request) -> web.Response:
         """RFC 8058 one-click: POST with List-Unsubscribe=One-Click unsubscribes at once."""
         token = request.match_info["token"]
-        form = await request.post()
+        form = await read_form(request) or EMPTY_FORM
         if form.get("List-Unsubscribe") != "One-Click":
             return page(
                 "message.html",

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 from jinja2 import Environment, PackageLoader, Template, select_autoescape
+from multidict import MultiDict, MultiDictProxy
 
 PAGE_HEADERS = {
     hdrs.CACHE_CONTROL: "no-store",
@@ -65,3 +66,15 @@ def render_page(
     return web.Response(
         status=status, text=body, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
     )
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[Any] | None:
+    """The posted form, or None when its body cannot be read as one (not UTF-8, say):
+    the caller answers 400 as it does for any bad form."""
+    try:
+        return await request.post()
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+EMPTY_FORM: MultiDictProxy[Any] = MultiDictProxy(MultiDict())

@@ -42,7 +42,7 @@ from syndicator.mail.signup import (
 )
 from syndicator.mail.subscribers import WEEKDAYS, Subscriber, check_entry, check_timezone
 from syndicator.mail.unsubscribe import mask
-from syndicator.web.pages import PAGE_HEADERS, render_page
+from syndicator.web.pages import EMPTY_FORM, PAGE_HEADERS, read_form, render_page
 from syndicator.web.ratelimit import RateLimiter, client_key
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ def _texts(form: MultiDictProxy[Any], name: str) -> list[str]:
 
 
 def entry_from_form(
-    form: MultiDictProxy[Any], *, email: str | None = None
+    form: MultiDictProxy[Any], *, email: str | None = None, default_timezone: str = "UTC"
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """``(entry for check_entry, values to show again, problems by field)`` of a form.
 
@@ -269,7 +269,7 @@ def entry_from_form(
         "cadence": _text(form, "cadence", "daily"),
         "hour": _text(form, "hour", "8").strip(),
         "weekday": _text(form, "weekday", "mon"),
-        "timezone": _text(form, "timezone", "UTC").strip(),
+        "timezone": _text(form, "timezone", default_timezone).strip(),
     }
     values = {
         **entry,
@@ -536,10 +536,12 @@ class SubscriptionPages:
     async def subscribe(self, request: web.Request) -> web.StreamResponse:
         if not self.enabled:
             raise web.HTTPNotFound()
-        form = await request.post()
+        form = await read_form(request) or EMPTY_FORM
         if not self._csrf_ok(request, form):
             return self._csrf_refused()
-        entry, values, limits = entry_from_form(form)
+        entry, values, limits = entry_from_form(
+            form, default_timezone=self.settings.default_timezone
+        )
         subscriber, problems = self._checked(entry, limits)
         if subscriber is None or problems:
             return self._form_page(request, values=values, errors=problems, status=400)
@@ -615,7 +617,7 @@ class SubscriptionPages:
         wait = self.changes_by_client.take(self._client(request), self.desk.clock())
         if wait:
             return self._too_many(wait)
-        form = await request.post()
+        form = await read_form(request) or EMPTY_FORM
         if not self._csrf_ok(request, form):
             return self._csrf_refused()
         try:
@@ -702,7 +704,7 @@ class SubscriptionPages:
         wait = self.changes_by_client.take(self._client(request), self.desk.clock())
         if wait:
             return self._too_many(wait)
-        form = await request.post()
+        form = await read_form(request) or EMPTY_FORM
         if not self._csrf_ok(request, form):
             return self._csrf_refused()
         token = request.match_info["token"]
@@ -722,7 +724,9 @@ class SubscriptionPages:
             record = await asyncio.to_thread(self.desk.subscription, token)
             if record is None:
                 return self._not_found()
-            entry, values, limits = entry_from_form(form, email=record.email)
+            entry, values, limits = entry_from_form(
+                form, email=record.email, default_timezone=self.settings.default_timezone
+            )
             subscriber, problems = self._checked(entry, limits)
             if subscriber is None or problems:
                 return self._manage_page(
