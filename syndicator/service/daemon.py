@@ -31,6 +31,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,37 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class Coalescing:
+    """Runs ``job`` once at a time: asking while it runs (or waits) makes one more run,
+    however often it was asked, so bursts queue instead of piling up or being refused."""
+
+    def __init__(self, job: Callable[[], Awaitable[object]], stopping: Callable[[], bool]) -> None:
+        self.job = job
+        self.stopping = stopping
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def request(self) -> None:
+        if self.stopping():
+            return
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        self._again = True
+        while self._again and not self.stopping():
+            self._again = False
+            await self.job()
+
+    async def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
 class Service:
     """One running instance: configuration, state, jobs, health and the HTTP server."""
 
@@ -102,8 +134,9 @@ class Service:
         self._secret = b""
         self._pages: tuple[Config, Classifier, PageOnDemand] | None = None
         self._subscriptions: SubscriptionPages | None = None
-        self._mail_task: asyncio.Task[None] | None = None
-        self._mail_again = False
+        # The scheduler and the pages only ask for runs; these run them one at a time.
+        self._cycles = Coalescing(self.cycle, lambda: self.stopping)
+        self._mails = Coalescing(self.mail, lambda: self.stopping)
 
     # --- signals: flags only ---------------------------------------------------------------
 
@@ -126,6 +159,8 @@ class Service:
         if self.stopping:
             return None
         async with self.busy:
+            if self.stopping:  # asked to stop while waiting for the work in flight
+                return None
             started = time.perf_counter()
             config, classifier = self.config, self.classifier
             try:
@@ -162,6 +197,8 @@ class Service:
         if self.stopping:
             return
         async with self.busy:
+            if self.stopping:
+                return
             try:
                 queued = await asyncio.to_thread(
                     queue_mail, self.config, self.classifier, self.state, now=_now()
@@ -229,23 +266,16 @@ class Service:
         self.notifier.watchdog()
 
     def _mail_soon(self) -> None:
-        """A subscription page queued a mail: run the mail job now, not at its next minute.
+        """A subscription page queued a mail: run the mail job now, not at its next minute."""
+        self._mails.request()
 
-        Outside the scheduler, so a burst of sign-ups never meets its one-instance limit:
-        requests made while a run is under way or waiting are served by one more run.
-        """
-        if self.stopping:
-            return
-        if self._mail_task is not None and not self._mail_task.done():
-            self._mail_again = True
-            return
-        self._mail_task = asyncio.get_running_loop().create_task(self._mail_on_request())
+    async def _cycle_due(self) -> None:
+        """The scheduler's cycle job: ask for a cycle and return at once. A job that waited
+        for the work in flight would meet its one-instance limit and log a warning."""
+        self._cycles.request()
 
-    async def _mail_on_request(self) -> None:
-        self._mail_again = True
-        while self._mail_again and not self.stopping:
-            self._mail_again = False
-            await self.mail()
+    async def _mail_due(self) -> None:
+        self._mails.request()
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -403,13 +433,13 @@ class Service:
             },
         )
         self.scheduler.add_job(
-            self.cycle,
+            self._cycle_due,
             "interval",
             seconds=interval,
             id="cycle",
             next_run_time=_now() + timedelta(seconds=interval),
         )
-        self.scheduler.add_job(self.mail, "interval", seconds=MAIL_INTERVAL, id="mail")
+        self.scheduler.add_job(self._mail_due, "interval", seconds=MAIL_INTERVAL, id="mail")
         if self.notifier.watchdog_interval:
             self.scheduler.add_job(
                 self._watchdog,
@@ -433,10 +463,9 @@ class Service:
             log.warning("work still running after %ss: abandoning it", STOP_TIMEOUT)
         else:
             self.busy.release()
-        if self._mail_task is not None and not self._mail_task.done():
-            self._mail_task.cancel()  # it was waiting for the work above; nothing in flight
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._mail_task
+        # Runs asked for and not started were waiting for the work above: drop them.
+        await self._cycles.cancel()
+        await self._mails.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
