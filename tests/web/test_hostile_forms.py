@@ -309,6 +309,7 @@ async def test_the_form_explains_filters_groups_topics_and_offers_the_sites_zone
     async with site.session.get(site.base + "/subscribe") as response:
         page = await response.text()
     assert "How your choices combine" in page
+    assert "You get an article when it is about <strong>one of your regions</strong>" in page
     assert "For example, Europe with the topic Transit and the keyword" in page
     groups = re.findall(r"<details class=\"group\"[^>]*>\s*<summary>([^<]+?) <span", page)
     assert len(groups) == 5 and groups[0] == "Procedures and trade facilitation"
