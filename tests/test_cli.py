@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from syndicator.cli import _handler, build_parser
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
 from syndicator.state.db import State
 from tests.conftest import SAMPLE_STORE, write
@@ -204,3 +206,87 @@ def test_unwritable_output_is_one_line_and_exit_1(sample_install: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("syndicator: error: ")
     assert "Traceback" not in result.stderr
+
+
+# Modules that take tens to hundreds of milliseconds to import. The command line must not load
+# any of them before it knows which command runs, so `--help`, `--version` and usage errors
+# answer at once; each command imports what it needs.
+HEAVY_MODULES = (
+    "aiohttp",
+    "aiosmtplib",
+    "ahocorasick",
+    "apscheduler",
+    "feedgen",
+    "jinja2",
+    "lxml",
+    "nh3",
+    "numpy",
+    "pydantic",
+    "sqlalchemy",
+    "yaml",
+    "syndicator.classify",
+    "syndicator.config",
+    "syndicator.cycle",
+    "syndicator.mail",
+    "syndicator.publish",
+    "syndicator.service",
+    "syndicator.state",
+    "syndicator.store",
+    "syndicator.web",
+)
+
+_LOADED = """
+import json, sys
+{code}
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _modules_after(code: str) -> set[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADED.format(code=code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def _heavy(loaded: set[str]) -> list[str]:
+    return sorted(
+        name
+        for name in loaded
+        if any(name == heavy or name.startswith(heavy + ".") for heavy in HEAVY_MODULES)
+    )
+
+
+def test_importing_the_command_line_loads_no_heavy_module() -> None:
+    assert _heavy(_modules_after("import syndicator.cli")) == []
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["--version"], ["articles", "--help"], ["frobnicate"]]
+)
+def test_help_version_and_usage_errors_load_no_heavy_module(argv: list[str]) -> None:
+    code = (
+        f"from syndicator.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+    )
+    assert _heavy(_modules_after(code)) == []
+
+
+def test_every_command_names_an_importable_function() -> None:
+    """The parser names each command's function as "module:function"; every one resolves."""
+    parser = build_parser()
+    names: set[str] = set()
+    pending = [parser]
+    while pending:
+        current = pending.pop()
+        if "handler" in current._defaults:
+            names.add(current._defaults["handler"])
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+    assert len(names) == 12  # eleven commands and init
+    for name in names:
+        assert callable(_handler(name)), name
