@@ -10,6 +10,7 @@ from syndicator.commands.common import EXIT_OK, open_all
 from syndicator.cycle import names_from
 from syndicator.errors import NotFoundError
 from syndicator.mail import outbox
+from syndicator.mail.addresses import lookup_address
 from syndicator.mail.mailer import Mailer
 from syndicator.mail.unsubscribe import load_secret
 
@@ -18,7 +19,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     config, classifier, state = open_all(args)
     try:
         with state.engine.connect() as conn:
-            record = outbox.find_subscriber(conn, args.email)
+            record = outbox.find_subscriber(conn, lookup_address(args.email))
             articles = outbox.pending_articles(conn, record.id) if record else []
         if record is None:
             raise NotFoundError(

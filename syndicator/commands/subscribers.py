@@ -16,6 +16,7 @@ from syndicator.config import Config
 from syndicator.cycle import load_subscribers_file
 from syndicator.errors import NotFoundError, SyndicatorError
 from syndicator.mail import outbox
+from syndicator.mail.addresses import lookup_address
 from syndicator.mail.outbox import add_subscriber, remove_subscriber, resubscribe, sync_subscribers
 from syndicator.mail.signup import open_requests
 from syndicator.mail.subscribers import Subscriber, load_subscribers, load_subscribers_csv
@@ -167,7 +168,7 @@ def cmd_subscribers_remove(args: argparse.Namespace) -> int:
     state = _subscriber_state(args)[2]
     try:
         with state.transaction() as conn:
-            remove_subscriber(conn, args.email)
+            remove_subscriber(conn, lookup_address(args.email))
     finally:
         state.close()
     print(f"{args.email}: removed")
@@ -178,7 +179,7 @@ def cmd_subscribers_resubscribe(args: argparse.Namespace) -> int:
     state = _subscriber_state(args)[2]
     try:
         with state.transaction() as conn:
-            resubscribe(conn, args.email, now=datetime.now(UTC))
+            resubscribe(conn, lookup_address(args.email), now=datetime.now(UTC))
     finally:
         state.close()
     print(f"{args.email}: subscribed again (only articles seen from now on)")

@@ -138,3 +138,12 @@ def address_key(address: str) -> str:
     Used wherever addresses are compared (duplicates, rate limits, suppression).
     """
     return normalize_address(address).lower()
+
+
+def lookup_address(text: str) -> str:
+    """``text`` normalised for finding a stored subscriber, or as given when it is no valid
+    address (an entry stored before today's rules may still be named that way)."""
+    try:
+        return normalize_address(text)
+    except AddressError:
+        return text.strip()

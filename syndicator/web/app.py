@@ -439,12 +439,8 @@ def create_app(
         address = await asyncio.to_thread(unsubscribe.check, token) if unsubscribe else None
         if address is None:
             return invalid_link()
-        return page(
-            "unsubscribe.html",
-            "Unsubscribe",
-            address=address,
-            action=f"{base_path}unsubscribe/{token}",
-        )
+        # The form posts back to this very URL, token and all.
+        return page("unsubscribe.html", "Unsubscribe", address=address)
 
     async def unsubscribe_post(request: web.Request) -> web.Response:
         """RFC 8058 one-click: POST with List-Unsubscribe=One-Click unsubscribes at once."""

@@ -284,7 +284,7 @@ async def test_unsubscribe_pages_have_the_look_and_headers_of_the_others(site: P
         assert '<a href="/">WCO News</a>' in page
     async with site.session.get(f"{site.base}/unsubscribe/{token}") as response:
         page = await response.text()
-    assert f'<form method="post" action="/unsubscribe/{token}">' in page
+    assert '<form method="post">' in page  # back to the same URL
 
 
 async def test_subscribe_with_a_slash_redirects(site: Pages) -> None:
