@@ -4,7 +4,8 @@ Subscriber names, keywords and addresses come from strangers (the subscription f
 article titles from the store. Printed raw, an ESC or BEL in them could clear, recolour or
 retitle the operator's terminal, and a bidi override could reorder what they read. Every
 command writes through :class:`PrintableStream`, which shows such characters as Python
-escapes (``\\x1b``, ``\\u202e``) and passes line feeds and tabs through.
+escapes (``\\x1b``, ``\\u202e``) and passes line feeds and tabs through; JSON output stays
+valid JSON.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ _UNPRINTABLE = re.compile(
 
 
 def _escape(match: re.Match[str]) -> str:
+    # C0 controls as \x1b; the rest as \u0085, \u202e, which JSON reads back as the same
+    # character (json.dumps already escapes C0 controls, and passes the rest through raw).
     code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return f"\\x{code:02x}" if code < 0x20 else f"\\u{code:04x}"
 
 
 def printable(text: str) -> str:
