@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 
-from syndicator.commands.common import EXIT_OK, open_all
-from syndicator.cycle import names_from
+from syndicator.commands.common import EXIT_OK, now, open_all
 from syndicator.errors import NotFoundError
 from syndicator.mail import outbox
 from syndicator.mail.addresses import lookup_address
 from syndicator.mail.mailer import Mailer
 from syndicator.mail.unsubscribe import load_secret
+from syndicator.pipeline import names_from
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -45,6 +44,6 @@ def cmd_preview(args: argparse.Namespace) -> int:
     finally:
         state.close()
     mailer = Mailer(config, names_from(classifier), secret)
-    _, message = mailer(record, articles, record.cadence, datetime.now(UTC))
+    _, message = mailer(record, articles, record.cadence, now())
     sys.stdout.write(message.decode("utf-8").replace("\r\n", "\n"))
     return EXIT_OK

@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from syndicator.classify.classifier import Classifier
-from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, open_all
+from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, now, open_all
 from syndicator.config import Config
-from syndicator.cycle import load_subscribers_file
 from syndicator.errors import NotFoundError, SyndicatorError
 from syndicator.mail import outbox
 from syndicator.mail.addresses import lookup_address
 from syndicator.mail.outbox import add_subscriber, remove_subscriber, resubscribe, sync_subscribers
 from syndicator.mail.signup import open_requests
 from syndicator.mail.subscribers import Subscriber, load_subscribers, load_subscribers_csv
+from syndicator.pipeline import load_subscribers_file
 from syndicator.state.db import State
 
 
@@ -31,7 +31,7 @@ def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Classifier, Sta
         print(problem, file=sys.stderr)
     if listed is not None:
         with state.transaction() as conn:
-            sync_subscribers(conn, listed, now=datetime.now(UTC), held=held)
+            sync_subscribers(conn, listed, now=now(), held=held)
     return config, classifier, state
 
 
@@ -42,7 +42,7 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             records = outbox.subscribers(conn)
             requests = open_requests(
                 conn,
-                now=datetime.now(UTC),
+                now=now(),
                 ttl=timedelta(hours=config.web.confirm_ttl_hours),
             )
     finally:
@@ -157,7 +157,7 @@ def cmd_subscribers_add(args: argparse.Namespace) -> int:
                 hint=f"known topics: {', '.join(classifier.taxonomy.topics)}",
             )
         with state.transaction() as conn:
-            outcome = add_subscriber(conn, subscriber, now=datetime.now(UTC))
+            outcome = add_subscriber(conn, subscriber, now=now())
     finally:
         state.close()
     print(f"{subscriber.email}: {outcome}")
@@ -179,7 +179,7 @@ def cmd_subscribers_resubscribe(args: argparse.Namespace) -> int:
     state = _subscriber_state(args)[2]
     try:
         with state.transaction() as conn:
-            resubscribe(conn, lookup_address(args.email), now=datetime.now(UTC))
+            resubscribe(conn, lookup_address(args.email), now=now())
     finally:
         state.close()
     print(f"{args.email}: subscribed again (only articles seen from now on)")
@@ -200,7 +200,7 @@ def cmd_subscribers_import(args: argparse.Namespace) -> int:
         for subscriber in listed:
             try:
                 with state.transaction() as conn:
-                    outcome = add_subscriber(conn, subscriber, now=datetime.now(UTC))
+                    outcome = add_subscriber(conn, subscriber, now=now())
             except SyndicatorError as exc:
                 print(f"{args.file}: {exc}", file=sys.stderr)
                 outcome = "skipped"

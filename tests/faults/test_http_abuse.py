@@ -24,10 +24,10 @@ from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
-from syndicator.cycle import run_cycle
 from syndicator.mail import outbox
 from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret, make_token
 from syndicator.metrics import Metrics
+from syndicator.pipeline import run_cycle
 from syndicator.state.db import State, messages_table
 from syndicator.web import app as web
 from syndicator.web.app import Health, create_app, serve

@@ -22,8 +22,8 @@ from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
-from syndicator.cycle import deliver_due, run_cycle
 from syndicator.mail import outbox
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State, messages_table
 from tests.faults.helpers import (
     ENV,

@@ -25,12 +25,12 @@ from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
-from syndicator.cycle import deliver_due, run_cycle
 from syndicator.mail import outbox
 from syndicator.mail.match import Candidate, Filter, FilterIndex
 from syndicator.mail.schedule import next_due
 from syndicator.mail.subscribers import Subscriber
 from syndicator.mail.unsubscribe import load_secret, make_token
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State, messages_table
 from tests.conftest import SAMPLE_STORE, write
 from tests.smtp_sink import Sink, SinkHandler

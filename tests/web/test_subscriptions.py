@@ -26,7 +26,6 @@ from sqlalchemy import select, update
 from syndicator.classify.classifier import Classifier
 from syndicator.cli import main
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
-from syndicator.cycle import deliver_due, names_from, run_cycle
 from syndicator.errors import ConfigError
 from syndicator.mail import outbox
 from syndicator.mail.signup import (
@@ -40,6 +39,7 @@ from syndicator.mail.signup import (
 from syndicator.mail.subscribers import Subscriber
 from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret, make_token
 from syndicator.metrics import Metrics
+from syndicator.pipeline import deliver_due, names_from, run_cycle
 from syndicator.state.db import (
     State,
     messages_table,
