@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from syndicator.errors import ConfigError
+from syndicator.mail.subscribers import check_timezone
 
 DEFAULT_CONFIG_PATHS = (
     Path("/etc/syndicator/syndicator.toml"),
@@ -176,6 +177,13 @@ class WebConfig(_Section):
     # Behind a reverse proxy every request comes from the proxy: take the client's address
     # from the last X-Forwarded-For entry (the one the proxy appended) instead.
     trust_forwarded_for: bool = False
+    # The time zone the forms propose first (an IANA name such as "Europe/Brussels").
+    default_timezone: str = "UTC"
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_timezone(value)
 
 
 class ServiceConfig(_Section):

@@ -140,7 +140,8 @@ def _check_topics(classifier: Classifier, raw: RawArticle) -> StoreError | None:
         return None
     return StoreError(
         raw.source,
-        f"topics: unknown topic {unknown[0]!r} (see config/topics.toml); article skipped",
+        f"topics: unknown topic {unknown[0]!r} (syndicator check names the taxonomy in use); "
+        "article skipped",
         kind=ErrorKind.UNKNOWN_NAME,
         line=raw.line,
     )

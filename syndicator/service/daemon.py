@@ -32,10 +32,11 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -61,6 +62,37 @@ log = logging.getLogger(__name__)
 
 MAIL_INTERVAL = 60  # seconds between digest and retry checks
 STOP_TIMEOUT = 30.0  # seconds the work in flight may take to finish after SIGTERM
+
+
+class Coalescing:
+    """Runs ``job`` once at a time: asking while it runs (or waits) makes one more run,
+    however often it was asked, so bursts queue instead of piling up or being refused."""
+
+    def __init__(self, job: Callable[[], Awaitable[object]], stopping: Callable[[], bool]) -> None:
+        self.job = job
+        self.stopping = stopping
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def request(self) -> None:
+        if self.stopping():
+            return
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        self._again = True
+        while self._again and not self.stopping():
+            self._again = False
+            await self.job()
+
+    async def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 class Service:
@@ -102,6 +134,9 @@ class Service:
             state.instance_id = config.service.instance_id
         self.instance_id = state.instance_id
         self.roles = config.service.roles
+        # The scheduler and the pages only ask for runs; these run them one at a time.
+        self._cycles = Coalescing(self.cycle, lambda: self.stopping)
+        self._mails = Coalescing(self.mail, lambda: self.stopping)
 
     @property
     def config(self) -> Config:
@@ -136,6 +171,8 @@ class Service:
         if self.stopping:
             return None
         async with self.busy:
+            if self.stopping:  # asked to stop while waiting for the work in flight
+                return None
             self._working = asyncio.current_task()
             try:
                 return await self._cycle()
@@ -191,6 +228,8 @@ class Service:
         if self.stopping:
             return
         async with self.busy:
+            if self.stopping:
+                return
             self._working = asyncio.current_task()
             try:
                 await self._mail()
@@ -289,8 +328,15 @@ class Service:
 
     def _mail_soon(self) -> None:
         """A subscription page queued a mail: run the mail job now, not at its next minute."""
-        if self.scheduler is not None and self.scheduler.running and not self.stopping:
-            self.scheduler.modify_job("mail", next_run_time=self.clock())
+        self._mails.request()
+
+    async def _cycle_due(self) -> None:
+        """The scheduler's cycle job: ask for a cycle and return at once. A job that waited
+        for the work in flight would meet its one-instance limit and log a warning."""
+        self._cycles.request()
+
+    async def _mail_due(self) -> None:
+        self._mails.request()
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -316,6 +362,8 @@ class Service:
             unsubscribe=UnsubscribeDesk(self.state, self._secret, self.clock),
             subscriptions=self._subscription_pages(config, self.classifier),
             site_title=config.site.title,
+            language=config.site.language,
+            base_path=urlsplit(config.site.base_url).path or "/",
             write_page=self._write_page,
         )
         runner = await serve(app, config.http.host, config.http.port)
@@ -443,6 +491,10 @@ class Service:
 
     def _start_scheduler(self) -> None:
         interval = self.config.store.reload_interval
+        if not log.isEnabledFor(logging.DEBUG):
+            # "Running job ..." and "... executed successfully" for every run: the cycle
+            # logs one line of its own. Its warnings and errors still come through.
+            logging.getLogger("apscheduler").setLevel(logging.WARNING)
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={
@@ -452,13 +504,13 @@ class Service:
             },
         )
         self.scheduler.add_job(
-            self.cycle,
+            self._cycle_due,
             "interval",
             seconds=interval,
             id="cycle",
             next_run_time=self.clock() + timedelta(seconds=interval),
         )
-        self.scheduler.add_job(self.mail, "interval", seconds=MAIL_INTERVAL, id="mail")
+        self.scheduler.add_job(self._mail_due, "interval", seconds=MAIL_INTERVAL, id="mail")
         self.scheduler.add_job(
             self._heartbeat,
             "interval",
@@ -493,6 +545,9 @@ class Service:
             self.busy.release()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        # Runs asked for and not started were waiting for the work above: drop them.
+        await self._cycles.cancel()
+        await self._mails.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

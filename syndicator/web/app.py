@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
-import html
 import os
 import re
 import stat
@@ -40,6 +39,7 @@ from aiohttp import hdrs, web
 from syndicator.errors import SyndicatorError
 from syndicator.mail.unsubscribe import UnsubscribeDesk
 from syndicator.metrics import Metrics
+from syndicator.web.pages import EMPTY_FORM, read_form, render_page
 from syndicator.web.subscriptions import SubscriptionPages
 
 STALE_AFTER_INTERVALS = 3
@@ -390,6 +390,8 @@ def create_app(
     unsubscribe: UnsubscribeDesk | None = None,
     subscriptions: SubscriptionPages | None = None,
     site_title: str = "syndicator",
+    language: str = "en",
+    base_path: str = "/",
     write_page: Callable[[str], bool] | None = None,
 ) -> web.Application:
     """The web application; it reads ``output_dir`` on every request and keeps no globals.
@@ -441,40 +443,54 @@ def create_app(
             headers={hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: "no-store"},
         )
 
+    def page(name: str, heading: str, *, status: int = 200, **context: Any) -> web.Response:
+        return render_page(
+            name,
+            site_title=site_title,
+            heading=heading,
+            language=language,
+            base_path=base_path,
+            status=status,
+            **context,
+        )
+
+    def invalid_link() -> web.Response:
+        return page(
+            "message.html",
+            "This link is not valid",
+            status=404,
+            paragraphs=(
+                "This unsubscribe link is not valid. Use the link in your latest mail, "
+                "or reply to it.",
+            ),
+            link=None,
+        )
+
     async def unsubscribe_page(request: web.Request) -> web.Response:
         """GET shows a button and never unsubscribes by itself (mail scanners follow links)."""
         token = request.match_info["token"]
         address = await asyncio.to_thread(unsubscribe.check, token) if unsubscribe else None
         if address is None:
-            return _page(site_title, "This link is not valid", _INVALID_LINK, status=404)
-        form = (
-            f"<p>Stop all mail from {html.escape(site_title)} to "
-            f"<strong>{html.escape(address)}</strong>?</p>"
-            '<form method="post"><input type="hidden" name="List-Unsubscribe" '
-            'value="One-Click"><button type="submit">Unsubscribe</button></form>'
-        )
-        return _page(site_title, "Unsubscribe", form)
+            return invalid_link()
+        # The form posts back to this very URL, token and all.
+        return page("unsubscribe.html", "Unsubscribe", address=address)
 
     async def unsubscribe_post(request: web.Request) -> web.Response:
         """RFC 8058 one-click: POST with List-Unsubscribe=One-Click unsubscribes at once."""
         token = request.match_info["token"]
-        form = await request.post()
+        form = await read_form(request) or EMPTY_FORM
         if form.get("List-Unsubscribe") != "One-Click":
-            return _page(
-                site_title,
+            return page(
+                "message.html",
                 "Unsubscribe",
-                "<p>Send <code>List-Unsubscribe=One-Click</code> to unsubscribe.</p>",
                 status=400,
+                paragraphs=("Send List-Unsubscribe=One-Click to unsubscribe.",),
+                link=None,
             )
         address = await asyncio.to_thread(unsubscribe.unsubscribe, token) if unsubscribe else None
         if address is None:
-            return _page(site_title, "This link is not valid", _INVALID_LINK, status=404)
-        return _page(
-            site_title,
-            "You are unsubscribed",
-            f"<p>{html.escape(address)} will receive no more mail from "
-            f"{html.escape(site_title)}.</p>",
-        )
+            return invalid_link()
+        return page("unsubscribed.html", "You are unsubscribed", address=address)
 
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app.router.add_get("/unsubscribe/{token}", unsubscribe_page)
@@ -488,30 +504,6 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
     return app
-
-
-_INVALID_LINK = (
-    "<p>This unsubscribe link is not valid. Use the link in your latest mail, or reply to it.</p>"
-)
-
-
-def _page(site_title: str, heading: str, content: str, *, status: int = 200) -> web.Response:
-    """A small self-contained HTML page (no external assets)."""
-    body = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(heading)} — {html.escape(site_title)}</title>"
-        "<style>body{font:1rem/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;"
-        "padding:0 1rem}button{font:inherit;padding:.5rem 1rem}</style></head><body>"
-        f"<h1>{html.escape(heading)}</h1>{content}</body></html>"
-    )
-    return web.Response(
-        status=status,
-        text=body,
-        content_type="text/html",
-        charset="utf-8",
-        headers={hdrs.CACHE_CONTROL: "no-store", "Referrer-Policy": "no-referrer"},
-    )
 
 
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
