@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
@@ -58,6 +58,9 @@ from syndicator.state.db import (
 )
 from syndicator.store.files import scan
 from syndicator.store.ingest import Classes, ReadFile, classes_of, read_files
+
+if TYPE_CHECKING:
+    from syndicator.mail.feedback import FeedbackReport
 
 log = logging.getLogger(__name__)
 
@@ -467,6 +470,7 @@ class CycleResult:
     websub_failed: list[str] = field(default_factory=list)
     queued: list[int] = field(default_factory=list)
     publish_error: str = ""  # publishing failed (disk full...): the old files stay
+    feedback: FeedbackReport | None = None  # bounces and complaints read this cycle
 
     def summary(self) -> str:
         feeds = (
@@ -620,16 +624,35 @@ def run_cycle(
         result.websub_failed = _notify_hub(
             state, site.hub, result.publish.changed_feed_urls if result.publish else [], ping
         )
+    result.feedback = process_feedback(config, state, now=now)
     result.queued = queue_mail(config, classifier, state, now=now)
     return result
+
+
+def process_feedback(config: Config, state: State, *, now: datetime) -> FeedbackReport | None:
+    """Read the configured bounces and complaints, then check the reputation breaker."""
+    if config.bounces.maildir is None and not config.bounces.imap.host:
+        return None
+    from syndicator.mail import breaker  # noqa: PLC0415
+    from syndicator.mail.feedback import process_configured  # noqa: PLC0415
+
+    secret = load_secret(state, config.mail.unsubscribe_secret_file)
+    report = process_configured(config, state, secret=secret, now=now)
+    breaker.evaluate(state, config.bounces)
+    return report
 
 
 def queue_mail(config: Config, classifier: Classifier, state: State, *, now: datetime) -> list[int]:
     """Compose and store the messages due at ``now`` (immediate ones and due digests)."""
     secret = load_secret(state, config.mail.unsubscribe_secret_file)
     mailer = Mailer(config, names_from(classifier), secret)
+    from syndicator.mail.suppression import drop_suppressed  # noqa: PLC0415
+
     with state.transaction() as conn:
-        return queue_due(conn, now=now, composer=mailer)
+        queued = queue_due(conn, now=now, composer=mailer)
+        # The suppression list wins over every subscription: such mail is never sent.
+        dropped = drop_suppressed(state, conn)
+    return [key for key in queued if key not in dropped] if dropped else queued
 
 
 async def deliver_due(
@@ -641,13 +664,34 @@ async def deliver_due(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> DeliveryReport:
     """Send every queued message that is due (the async right edge of the cycle)."""
+    # Imported here: only delivery needs DKIM, pacing and the breaker.
+    from syndicator.mail import breaker  # noqa: PLC0415
+    from syndicator.mail.dkim import SigningTransport, signer_from_config  # noqa: PLC0415
+    from syndicator.mail.pacing import PacedTransport  # noqa: PLC0415
+    from syndicator.mail.verp import return_path  # noqa: PLC0415
+
+    paused = breaker.paused(state)
+    if paused is not None:
+        log.debug("sending is paused: %s", paused)
+        return DeliveryReport()
+    signer = signer_from_config(config)
+    secret = load_secret(state, config.mail.unsubscribe_secret_file)
+    bounce_address = config.mail.bounce_address
+    fixed_sender = envelope_sender(config.mail.from_)
     own = transport is None
     used = transport or transport_from_config(config)
+    if signer is not None:
+        used = SigningTransport(used, signer)
+    if config.mail.rate_limits:
+        used = PacedTransport(used, config.mail.rate_limits)
     try:
         return await deliver(
             state,
             used,
-            sender=envelope_sender(config.mail.from_),
+            # With mail.bounce_address, a return path per message (VERP); else mail.from.
+            sender=(lambda key: return_path(bounce_address, secret, key))
+            if bounce_address
+            else fixed_sender,
             clock=clock,
             concurrency=config.mail.smtp.pool_size if config.mail.transport == "smtp" else 1,
             should_stop=should_stop,

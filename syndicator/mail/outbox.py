@@ -804,7 +804,7 @@ async def deliver(
     state: State,
     transport: Transport,
     *,
-    sender: str,
+    sender: str | Callable[[int], str],
     clock: Callable[[], datetime],
     rng: random.Random | None = None,
     batch_size: int = BATCH_SIZE,
@@ -818,6 +818,8 @@ async def deliver(
     flight at once, so the connections keep sending while the database records
     one batch and claims the next (in a thread): at most ``2 * batch_size``
     messages are ever in ``sending``, which bounds what a crash could send twice.
+    ``sender`` is the envelope sender, or a function of the message's row id that
+    makes one per message (a VERP return path).
     """
     rng = rng or random.Random()
     report = DeliveryReport()
@@ -825,7 +827,8 @@ async def deliver(
 
     async def send(row: Any) -> Delivery:
         async with limit:
-            return await transport.send(row.body, sender=sender, recipient=row.recipient)
+            envelope = sender(row.id) if callable(sender) else sender
+            return await transport.send(row.body, sender=envelope, recipient=row.recipient)
 
     def start(rows: list[Any]) -> tuple[list[Any], list[asyncio.Task[Delivery]]]:
         return rows, [asyncio.ensure_future(send(row)) for row in rows]

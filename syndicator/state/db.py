@@ -353,6 +353,9 @@ class State:
         self.engine.dispose()
 
     def _create_schema(self) -> None:
+        # The deliverability tables live in their own module; importing it registers them.
+        import syndicator.state.bounces  # noqa: F401, PLC0415
+
         with self.transaction() as conn:
             metadata.create_all(conn)
             # Indexes added since a table was first created (create_all skips those).
