@@ -155,8 +155,9 @@ def _decide(
         decision, reason = "suspended", f"hard bounce {report.status or ''}".strip()
     else:
         since = now - timedelta(days=policy.soft_days)
-        earlier = store.soft_bounces_since(conn, message.subscriber_id, since)
-        count = earlier + 1
+        # Each message counts once, however many reports come back about it.
+        count = store.soft_bounces_since(conn, message.subscriber_id, since, besides=message.key)
+        count += 1
         if count >= policy.soft_limit:
             store.set_subscriber_status(conn, message.subscriber_id, _SUSPENDED, now=now)
             decision = "suspended"

@@ -148,18 +148,19 @@ def record_event(
     )
 
 
-def soft_bounces_since(conn: Connection, subscriber_id: int, since: datetime) -> int:
-    """Soft bounces of a subscriber's messages received at ``since`` or later."""
-    return int(
-        conn.execute(
-            select(func.count(func.distinct(bounce_events_table.c.message_key))).where(
-                bounce_events_table.c.subscriber_id == subscriber_id,
-                bounce_events_table.c.kind == "soft",
-                bounce_events_table.c.received_at >= since,
-            )
-        ).scalar()
-        or 0
+def soft_bounces_since(
+    conn: Connection, subscriber_id: int, since: datetime, *, besides: int | None = None
+) -> int:
+    """Messages of a subscriber that soft-bounced at ``since`` or later (each counted once),
+    leaving out message ``besides``."""
+    query = select(func.count(func.distinct(bounce_events_table.c.message_key))).where(
+        bounce_events_table.c.subscriber_id == subscriber_id,
+        bounce_events_table.c.kind == "soft",
+        bounce_events_table.c.received_at >= since,
     )
+    if besides is not None:
+        query = query.where(bounce_events_table.c.message_key != besides)
+    return int(conn.execute(query).scalar() or 0)
 
 
 def subscriber_status(conn: Connection, subscriber_id: int) -> tuple[str, str] | None:
