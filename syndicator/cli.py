@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     again.add_argument("email")
     again.set_defaults(handler=cmd_subscribers_resubscribe)
+    # bounces, mail, suppress, and subscribers export/forget
+    from syndicator.deliverability_cli import add_commands  # noqa: PLC0415
+
+    add_commands(commands, common, actions)
 
     preview = commands.add_parser(
         "preview",
@@ -332,6 +336,9 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
                 now=datetime.now(UTC),
                 ttl=timedelta(hours=config.web.confirm_ttl_hours),
             )
+            from syndicator.state.bounces import latest_decisions  # noqa: PLC0415
+
+            decisions = latest_decisions(conn)
     finally:
         state.close()
     # Web requests waiting for confirmation are listed too, as "pending": they receive
@@ -351,6 +358,12 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             "next_digest_at": r.next_digest_at.isoformat() if r.next_digest_at else None,
             "permanent_failures": r.permanent_failures,
             "added_at": r.added_at.isoformat(),
+            # Why a bounce or a complaint ended the subscription, if one did.
+            "decision": (
+                f"{decisions[r.id][1]} ({decisions[r.id][2]:%Y-%m-%d %H:%M} UTC)"
+                if r.id in decisions and r.status in ("suspended", "unsubscribed")
+                else None
+            ),
         }
         for r in records
     ]
@@ -369,6 +382,7 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             "next_digest_at": None,
             "permanent_failures": 0,
             "added_at": request.requested_at.isoformat(),
+            "decision": None,
         }
         for request in requests
     ]
@@ -392,6 +406,8 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             if row[key]
         )
         failures = f", {row['permanent_failures']} failures" if row["permanent_failures"] else ""
+        if row["decision"]:
+            failures += f", {row['status']}: {row['decision']}"
         print(
             f"{row['email']:40} {row['status']:12} {row['source']:4} {when}{failures}\n"
             f"    {filters or 'everything'}"
@@ -569,6 +585,18 @@ def cmd_check(args: argparse.Namespace) -> int:
                 continue
             ids[article.id] = article
             article_count += 1
+    if config.mail.dkim.enabled:
+        from syndicator.mail.dkim import dns_name, dns_record, load_key  # noqa: PLC0415
+
+        try:
+            key = load_key(config.mail.dkim)
+        except SyndicatorError as exc:
+            problems.append(f"{config.source}: {exc}")
+        else:
+            print(
+                f"DKIM: {key.algorithm}, {key.bits} bits; publish this TXT record:\n"
+                f'{dns_name(config.mail.dkim)}. IN TXT "{dns_record(key)}"'
+            )
     for problem in problems:
         print(problem)
     summary = (

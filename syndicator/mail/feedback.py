@@ -220,6 +220,9 @@ def process_maildir(
     A file that cannot be read is logged and left where it is; the others go on.
     """
     result = FeedbackReport()
+    if not path.is_dir():
+        # Nothing arrived yet: the MTA creates the Maildir (as its own user) with the first.
+        return result
     done = path / PROCESSED_FOLDER
     if move:
         for sub in ("cur", "new", "tmp"):
