@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
 from syndicator.models import Article, content_hash, derive_id
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 FILLER = (
     "Officials said the measure would shorten clearance times and improve compliance. "
     "The administration will review the results with traders after six months. "
@@ -32,8 +32,8 @@ class Vocabulary:
 
     @classmethod
     def load(cls) -> Vocabulary:
-        regions = tomllib.loads((CONFIG_DIR / "regions.toml").read_text(encoding="utf-8"))
-        topics = tomllib.loads((CONFIG_DIR / "topics.toml").read_text(encoding="utf-8"))
+        regions = tomllib.loads(SHIPPED_REGIONS.read_text(encoding="utf-8"))
+        topics = tomllib.loads(SHIPPED_TOPICS.read_text(encoding="utf-8"))
         places = [country["name"] for country in regions["country"]]
         for country in regions["country"]:
             places.extend(country.get("places", [])[:3])

@@ -35,7 +35,6 @@ from syndicator.mail.schedule import next_due
 from syndicator.models import REGION_SLUGS
 from syndicator.state.db import State, articles_table, subscribers_table
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 TOPICS = [
     "risk-management", "aeo", "transit", "revenue", "e-commerce", "security", "integrity",
     "single-window", "trade-facilitation", "capacity-building", "digital-customs",
@@ -66,8 +65,6 @@ def install(root: Path, *, subscribers: str = "", mail: str = MAILDIR) -> Path:
     """A configuration under ``root/config`` (the shipped gazetteer and taxonomy, this
     subscribers file and mail section) for a store in ``root/articles``; its path."""
     (root / "config").mkdir(parents=True, exist_ok=True)
-    for name in ("regions.toml", "topics.toml"):
-        shutil.copy(CONFIG_DIR / name, root / "config" / name)
     (root / "config" / "subscribers.toml").write_text(subscribers)
     config = root / "config" / "syndicator.toml"
     config.write_text(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import load_config
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
 from syndicator.cycle import reload_store
 from syndicator.state.db import State
 from tests.conftest import CONFIG_DIR, SAMPLE_STORE, write
@@ -20,7 +20,7 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 @pytest.fixture
@@ -172,11 +172,11 @@ def test_changed_gazetteer_reclassifies_everything(
     assert state.articles()[0].regions == ("global",)
     regions = tmp_path / "regions.toml"
     regions.write_text(
-        (CONFIG_DIR / "regions.toml").read_text(encoding="utf-8")
+        (SHIPPED_REGIONS).read_text(encoding="utf-8")
         + '\n[[country]]\nname = "Atlantis"\nregion = "europe"\nmember = false\n',
         encoding="utf-8",
     )
-    changed = Classifier.load(regions, CONFIG_DIR / "topics.toml")
+    changed = Classifier.load(regions, SHIPPED_TOPICS)
     assert changed.fingerprint != classifier.fingerprint
     result = reload_store(store, changed, state, now=T0 + timedelta(hours=1))
     assert result.reclassified == 1

@@ -36,7 +36,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
@@ -263,6 +262,9 @@ def insert_rows(
     if skip_existing and dialect.name == "sqlite":
         statement = statement.prefix_with("OR IGNORE")
     elif skip_existing and dialect.name == "postgresql":
+        # Imported here: loading the PostgreSQL dialect costs every SQLite command time.
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert  # noqa: PLC0415
+
         statement = postgresql_insert(table).values(values).on_conflict_do_nothing()
     elif skip_existing:
         keys = [column.name for column in table.primary_key.columns]

@@ -21,12 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import load_config
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
 from syndicator.cycle import deliver_due, run_cycle
 from syndicator.models import ARTICLE_ID
 from syndicator.state.db import State
 from syndicator.store.files import parse_bytes
-from tests.conftest import CONFIG_DIR
 from tests.faults.helpers import ENV, command, immediate, run, use_smtp, with_sample_store
 from tests.smtp_sink import Sink
 
@@ -39,7 +38,7 @@ _UNWANTED = {chr(c) for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 def assert_sound(path: Path, data: bytes) -> None:

@@ -23,14 +23,14 @@ from pathlib import Path
 import dkim
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import Config, load_config
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
 from syndicator.cycle import deliver_due, run_cycle
 from syndicator.mail import outbox
 from syndicator.mail.dkim import dns_record, parse_key
 from syndicator.mail.verp import find_tokens
 from syndicator.state import bounces as store
 from syndicator.state.db import State
-from tests.conftest import CONFIG_DIR, ROOT, SAMPLE_STORE, write
+from tests.conftest import ROOT, SAMPLE_STORE, write
 from tests.mta import BOUNCE_DOMAIN, LOCAL_DOMAIN, Postfix
 from tests.smtp_sink import Sink
 
@@ -103,7 +103,7 @@ def configure(install: Path, mta: Postfix, key: Path) -> Config:
 def test_real_postfix_bounces_suspend_exactly_the_failed_subscribers(
     install: Path, tmp_path: Path
 ) -> None:
-    classifier = Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    classifier = Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
     key_file = generate_rsa_key(tmp_path / "dkim.pem")
     with Sink() as sink:
         sink.handler.refuse[f"gone@{RELAYED}"] = "550 5.2.1 Mailbox disabled for this recipient"

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import load_config
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
 from syndicator.service.daemon import Service
 from syndicator.service.systemd import Notifier
 from syndicator.state.db import State
-from tests.conftest import CONFIG_DIR, ROOT, SAMPLE_STORE, write
+from tests.conftest import ROOT, SAMPLE_STORE, write
 from tests.smtp_sink import Sink, free_port
 
 
@@ -205,7 +205,7 @@ def test_cycles_never_overlap(install: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     config = load_config(daemon_config(install, free_port(), interval=1))
     config = config.model_copy(update={"http": config.http.model_copy(update={"enabled": False})})
-    classifier = Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    classifier = Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
     running = 0
     most = 0
     calls = 0

@@ -12,8 +12,13 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from syndicator.config import Config
+    from syndicator.state.db import State
+
+# The parser imports this module for --help too: nothing heavy at the top.
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 
@@ -23,7 +28,8 @@ def add_commands(
     common: argparse.ArgumentParser,
     subscriber_actions: Any,
 ) -> None:
-    """Add the deliverability commands to the parser ``cli.build_parser`` builds."""
+    """Add the deliverability commands to the parser ``cli.build_parser`` builds; each
+    handler is imported only when its command runs."""
     bounces = commands.add_parser(
         "bounces",
         parents=[common],
@@ -38,7 +44,7 @@ def add_commands(
         help="process a Maildir, an mbox, one message, or - for standard input",
     )
     process.add_argument("source", metavar="FILE|DIR|-")
-    process.set_defaults(handler=cmd_bounces_process)
+    process.set_defaults(handler="syndicator.commands.deliverability:cmd_bounces_process")
 
     mail = commands.add_parser(
         "mail",
@@ -51,9 +57,9 @@ def add_commands(
     status = mail_actions.add_parser(
         "status", parents=[common], help="rates of recent mail, and whether sending is paused"
     )
-    status.set_defaults(handler=cmd_mail_status)
+    status.set_defaults(handler="syndicator.commands.deliverability:cmd_mail_status")
     resume = mail_actions.add_parser("resume", parents=[common], help="start sending again")
-    resume.set_defaults(handler=cmd_mail_resume)
+    resume.set_defaults(handler="syndicator.commands.deliverability:cmd_mail_resume")
 
     suppress = commands.add_parser(
         "suppress",
@@ -64,43 +70,43 @@ def add_commands(
     )
     suppress_actions = suppress.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = suppress_actions.add_parser("list", parents=[common], help="list every entry")
-    listing.set_defaults(handler=cmd_suppress_list)
+    listing.set_defaults(handler="syndicator.commands.deliverability:cmd_suppress_list")
     exporting = suppress_actions.add_parser(
         "export", parents=[common], help="print the list as CSV"
     )
-    exporting.set_defaults(handler=cmd_suppress_export)
+    exporting.set_defaults(handler="syndicator.commands.deliverability:cmd_suppress_export")
     importing = suppress_actions.add_parser(
         "import", parents=[common], help="add the entries of a CSV file (or - for stdin)"
     )
     importing.add_argument("file", metavar="FILE|-")
-    importing.set_defaults(handler=cmd_suppress_import)
+    importing.set_defaults(handler="syndicator.commands.deliverability:cmd_suppress_import")
     adding = suppress_actions.add_parser("add", parents=[common], help="add one entry")
     adding.add_argument("entry", metavar="ADDRESS|*@DOMAIN")
     adding.add_argument("--reason", default="added by the operator")
-    adding.set_defaults(handler=cmd_suppress_add)
+    adding.set_defaults(handler="syndicator.commands.deliverability:cmd_suppress_add")
     removing = suppress_actions.add_parser("remove", parents=[common], help="remove one entry")
     removing.add_argument("entry", metavar="ADDRESS|*@DOMAIN")
-    removing.set_defaults(handler=cmd_suppress_remove)
+    removing.set_defaults(handler="syndicator.commands.deliverability:cmd_suppress_remove")
 
     export = subscriber_actions.add_parser(
         "export", parents=[common], help="print everything held about an address, as JSON"
     )
     export.add_argument("email")
-    export.set_defaults(handler=cmd_subscribers_export)
+    export.set_defaults(handler="syndicator.commands.deliverability:cmd_subscribers_export")
     forget = subscriber_actions.add_parser(
         "forget",
         parents=[common],
         help="delete everything held about an address (a suppression stays, as a hash)",
     )
     forget.add_argument("email")
-    forget.set_defaults(handler=cmd_subscribers_forget)
+    forget.set_defaults(handler="syndicator.commands.deliverability:cmd_subscribers_forget")
 
 
-def _state(args: argparse.Namespace) -> tuple[Any, Any]:
-    from syndicator.cli import _load  # noqa: PLC0415
+def _state(args: argparse.Namespace) -> tuple[Config, State]:
+    from syndicator.commands.common import load  # noqa: PLC0415
     from syndicator.state.db import State  # noqa: PLC0415
 
-    config = _load(args)
+    config = load(args)
     return config, State.open(config.state.url)
 
 

@@ -1,0 +1,55 @@
+"""``run`` and ``feeds``: cycles over the store."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from datetime import UTC, datetime
+
+from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, open_all
+from syndicator.cycle import deliver_due, run_cycle
+from syndicator.mail.outbox import recover_inflight
+
+log = logging.getLogger("syndicator")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config, classifier, state = open_all(args)
+    try:
+        if args.once:
+            with state.transaction() as conn:
+                recovered = recover_inflight(conn)
+            if recovered:
+                log.warning("%s messages were in flight at the last stop; sending again", recovered)
+            result = run_cycle(config, classifier, state, now=datetime.now(UTC))
+            log.info("cycle: %s", result.summary())
+            report = asyncio.run(deliver_due(config, state, clock=lambda: datetime.now(UTC)))
+            log.info(
+                "mail: %s sent, %s to retry, %s failed", report.sent, report.retry, report.failed
+            )
+            return EXIT_PROBLEMS if result.publish_error else EXIT_OK
+        # Imported here: the service's HTTP server and scheduler are not needed for one cycle.
+        from syndicator.service.daemon import run_service  # noqa: PLC0415
+
+        return run_service(config, classifier, state)
+    finally:
+        state.close()
+
+
+def cmd_feeds(args: argparse.Namespace) -> int:
+    config, classifier, state = open_all(args)
+    try:
+        result = run_cycle(config, classifier, state, now=datetime.now(UTC))
+    finally:
+        state.close()
+    if result.publish_error:
+        print(f"syndicator: error: {result.publish_error}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    written = result.publish.written if result.publish else []
+    print(
+        f"{config.feeds.output_dir}: {len(written)} files written, "
+        f"{result.reload.articles} articles"
+    )
+    return EXIT_OK
