@@ -287,8 +287,8 @@ def test_every_command_names_an_importable_function() -> None:
         for action in current._actions:
             if isinstance(action, argparse._SubParsersAction):
                 pending.extend(action.choices.values())
-    # 11 for the articles, feeds, subscribers and service; 11 for bounces, the sending
+    # 11 for the articles, feeds, subscribers and service; 10 for bounces, the sending
     # pause, suppression and data rights.
-    assert len(names) == 22
+    assert len(names) == 21
     for name in names:
         assert callable(_handler(name)), name
