@@ -82,3 +82,19 @@ def resume(state: State) -> str | None:
         reason = store.paused_reason(state, conn)
         store.set_paused(state, conn, None)
     return reason
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What /metrics and /healthz show of deliverability."""
+
+    counts: dict[str, int]
+    rates: Rates
+    paused: str | None
+
+
+def snapshot(state: State, window: int) -> Snapshot:
+    with state.engine.connect() as conn:
+        counts = store.event_counts(conn)
+        paused_reason = store.paused_reason(state, conn)
+    return Snapshot(counts, rates(state, window), paused_reason)

@@ -93,6 +93,8 @@ class Health:
     last_success_at: datetime | None = None
     last_error: str = ""
     articles: int = 0
+    # Why the reputation circuit breaker paused sending ("" while mail flows).
+    mail_paused: str = ""
 
     def record(self, ok: bool, at: datetime, *, articles: int, error: str = "") -> None:
         """Record a finished cycle; ``at`` must be timezone-aware."""
@@ -126,6 +128,9 @@ class Health:
             "error": self.last_error,
             "articles": self.articles,
         }
+        if self.mail_paused:
+            # Feeds are still served and mail still queued: the status stays as it is.
+            body["mail"] = f"sending paused: {self.mail_paused}"
         return (200 if state == "ok" else 503), body
 
 
