@@ -252,14 +252,13 @@ def cmd_suppress_add(args: argparse.Namespace) -> int:
 
 def cmd_suppress_remove(args: argparse.Namespace) -> int:
     from syndicator.errors import NotFoundError  # noqa: PLC0415
-    from syndicator.mail.suppression import normalise  # noqa: PLC0415
-    from syndicator.state import bounces as store  # noqa: PLC0415
+    from syndicator.mail.suppression import unsuppress  # noqa: PLC0415
 
     _config, state = _state(args)
     try:
         with state.transaction() as conn:
             try:
-                removed = store.remove_suppression(conn, normalise(args.entry))
+                removed = unsuppress(state, conn, args.entry)
             except ValueError:
                 removed = False
     finally:

@@ -142,7 +142,7 @@ def _decide(
     email = message.recipient
     decision, reason = "none", ""
     if report.kind is Kind.COMPLAINT:
-        suppression.suppress(conn, email, reason="complaint", now=now)
+        suppression.suppress_address(conn, email, reason="complaint", now=now)
         decision, reason = "unsubscribed", "spam complaint; suppressed"
         if subscriber is not None and subscriber[1] in (_ACTIVE, _SUSPENDED):
             store.set_subscriber_status(conn, message.subscriber_id, _UNSUBSCRIBED, now=now)

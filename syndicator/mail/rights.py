@@ -48,12 +48,19 @@ def export_address(state: State, email: str) -> dict[str, Any] | None:
     return result
 
 
-def forget_address(state: State, email: str, *, now: datetime) -> str | None:
-    """Delete everything about ``email``; what happened, or None if nothing was held."""
+def forget_address(state: State, email: str, *, now: datetime, always: bool = False) -> str | None:
+    """Delete everything about ``email``; what happened, or None if nothing was held.
+
+    A suppressed address stays suppressed, through a salted hash. With ``always`` (the
+    person asked, on the manage page), the hash is kept in any case: they asked for no
+    more mail, and an operator's later import must not bring it back.
+    """
     key = suppression.address_key(email)
     with state.transaction() as conn:
         row = store.subscriber_row(conn, key)
         listed = row is not None and row["source"] == "file"
+        if always:
+            suppression.suppress_address(conn, key, reason="forgotten at their request", now=now)
         kept = suppression.keep_hash_only(state, conn, key, now=now)
         deleted = store.forget(conn, key)
     if not deleted and not kept:

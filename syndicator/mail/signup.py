@@ -39,6 +39,7 @@ from syndicator.mail.notice import Notice, compose_notice
 from syndicator.mail.outbox import SubscriberRecord
 from syndicator.mail.signing import signature, signature_matches
 from syndicator.mail.subscribers import Subscriber
+from syndicator.mail.suppression import is_suppressed
 from syndicator.mail.unsubscribe import UnsubscribeDesk, mask
 from syndicator.publish.feeds import Names
 from syndicator.state.db import State, inserted_id, subscription_requests_table
@@ -249,6 +250,10 @@ class SignupDesk:
                         < now - settings.confirm_ttl - KEEP_EXPIRED
                     )
                 )
+                if is_suppressed(self.state, conn, subscriber.email):
+                    # Answered as for any address (no enumeration); nothing is sent.
+                    log.info("subscription request for a suppressed address: nothing sent")
+                    return False
                 record = outbox.find_subscriber(conn, subscriber.email)
                 if record is not None and record.status in (outbox.ACTIVE, outbox.SUSPENDED):
                     self._queue_already_subscribed(conn, record, now)

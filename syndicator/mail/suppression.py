@@ -15,7 +15,6 @@ import csv
 import hashlib
 import io
 import logging
-import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 from sqlalchemy.engine import Connection
 
 from syndicator.errors import SyndicatorError
+from syndicator.mail import addresses
 from syndicator.state import bounces as store
 from syndicator.state.db import State
 
@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 _SALT_KEY = "suppression_salt"
 _HASH_PREFIX = "sha256:"
-_ADDRESS = re.compile(r"^[^@\s,\"<>]+@[^@\s,\"<>]+\.[^@\s,\"<>]+$|^[^@\s,\"<>]+@localhost$")
-_DOMAIN = re.compile(r"^\*@[A-Za-z0-9.-]+$")
 CSV_FIELDS = ("entry", "reason", "date")
 
 
@@ -48,15 +46,21 @@ class Entry:
 
 
 def normalise(entry: str) -> str:
-    """An address or ``*@domain``, lower-cased; raises ValueError for anything else."""
-    value = entry.strip().lower()
-    if _DOMAIN.match(value) or (_ADDRESS.match(value) and not value.startswith("*")):
-        return value
-    raise ValueError(f"{entry!r} is neither an address nor '*@domain'")
+    """An address or ``*@domain`` in the one spelling addresses are compared in; raises
+    ValueError (an :class:`AddressError` says why) for anything else."""
+    value = entry.strip()
+    if value.startswith("*@"):
+        # The domain as an address's domain is spelled (lower case, ASCII, no final dot).
+        return "*@" + addresses.address_key("x@" + value[2:]).partition("@")[2]
+    return addresses.address_key(value)
 
 
 def address_key(email: str) -> str:
-    return email.strip().lower()
+    """How an address is looked up in the list (as every part of syndicator compares it)."""
+    try:
+        return addresses.address_key(email)
+    except addresses.AddressError:
+        return email.strip().lower()  # an address stored before it was checked so strictly
 
 
 def _salt(state: State, conn: Connection) -> str:
@@ -96,6 +100,20 @@ def is_suppressed(state: State, conn: Connection, email: str) -> bool:
 def suppress(conn: Connection, email_or_domain: str, *, reason: str, now: datetime) -> bool:
     """Add an entry; False if it was already there."""
     return store.add_suppression(conn, normalise(email_or_domain), reason=reason, added_at=now)
+
+
+def suppress_address(conn: Connection, email: str, *, reason: str, now: datetime) -> bool:
+    """Add an address we hold (a subscriber's, a recipient's); never raises for its spelling."""
+    return store.add_suppression(conn, address_key(email), reason=reason, added_at=now)
+
+
+def unsuppress(state: State, conn: Connection, entry: str) -> bool:
+    """Remove an entry, or the hash an address was kept as; False if neither was listed."""
+    value = normalise(entry)
+    removed = store.remove_suppression(conn, value)
+    if not value.startswith("*@"):
+        removed = store.remove_suppression(conn, hashed(_salt(state, conn), value)) or removed
+    return removed
 
 
 def keep_hash_only(state: State, conn: Connection, email: str, *, now: datetime) -> bool:
