@@ -682,8 +682,7 @@ async def deliver_due(
     used = transport or transport_from_config(config)
     if signer is not None:
         used = SigningTransport(used, signer)
-    if config.mail.rate_limits:
-        used = PacedTransport(used, config.mail.rate_limits)
+    used = PacedTransport(used, config.mail.rate_limits)
     try:
         return await deliver(
             state,

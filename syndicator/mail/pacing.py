@@ -2,12 +2,13 @@
 
 ``mail.rate_limits`` gives messages per second per recipient domain (``"gmail.com" =
 5``) and for all mail together (``"*" = 20``). :class:`PacedTransport` wraps the
-configured transport: before each message it waits for its domain's turn (and the
-global one). When a domain defers with 421 or an RFC 3463 4.7.x status ("try again
-later", "rate limited"), that domain alone backs off: its messages are deferred
-without contacting the server (they go back to the queue as temporary failures)
-until the back-off ends; it doubles with each new deferral and ends at the first
-message the domain accepts. Every other domain keeps flowing.
+configured transport (always: the back-off needs no configuration). Before each
+message it waits for its domain's turn and the global one. When a domain defers with
+421 or an RFC 3463 4.7.x status ("try again later", "rate limited") at RCPT or DATA,
+that domain alone backs off: its messages are deferred without contacting the server
+(they go back to the queue as temporary failures) until the back-off ends; it doubles
+with each new deferral and ends at the first message the domain accepts. Every other
+domain keeps flowing.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ def domain_of(address: str) -> str:
 
 
 def asks_to_back_off(delivery: Delivery) -> bool:
-    """Whether a reply is a domain's "slow down": 421, or a 4.7.x enhanced status."""
+    """Whether a reply is a recipient domain's "slow down": 421, or a 4.7.x enhanced status,
+    in answer to RCPT or DATA. Before that (greeting, EHLO, AUTH, MAIL FROM) it comes from
+    the server we talk to, which is not the recipient's when we send through a relay."""
     if delivery.outcome is not Outcome.TEMPORARY:
+        return False
+    if "(RCPT)" not in delivery.detail and "(DATA)" not in delivery.detail:
         return False
     return delivery.code == 421 or bool(_POLICY_STATUS.search(delivery.detail))
 
