@@ -312,8 +312,13 @@ def _imap_connect(imap: ImapConfig, password: str, context: ssl.SSLContext) -> i
         client = imaplib.IMAP4_SSL(imap.host, imap.port, ssl_context=context, timeout=imap.timeout)
     else:
         client = imaplib.IMAP4(imap.host, imap.port, timeout=imap.timeout)
-        client.starttls(ssl_context=context)
-    client.login(imap.username, password)
+    try:
+        if imap.security == "starttls":
+            client.starttls(ssl_context=context)
+        client.login(imap.username, password)
+    except BaseException:
+        client.shutdown()  # the socket, closed for sure
+        raise
     return client
 
 
@@ -346,6 +351,8 @@ def process_imap(
         if status != "OK":
             log.error("bounces.imap: no mailbox %r on %s", imap.mailbox, imap.host)
             return result
+        if imap.move_to:
+            client.create(_quoted(imap.move_to))  # "already exists" is fine
         status, found = client.uid("SEARCH", "UNKEYWORD", _PROCESSED_FLAG)
         uids = found[0].split() if status == "OK" and found and found[0] else []
         for uid in uids:
