@@ -52,11 +52,16 @@ def test_a_domain_answering_421_is_held_back_while_others_flow(install: Path, si
         port = {sink.port}
         timeout = 5
         pool_size = 1
+
+        [mail.rate_limits]
+        "*" = 1000
+        "Fast.example" = 500
         """
     )
     install.write_text(text)
     (install.parent.parent / "articles" / "sample.txt").write_bytes(SAMPLE_STORE.read_bytes())
     config = load_config(install)
+    assert config.mail.rate_limits == {"*": 1000.0, "fast.example": 500.0}
     classifier = Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
     state = State.open(config.state.url)
     try:

@@ -143,5 +143,8 @@ async def test_cli_export_and_forget_keep_a_complaint_suppressed(
     assert [(m["status"], m["last_error"]) for m in messages] == [
         ("failed", "suppressed: on the suppression list")
     ]
+    # Forgetting an address of the subscribers file says it comes back unless removed there.
+    assert main(["--config", config, "subscribers", "forget", "desk@example.org"]) == 0
+    assert "remove it from the subscribers file too" in capsys.readouterr().out
     # Forgetting an unknown address says so.
     assert main(["--config", config, "subscribers", "forget", "nobody@example.org"]) == 1
