@@ -453,6 +453,58 @@ def _load_front_matter(path: Path, kind: str, header: str) -> dict[str, Any]:
     return data
 
 
+# The front matter most archives carry (Hugo, Jekyll): one "key: value" per line, each value
+# a string or a date. Read without a YAML parser when every line is one of these and YAML
+# would read it the same way; anything else (lists, comments, escapes, a plain value YAML
+# would turn into a number, a boolean or null...) goes to the YAML parser.
+_SIMPLE_KEYS = frozenset({"id", "title", "date", "updated", "link", "summary", "author"})
+_DATE_KEYS = frozenset({"date", "updated"})
+_SIMPLE_LINE = re.compile(r"([a-z]+): (\S.*)")
+# Timestamps that YAML and ``datetime.fromisoformat`` (the front matter's date check) read
+# to the same moment.
+_ISO_MOMENT = re.compile(r"\d{4}-\d\d-\d\d(?:T\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)?)?")
+# Plain (unquoted) words YAML 1.1 reads as booleans or null.
+_YAML_WORDS = frozenset(
+    form
+    for word in ("yes", "no", "true", "false", "on", "off", "null", "y", "n")
+    for form in (word, word.capitalize(), word.upper())
+)
+
+
+def _simple_yaml(header: str) -> dict[str, str] | None:
+    """``header`` as YAML would read it, when it is simple enough; else None."""
+    data: dict[str, str] = {}
+    for line in header.split("\n"):
+        match = _SIMPLE_LINE.fullmatch(line)
+        if match is None or not line.isprintable():
+            return None
+        key, value = match.groups()
+        if key not in _SIMPLE_KEYS or key in data:
+            return None
+        first, last = value[0], value[-1]
+        if first == '"':
+            if last != '"' or len(value) < 2 or '"' in value[1:-1] or "\\" in value:
+                return None
+            value = value[1:-1]
+        elif first == "'":
+            if last != "'" or len(value) < 2 or "'" in value[1:-1]:
+                return None
+            value = value[1:-1]
+        elif key in _DATE_KEYS and _ISO_MOMENT.fullmatch(value):
+            pass  # checked and converted by FrontMatter, as YAML's timestamp would be
+        elif (
+            not first.isalpha()
+            or not first.isascii()
+            or value in _YAML_WORDS
+            or ": " in value
+            or " #" in value
+            or last in ": "
+        ):
+            return None
+        data[key] = value
+    return data
+
+
 def _load_yaml(path: Path, header: str) -> Any:
     """YAML front matter, parsed safely (plain data, no Python objects).
 
@@ -460,6 +512,9 @@ def _load_yaml(path: Path, header: str) -> Any:
     one on a small header; PyYAML built without libyaml has only the latter. Imported here:
     a store with no YAML front matter never loads it.
     """
+    simple = _simple_yaml(header)
+    if simple is not None:
+        return simple
     import yaml  # noqa: PLC0415
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
