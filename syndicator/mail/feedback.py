@@ -117,7 +117,10 @@ def act_on_report(
             return Outcome(f"{origin}: already processed")
         outcome = _decide(conn, report, secret=secret, policy=policy, now=now)
         line = f"{origin}: {outcome.line}"
-        store.record_report(conn, digest, outcome=outcome.line, now=now)
+        # No address here: `subscribers forget` must leave none behind.
+        store.record_report(
+            conn, digest, outcome=f"{report.kind.value}: {outcome.decision}", now=now
+        )
     return Outcome(line, outcome.counted, outcome.decision, outcome.email)
 
 

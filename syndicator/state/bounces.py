@@ -403,6 +403,19 @@ def forget(conn: Connection, email_key: str) -> bool:
         )
         conn.execute(delete(subscribers_table).where(subscribers_table.c.id == subscriber_id))
         found = True
+    # Bounces of mail to the address that had no subscriber (a confirmation) go too: their
+    # evidence may quote the address.
+    keys = list(
+        conn.execute(
+            select(messages_table.c.id).where(func.lower(messages_table.c.recipient) == email_key)
+        ).scalars()
+    )
+    for start in range(0, len(keys), 500):
+        conn.execute(
+            delete(bounce_events_table).where(
+                bounce_events_table.c.message_key.in_(keys[start : start + 500])
+            )
+        )
     removed = conn.execute(
         delete(messages_table).where(func.lower(messages_table.c.recipient) == email_key)
     ).rowcount

@@ -397,3 +397,23 @@ def test_process_path_reads_an_mbox(tmp_path: Path) -> None:
     result = process_path(mailed.state, str(path), secret=SECRET, policy=Policy(), now=T0)
     assert result.suspended == ["one@example.net"]
     assert result.unsubscribed == ["two@example.net"]
+
+
+def test_forgetting_a_bounced_address_leaves_no_trace_of_it(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from syndicator.mail.rights import forget_address
+    from syndicator.state.db import metadata
+
+    mailed = mail_everyone(tmp_path, "Gone@Example.net", "stays@example.net")
+    for name in ("postfix-dsn-hard.eml", "arf-abuse.eml"):
+        data = report_for(name, key=mailed.keys["Gone@Example.net"], recipient="Gone@Example.net")
+        act_on_report(mailed.state, data, secret=SECRET, policy=Policy(), now=T0, origin=name)
+    outcome = forget_address(mailed.state, "gone@example.net", now=T0)
+    assert outcome is not None and "stays suppressed" in outcome
+    with mailed.state.engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            rows = repr(conn.execute(select(table)).all()).lower()
+            assert "gone@example.net" not in rows, table.name
+        assert is_suppressed(mailed.state, conn, "GONE@example.net")
+    assert status_of(mailed.state, "stays@example.net") == "active"

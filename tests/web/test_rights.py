@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
 from syndicator.cli import main
@@ -19,6 +20,7 @@ from syndicator.cycle import deliver_due
 from syndicator.mail import outbox
 from syndicator.mail.suppression import is_suppressed, suppress_address
 from syndicator.state import bounces as store
+from syndicator.state.db import metadata
 from tests.smtp_sink import Sink
 from tests.web.test_subscriptions import T0, Pages, classifier, links, sink, start, to
 
@@ -99,6 +101,11 @@ async def test_manage_page_exports_everything_and_forgets_after_confirmation(
         assert is_suppressed(site.state, conn, "Ana@Example.org")
     assert held_after["messages"] == [] and held_after["requests"] == []
     assert held_after["subscriber"] is None
+    # No row of any table mentions the address any more.
+    with site.state.engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            rows = repr(conn.execute(select(table)).all()).lower()
+            assert "ana@example.org" not in rows, table.name
     # Only a salted hash is kept, never the address.
     assert len(entries) == 1 and entries[0].startswith("sha256:")
     assert "ana" not in entries[0]
