@@ -481,10 +481,16 @@ class CycleResult:
             if self.publish_error
             else "feeds unchanged"
         )
-        return (
+        summary = (
             f"{self.reload.summary()}; {feeds}; {self.reload.matched} matches, "
             f"{len(self.queued)} mails queued"
         )
+        if self.feedback is not None and self.feedback.read:
+            summary += (
+                f"; {self.feedback.read} bounce reports ({len(self.feedback.suspended)} "
+                f"suspended, {len(self.feedback.unsubscribed)} unsubscribed)"
+            )
+        return summary
 
 
 def load_subscribers_file(

@@ -16,6 +16,7 @@ the base64 seed alone. :func:`dns_record` is the TXT record to publish at
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from dataclasses import dataclass
@@ -208,7 +209,10 @@ class SigningTransport:
         return f"SigningTransport({self.inner!r})"
 
     async def send(self, message: bytes, *, sender: str, recipient: str) -> Delivery:
-        return await self.inner.send(self.signer.sign(message), sender=sender, recipient=recipient)
+        # RSA signing is tens of milliseconds of CPU: in a thread, so the event loop (the
+        # HTTP server, the other connections) keeps its turn.
+        signed = await asyncio.to_thread(self.signer.sign, message)
+        return await self.inner.send(signed, sender=sender, recipient=recipient)
 
     async def close(self) -> None:
         await self.inner.close()
