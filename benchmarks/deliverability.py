@@ -27,9 +27,9 @@ from benchmarks.mail import SINK, _install, _reset
 from benchmarks.pipeline import free_port
 from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
-from syndicator.cycle import deliver_due, run_cycle
 from syndicator.mail.bounces import parse_report
 from syndicator.mail.verp import make_token
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State
 
 _OPENSSL_RSA_2048 = ("openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048")

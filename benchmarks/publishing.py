@@ -12,7 +12,7 @@ from typing import Any
 from benchmarks.generate import articles
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
-from syndicator.cycle import channels_from, names_from
+from syndicator.pipeline import channels_from, names_from
 from syndicator.publish.feeds import FORMATS, Site, article_url, render_all, select_items, tag_uri
 
 

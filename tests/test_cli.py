@@ -226,7 +226,7 @@ HEAVY_MODULES = (
     "yaml",
     "syndicator.classify",
     "syndicator.config",
-    "syndicator.cycle",
+    "syndicator.pipeline",
     "syndicator.mail",
     "syndicator.publish",
     "syndicator.service",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from syndicator.config import Config, default_config_path, load_config
@@ -13,6 +14,11 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
+
+
+def now() -> datetime:
+    """The real time: read by the commands, and handed to everything below them."""
+    return datetime.now(UTC)
 
 
 def load(args: argparse.Namespace) -> Config:

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 
-from syndicator.commands.common import EXIT_OK, open_all
-from syndicator.cycle import names_from
+from syndicator.commands.common import EXIT_OK, now, open_all
 from syndicator.errors import NotFoundError
-from syndicator.mail import outbox
+from syndicator.mail import roster
 from syndicator.mail.mailer import Mailer
 from syndicator.mail.unsubscribe import load_secret
+from syndicator.pipeline import names_from
+from syndicator.state.matches import pending_articles
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
     config, classifier, state = open_all(args)
     try:
         with state.engine.connect() as conn:
-            record = outbox.find_subscriber(conn, args.email)
-            articles = outbox.pending_articles(conn, record.id) if record else []
+            record = roster.find_subscriber(conn, args.email)
+            articles = pending_articles(conn, record.id) if record else []
         if record is None:
             raise NotFoundError(
                 f"no subscriber {args.email!r} in state",
@@ -44,6 +44,6 @@ def cmd_preview(args: argparse.Namespace) -> int:
     finally:
         state.close()
     mailer = Mailer(config, names_from(classifier), secret)
-    _, message = mailer(record, articles, record.cadence, datetime.now(UTC))
+    _, message = mailer(record, articles, record.cadence, now())
     sys.stdout.write(message.decode("utf-8").replace("\r\n", "\n"))
     return EXIT_OK

@@ -6,11 +6,10 @@ import argparse
 import asyncio
 import logging
 import sys
-from datetime import UTC, datetime
 
-from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, open_all
-from syndicator.cycle import deliver_due, run_cycle
-from syndicator.mail.outbox import recover_inflight
+from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, now, open_all
+from syndicator.pipeline import Pipeline
+from syndicator.state.outbox import release_inflight
 
 log = logging.getLogger("syndicator")
 
@@ -20,12 +19,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.once:
             with state.transaction() as conn:
-                recovered = recover_inflight(conn)
+                recovered = release_inflight(conn)
             if recovered:
                 log.warning("%s messages were in flight at the last stop; sending again", recovered)
-            result = run_cycle(config, classifier, state, now=datetime.now(UTC))
+            pipeline = Pipeline(config, classifier, state, clock=now)
+            result = pipeline.cycle()
             log.info("cycle: %s", result.summary())
-            report = asyncio.run(deliver_due(config, state, clock=lambda: datetime.now(UTC)))
+            report = asyncio.run(pipeline.deliver())
             log.info(
                 "mail: %s sent, %s to retry, %s failed", report.sent, report.retry, report.failed
             )
@@ -33,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Imported here: the service's HTTP server and scheduler are not needed for one cycle.
         from syndicator.service.daemon import run_service  # noqa: PLC0415
 
-        return run_service(config, classifier, state)
+        return run_service(config, classifier, state, clock=now)
     finally:
         state.close()
 
@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_feeds(args: argparse.Namespace) -> int:
     config, classifier, state = open_all(args)
     try:
-        result = run_cycle(config, classifier, state, now=datetime.now(UTC))
+        result = Pipeline(config, classifier, state, clock=now).cycle()
     finally:
         state.close()
     if result.publish_error:

@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from syndicator.classify.classifier import Classifier
-from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, open_all
+from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, now, open_all
 from syndicator.config import Config
-from syndicator.cycle import load_subscribers_file
 from syndicator.errors import NotFoundError, SyndicatorError
-from syndicator.mail import outbox
-from syndicator.mail.outbox import add_subscriber, remove_subscriber, resubscribe, sync_subscribers
+from syndicator.mail import roster
+from syndicator.mail.roster import add_subscriber, remove_subscriber, resubscribe, sync_subscribers
 from syndicator.mail.signup import open_requests
 from syndicator.mail.subscribers import Subscriber, load_subscribers, load_subscribers_csv
+from syndicator.pipeline import load_subscribers_file
 from syndicator.state.db import State
 
 
@@ -30,7 +30,7 @@ def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Classifier, Sta
         print(problem, file=sys.stderr)
     if listed is not None:
         with state.transaction() as conn:
-            sync_subscribers(conn, listed, now=datetime.now(UTC), held=held)
+            sync_subscribers(conn, listed, now=now(), held=held)
     return config, classifier, state
 
 
@@ -38,10 +38,10 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
     config, _classifier, state = _subscriber_state(args)
     try:
         with state.engine.connect() as conn:
-            records = outbox.subscribers(conn)
+            records = roster.list_subscribers(conn)
             requests = open_requests(
                 conn,
-                now=datetime.now(UTC),
+                now=now(),
                 ttl=timedelta(hours=config.web.confirm_ttl_hours),
             )
             from syndicator.state.bounces import latest_decisions  # noqa: PLC0415
@@ -80,7 +80,7 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             "email": request.email,
             "name": request.subscriber.name,
             "status": "pending",
-            "source": outbox.FROM_WEB,
+            "source": roster.FROM_WEB,
             "cadence": request.subscriber.cadence,
             "regions": list(request.subscriber.regions),
             "topics": list(request.subscriber.topics),
@@ -165,7 +165,7 @@ def cmd_subscribers_add(args: argparse.Namespace) -> int:
                 hint=f"known topics: {', '.join(classifier.taxonomy.topics)}",
             )
         with state.transaction() as conn:
-            outcome = add_subscriber(conn, subscriber, now=datetime.now(UTC))
+            outcome = add_subscriber(conn, subscriber, now=now())
     finally:
         state.close()
     print(f"{subscriber.email}: {outcome}")
@@ -187,7 +187,7 @@ def cmd_subscribers_resubscribe(args: argparse.Namespace) -> int:
     state = _subscriber_state(args)[2]
     try:
         with state.transaction() as conn:
-            resubscribe(conn, args.email, now=datetime.now(UTC))
+            resubscribe(conn, args.email, now=now())
     finally:
         state.close()
     print(f"{args.email}: subscribed again (only articles seen from now on)")
@@ -208,7 +208,7 @@ def cmd_subscribers_import(args: argparse.Namespace) -> int:
         for subscriber in listed:
             try:
                 with state.transaction() as conn:
-                    outcome = add_subscriber(conn, subscriber, now=datetime.now(UTC))
+                    outcome = add_subscriber(conn, subscriber, now=now())
             except SyndicatorError as exc:
                 print(f"{args.file}: {exc}", file=sys.stderr)
                 outcome = "skipped"

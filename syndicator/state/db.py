@@ -293,6 +293,20 @@ def insert_rows(
     return len(rows) if result.rowcount < 0 else int(result.rowcount)
 
 
+def get_meta(conn: Connection, key: str) -> str | None:
+    """The value stored under ``key`` in ``meta``, if any."""
+    value = conn.execute(select(meta_table.c.value).where(meta_table.c.key == key)).scalar()
+    return None if value is None else str(value)
+
+
+def set_meta(conn: Connection, key: str, value: str) -> None:
+    updated = conn.execute(
+        update(meta_table).where(meta_table.c.key == key).values(value=value)
+    ).rowcount
+    if not updated:
+        conn.execute(meta_table.insert().values(key=key, value=value))
+
+
 _ARTICLES_REVISION = "articles_revision"
 _SUBSCRIBERS_REVISION = "subscribers_revision"
 # On SQLite, triggers count every change to who is subscribed and to what, whichever
@@ -400,15 +414,10 @@ class State:
     # --- meta ----------------------------------------------------------------------------
 
     def get_meta(self, conn: Connection, key: str) -> str | None:
-        value = conn.execute(select(meta_table.c.value).where(meta_table.c.key == key)).scalar()
-        return None if value is None else str(value)
+        return get_meta(conn, key)
 
     def set_meta(self, conn: Connection, key: str, value: str) -> None:
-        updated = conn.execute(
-            update(meta_table).where(meta_table.c.key == key).values(value=value)
-        ).rowcount
-        if not updated:
-            conn.execute(meta_table.insert().values(key=key, value=value))
+        set_meta(conn, key, value)
 
     # --- articles revision -------------------------------------------------------------
 

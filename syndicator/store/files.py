@@ -29,7 +29,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from syndicator.errors import StoreError
+from syndicator.errors import ErrorKind, StoreError
 from syndicator.models import ARTICLE_ID, REGION_SLUGS, RawArticle, derive_id
 
 DIGEST_SUFFIXES = frozenset({".txt"})
@@ -82,10 +82,18 @@ def scan(root: Path) -> ScanResult:
     try:
         root_stat = root.stat()
     except FileNotFoundError:
-        errors.append(StoreError(root, "article store not found (check store.path)"))
+        errors.append(
+            StoreError(root, "article store not found (check store.path)", kind=ErrorKind.NOT_FOUND)
+        )
         return ScanResult(files, errors)
     except OSError as exc:
-        errors.append(StoreError(root, f"cannot open article store: {exc.strerror}"))
+        errors.append(
+            StoreError(
+                root,
+                f"cannot open article store: {exc.strerror}",
+                kind=ErrorKind.UNREADABLE,
+            )
+        )
         return ScanResult(files, errors)
     if stat_module.S_ISREG(root_stat.st_mode):
         return ScanResult([FileStat(str(root), root_stat.st_size, root_stat.st_mtime_ns)], errors)
@@ -102,18 +110,32 @@ def _walk(
     try:
         dir_stat = directory.stat()
     except OSError as exc:
-        errors.append(StoreError(directory, f"cannot open directory: {exc.strerror}"))
+        errors.append(
+            StoreError(
+                directory, f"cannot open directory: {exc.strerror}", kind=ErrorKind.UNREADABLE
+            )
+        )
         return
     key = (dir_stat.st_dev, dir_stat.st_ino)
     if key in seen_dirs:
-        errors.append(StoreError(directory, "directory already scanned (symbolic link loop?)"))
+        errors.append(
+            StoreError(
+                directory,
+                "directory already scanned (symbolic link loop?)",
+                kind=ErrorKind.LINK_LOOP,
+            )
+        )
         return
     seen_dirs.add(key)
     try:
         with os.scandir(directory) as entries:
             children = sorted(entries, key=lambda entry: entry.name)
     except OSError as exc:
-        errors.append(StoreError(directory, f"cannot list directory: {exc.strerror}"))
+        errors.append(
+            StoreError(
+                directory, f"cannot list directory: {exc.strerror}", kind=ErrorKind.UNREADABLE
+            )
+        )
         return
     for entry in children:
         if entry.name.startswith("."):
@@ -128,10 +150,22 @@ def _walk(
         except FileNotFoundError:
             # A dangling link, or a file deleted while we were scanning.
             if entry.is_symlink():
-                errors.append(StoreError(Path(entry.path), "symbolic link points nowhere"))
+                errors.append(
+                    StoreError(
+                        Path(entry.path),
+                        "symbolic link points nowhere",
+                        kind=ErrorKind.BROKEN_LINK,
+                    )
+                )
             continue
         except OSError as exc:
-            errors.append(StoreError(Path(entry.path), f"cannot read: {exc.strerror}"))
+            errors.append(
+                StoreError(
+                    Path(entry.path),
+                    f"cannot read: {exc.strerror}",
+                    kind=ErrorKind.UNREADABLE,
+                )
+            )
             continue
         if stat_module.S_ISREG(entry_stat.st_mode):
             yield entry.path, entry_stat
@@ -142,20 +176,34 @@ def read_file(path: Path) -> tuple[list[RawArticle], list[StoreError]]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return [], [StoreError(path, "file vanished during the scan; it is read again next cycle")]
+        return [], [
+            StoreError(
+                path,
+                "file vanished during the scan; it is read again next cycle",
+                kind=ErrorKind.VANISHED,
+            )
+        ]
     except IsADirectoryError:
-        return [], [StoreError(path, "is a directory, not an article file")]
+        return [], [
+            StoreError(path, "is a directory, not an article file", kind=ErrorKind.NOT_A_FILE)
+        ]
     except OSError as exc:
-        return [], [StoreError(path, f"cannot read: {exc.strerror}")]
+        return [], [StoreError(path, f"cannot read: {exc.strerror}", kind=ErrorKind.UNREADABLE)]
     return parse_bytes(path, data)
 
 
 def parse_bytes(path: Path, data: bytes) -> tuple[list[RawArticle], list[StoreError]]:
     """Parse the bytes of one store file (pure: no file system access)."""
     if not data.strip():
-        return [], [StoreError(path, "empty file", line=1)]
+        return [], [StoreError(path, "empty file", kind=ErrorKind.EMPTY, line=1)]
     if b"\x00" in data[:_BINARY_SNIFF]:
-        return [], [StoreError(path, "binary file, not text; remove it from the store")]
+        return [], [
+            StoreError(
+                path,
+                "binary file, not text; remove it from the store",
+                kind=ErrorKind.BINARY,
+            )
+        ]
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     text = data.decode("utf-8", errors="surrogateescape")
@@ -171,6 +219,7 @@ def parse_bytes(path: Path, data: bytes) -> tuple[list[RawArticle], list[StoreEr
                 path,
                 f"invalid UTF-8 at byte {offset}; save the file as UTF-8 "
                 "(articles containing the bad bytes are skipped)",
+                kind=ErrorKind.ENCODING,
                 line=line,
             )
         )
@@ -192,6 +241,7 @@ def parse_bytes(path: Path, data: bytes) -> tuple[list[RawArticle], list[StoreEr
                     path,
                     f"article {article.title[:60]!r} is too long ({size:,} characters, the "
                     f"limit is {MAX_ARTICLE_CHARS:,}); skipped",
+                    kind=ErrorKind.TOO_LARGE,
                     line=article.line,
                 )
             )

@@ -20,7 +20,7 @@ import pytest
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
-from syndicator.cycle import deliver_due, run_cycle
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State
 from tests.faults.helpers import add_article, immediate, use_smtp, with_sample_store
 from tests.smtp_sink import Sink

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from syndicator.mail import outbox
+from syndicator.mail import roster
 from syndicator.mail.bounces import Kind, parse_report
+from syndicator.mail.deliver import deliver
 from syndicator.mail.feedback import (
     PROCESSED_FOLDER,
     Policy,
@@ -31,6 +32,8 @@ from syndicator.mail.transport import MaildirTransport
 from syndicator.mail.verp import find_tokens, make_token, message_key_of, return_path
 from syndicator.state import bounces as store
 from syndicator.state.db import State
+from syndicator.state.outbox import NewMessage, queue_message
+from syndicator.state.subscribers import find_subscriber
 from tests.conftest import DATA_DIR
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -66,16 +69,18 @@ def mail_everyone(tmp_path: Path, *addresses: str) -> Mailed:
     keys: dict[str, int] = {}
     with state.transaction() as conn:
         for number, address in enumerate(addresses):
-            outbox.add_subscriber(conn, Subscriber(email=address, cadence="immediate"), now=T0)
-            record = outbox.find_subscriber(conn, address)
+            roster.add_subscriber(conn, Subscriber(email=address, cadence="immediate"), now=T0)
+            record = find_subscriber(conn, address)
             assert record is not None
-            outbox.queue_message(
+            queue_message(
                 conn,
-                subscriber_id=record.id,
-                kind="immediate",
-                message_id=f"<m{number}@news.example.org>",
-                recipient=address,
-                body=b"From: news@news.example.org\r\nTo: " + address.encode() + b"\r\n\r\nHi\r\n",
+                NewMessage(
+                    record.id,
+                    "immediate",
+                    f"<m{number}@news.example.org>",
+                    address,
+                    b"From: news@news.example.org\r\nTo: " + address.encode() + b"\r\n\r\nHi\r\n",
+                ),
                 now=T0,
             )
     senders: dict[str, str] = {}
@@ -86,7 +91,7 @@ def mail_everyone(tmp_path: Path, *addresses: str) -> Mailed:
             return await super().send(message, sender=sender, recipient=recipient)
 
     report = asyncio.run(
-        outbox.deliver(
+        deliver(
             state,
             Recording(tmp_path / "sent"),
             sender=lambda key: return_path(BOUNCE_ADDRESS, SECRET, key),
@@ -116,7 +121,7 @@ def report_for(name: str, *, key: int, recipient: str, secret: bytes = SECRET) -
 
 def status_of(state: State, address: str) -> str:
     with state.engine.connect() as conn:
-        record = outbox.find_subscriber(conn, address)
+        record = find_subscriber(conn, address)
     assert record is not None
     return record.status
 
@@ -190,20 +195,22 @@ def test_a_dsn_carrying_auto_submitted_is_still_a_bounce() -> None:
 def mail_more(tmp_path: Path, state: State, address: str, count: int) -> list[int]:
     """Send ``count`` more messages to ``address``; every sent message's row id, in order."""
     with state.transaction() as conn:
-        record = outbox.find_subscriber(conn, address)
+        record = find_subscriber(conn, address)
         assert record is not None
         for number in range(count):
-            outbox.queue_message(
+            queue_message(
                 conn,
-                subscriber_id=record.id,
-                kind="immediate",
-                message_id=f"<more{number}.{address}>",
-                recipient=address,
-                body=b"From: news@news.example.org\r\n\r\nHi\r\n",
+                NewMessage(
+                    record.id,
+                    "immediate",
+                    f"<more{number}.{address}>",
+                    address,
+                    b"From: news@news.example.org\r\n\r\nHi\r\n",
+                ),
                 now=T0,
             )
     asyncio.run(
-        outbox.deliver(
+        deliver(
             state,
             MaildirTransport(tmp_path / "sent"),
             sender=lambda key: return_path(BOUNCE_ADDRESS, SECRET, key),

@@ -18,12 +18,13 @@ import pytest
 from syndicator.classify.classifier import Classifier
 from syndicator.cli import main
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, BouncesConfig, Config, load_config
-from syndicator.cycle import deliver_due, run_cycle
-from syndicator.mail import breaker, outbox
+from syndicator.mail import breaker
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.mail.verp import make_token
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state import bounces as store
 from syndicator.state.db import State
+from syndicator.state.outbox import count_by_status
 from tests.conftest import DATA_DIR, SAMPLE_STORE, write
 from tests.service.test_daemon import daemon_config, start
 from tests.smtp_sink import free_port
@@ -92,7 +93,7 @@ def test_bounce_rate_pauses_sending_until_resumed(
         run_cycle(config, classifier, state, now=T0 + timedelta(minutes=4))
         assert asyncio.run(deliver_due(config, state, clock=lambda: T0)).sent == 0
         with state.engine.connect() as conn:
-            assert outbox.outbox_counts(conn).get("pending") == 18
+            assert count_by_status(conn).get("pending") == 18
     finally:
         state.close()
 

@@ -24,12 +24,12 @@ import dkim
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
-from syndicator.cycle import deliver_due, run_cycle
-from syndicator.mail import outbox
 from syndicator.mail.dkim import dns_record, parse_key
 from syndicator.mail.verp import find_tokens
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state import bounces as store
 from syndicator.state.db import State
+from syndicator.state.subscribers import list_subscribers
 from tests.conftest import ROOT, SAMPLE_STORE, write
 from tests.mta import BOUNCE_DOMAIN, LOCAL_DOMAIN, Postfix
 from tests.smtp_sink import Sink
@@ -135,7 +135,7 @@ def test_real_postfix_bounces_suspend_exactly_the_failed_subscribers(
                     a for a, status in SUBSCRIBERS.items() if status == "suspended"
                 )
                 with state.engine.connect() as conn:
-                    statuses = {r.email: r.status for r in outbox.subscribers(conn)}
+                    statuses = {r.email: r.status for r in list_subscribers(conn)}
                     events = {
                         row["kind"]
                         for address in SUBSCRIBERS

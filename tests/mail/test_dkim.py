@@ -20,9 +20,9 @@ import pytest
 from syndicator.classify.classifier import Classifier
 from syndicator.cli import main
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
-from syndicator.cycle import deliver_due, run_cycle
 from syndicator.errors import ConfigError
 from syndicator.mail.dkim import SIGNED_HEADERS, Signer, dns_record, parse_key
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State
 from tests.conftest import SAMPLE_STORE, write
 from tests.smtp_sink import Sink

@@ -17,9 +17,9 @@ import pytest
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
-from syndicator.cycle import deliver_due, run_cycle
 from syndicator.mail.pacing import PacedTransport, asks_to_back_off
 from syndicator.mail.transport import Delivery, Outcome
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state import bounces as store
 from syndicator.state.db import State
 from tests.conftest import SAMPLE_STORE, write

@@ -18,8 +18,8 @@ import pytest
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
-from syndicator.cycle import channels_from, run_cycle
 from syndicator.models import Article
+from syndicator.pipeline import channels_from, run_cycle
 from syndicator.publish.feeds import Names, Site, body_html, plain_title, render_json
 from syndicator.state.db import State
 from tests.conftest import DATA_DIR, SAMPLE_STORE, write

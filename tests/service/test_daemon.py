@@ -200,8 +200,7 @@ def test_startup_failure_exits_non_zero(install: Path) -> None:
 
 def test_cycles_never_overlap(install: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cycle slower than the interval: the next one waits its turn, never runs alongside."""
-    from syndicator import cycle as cycle_module
-    from syndicator.service import daemon
+    from syndicator.pipeline import Pipeline
 
     config = load_config(daemon_config(install, free_port(), interval=1))
     config = config.model_copy(update={"http": config.http.model_copy(update={"enabled": False})})
@@ -209,7 +208,7 @@ def test_cycles_never_overlap(install: Path, monkeypatch: pytest.MonkeyPatch) ->
     running = 0
     most = 0
     calls = 0
-    real = cycle_module.run_cycle
+    real = Pipeline.cycle
 
     def slow_cycle(*args: object, **kwargs: object) -> object:
         nonlocal running, most, calls
@@ -222,11 +221,13 @@ def test_cycles_never_overlap(install: Path, monkeypatch: pytest.MonkeyPatch) ->
         finally:
             running -= 1
 
-    monkeypatch.setattr(daemon, "run_cycle", slow_cycle)
+    monkeypatch.setattr(Pipeline, "cycle", slow_cycle)
 
     async def scenario() -> None:
         state = State.open(config.state.url)
-        service = Service(config, classifier, state, notifier=Notifier({}))
+        service = Service(
+            config, classifier, state, clock=lambda: datetime.now(UTC), notifier=Notifier({})
+        )
         task = asyncio.create_task(service.run())
         await asyncio.sleep(5)
         service._on_signal(signal.SIGTERM)

@@ -16,11 +16,11 @@ from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
 from syndicator.cli import main
-from syndicator.cycle import deliver_due
-from syndicator.mail import outbox
 from syndicator.mail.suppression import is_suppressed, suppress_address
+from syndicator.pipeline import deliver_due
 from syndicator.state import bounces as store
 from syndicator.state.db import metadata
+from syndicator.state.subscribers import find_subscriber
 from tests.smtp_sink import Sink
 from tests.web.test_subscriptions import T0, Pages, classifier, links, sink, start, to
 
@@ -145,7 +145,7 @@ async def test_cli_export_and_forget_keep_a_complaint_suppressed(
     site.cycle(T0 + timedelta(minutes=10))
     with site.state.engine.connect() as conn:
         messages = store.everything_about(conn, "bea@example.org")["messages"]
-        record = outbox.find_subscriber(conn, "bea@example.org")
+        record = find_subscriber(conn, "bea@example.org")
     assert record is not None and record.status == "active"
     assert [(m["status"], m["last_error"]) for m in messages] == [
         ("failed", "suppressed: on the suppression list")
