@@ -95,6 +95,17 @@ class Metrics:
             self.bounces.labels(kind=kind)
         for rate_kind in ("bounce", "complaint"):
             self.recent_rate.labels(kind=rate_kind)
+        self.instances = Gauge(
+            "syndicator_instances",
+            "Live instances sharing the state database, by role (cycle, deliver, web).",
+            ["role"],
+            registry=self.registry,
+        )
+        self.cycle_held = Gauge(
+            "syndicator_cycle_holder",
+            "1 while this instance is running the cycle, else 0.",
+            registry=self.registry,
+        )
         # Export every series from the start, so that rate() and alerts see a 0 rather than
         # no data before the first failure.
         for outcome in ("ok", "failed"):
@@ -151,6 +162,11 @@ class Metrics:
         self.recent_rate.labels(kind="bounce").set(bounce_rate)
         self.recent_rate.labels(kind="complaint").set(complaint_rate)
         self.sending_paused.set(1 if paused else 0)
+
+    def set_instances(self, by_role: Mapping[str, int]) -> None:
+        """Set the live instances gauge from ``{role: number of live instances}``."""
+        for role in ("cycle", "deliver", "web"):
+            self.instances.labels(role=role).set(by_role.get(role, 0))
 
     def _outbox_statuses(self) -> list[str]:
         return [

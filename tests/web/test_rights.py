@@ -21,10 +21,9 @@ from syndicator.pipeline import deliver_due
 from syndicator.state import bounces as store
 from syndicator.state.db import metadata
 from syndicator.state.subscribers import find_subscriber
+from tests.conftest import T0
 from tests.smtp_sink import Sink
-from tests.web.test_subscriptions import T0, Pages, classifier, links, sink, start, to
-
-__all__ = ["classifier", "sink"]  # fixtures shared with test_subscriptions
+from tests.web.test_subscriptions import Pages, links, start, to
 
 
 @pytest.fixture
