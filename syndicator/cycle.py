@@ -604,6 +604,7 @@ def run_cycle(
                 output_dir=output_dir,
                 max_items=config.feeds.max_items,
                 verify_pages=verify,
+                archive_size=config.feeds.archive_size,
             )
         except OSError as exc:
             # A full or unwritable disk: every file already there stays whole (writes are

@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 
 from syndicator import __version__
 from syndicator.models import Article
+from syndicator.publish.archives import archive_url, update_archives
 from syndicator.publish.feeds import (
     CONTENT_TYPES,
     FORMATS,
@@ -396,6 +397,7 @@ def publish(
     output_dir: Path,
     max_items: int,
     verify_pages: bool = True,
+    archive_size: int = 0,
 ) -> PublishResult:
     """Bring ``output_dir`` in line with the articles in state.
 
@@ -417,6 +419,26 @@ def publish(
             ).scalars()
         )
     catalogue.choose(channels, max_items, touched)
+    prev_archive: dict[str, str] = {}
+    if archive_size:
+        archived = update_archives(
+            state,
+            site=site,
+            names=names,
+            channels=channels,
+            output_dir=output_dir,
+            page_size=archive_size,
+            articles=catalogue.by_id,
+            changed=None if verify_pages else changed,
+            site_signature=site_signature,
+            write=write_if_changed,
+        )
+        result.written += archived.written
+        prev_archive = {
+            channel.path: archive_url(site, channel, archived.newest[channel.path])
+            for channel in channels
+            if archived.newest.get(channel.path)
+        }
     wanted: dict[Channel, list[_LightArticle]] = {}
     signatures: dict[str, str] = {}
     for channel in channels:
@@ -425,6 +447,7 @@ def publish(
             site_signature,
             channel,
             [(i.id, i.published, i.updated, i.content_hash, i.regions, i.topics) for i in items],
+            prev_archive.get(channel.path, ""),
         )
         signatures[channel.path] = signature
         missing = any(not (output_dir / f"{channel.path}.{fmt}").is_file() for fmt in FORMATS)
@@ -455,7 +478,10 @@ def publish(
     pages = Pages(site, names, channels)
     for channel, items in wanted.items():
         channel_articles = [full[item.id] for item in items]
-        for fmt, data in render_all(site, channel, channel_articles, names).items():
+        rendered = render_all(
+            site, channel, channel_articles, names, prev_archive=prev_archive.get(channel.path, "")
+        )
+        for fmt, data in rendered.items():
             relative = f"{channel.path}.{fmt}"
             if write_if_changed(output_dir / relative, data):
                 result.written.append(relative)

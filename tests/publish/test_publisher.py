@@ -74,6 +74,7 @@ def rebuild(config: Config, classifier: Classifier, output_dir: Path) -> None:
             output_dir=output_dir,
             max_items=config.feeds.max_items,
             verify_pages=True,
+            archive_size=config.feeds.archive_size,
         )
     finally:
         fresh.close()
