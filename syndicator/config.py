@@ -82,8 +82,8 @@ class FeedsConfig(_Section):
     max_items: Annotated[int, Field(gt=0, le=10_000)] = 50
     # Entries per archive page (RFC 5005); 0: no archives.
     archive_size: Annotated[int, Field(ge=0, le=1_000)] = 100
-    # Seconds feed readers are told to cache feeds (Cache-Control max-age); 0: half of
-    # store.reload_interval.
+    # Seconds feed readers are told to cache feeds and pages (Cache-Control max-age); 0:
+    # store.reload_interval, since nothing changes faster.
     cache_seconds: Annotated[int, Field(ge=0, le=7 * 24 * 3600)] = 0
     # Answer 429 to a client polling one feed more than this many times per
     # store.reload_interval (0: never).
