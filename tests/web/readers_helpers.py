@@ -61,7 +61,10 @@ def configure(install: Path, extra: str = "") -> Config:
     text = install.read_text().replace(
         'output_dir = "../feeds"', f'output_dir = "../feeds"\n{extra}'
     )
-    install.write_text(text + '\n[http]\nlisten = "127.0.0.1:0"\n')
+    # The site's own address is the test server's, so published links lead to it.
+    port = free_port()
+    text = text.replace("https://news.example.org/", f"http://127.0.0.1:{port}/")
+    install.write_text(text + f'\n[http]\nlisten = "127.0.0.1:{port}"\n')
     (install.parent / "subscribers.toml").write_text("")
     return load_config(install)
 
@@ -91,11 +94,9 @@ class Served:
 @asynccontextmanager
 async def serving(config: Config, classifier: Classifier, state: State) -> AsyncIterator[Served]:
     """The real app on a free port, with filter and private feeds, its base_url the port's."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/"
-    site = site_from_config(
-        config.model_copy(update={"site": config.site.model_copy(update={"base_url": base})})
-    )
+    port = config.http.port
+    base = config.site.base_url
+    site = site_from_config(config)
     secret = load_secret(state, None)
     clock = Ticks()
     feeds = ReaderFeeds(
