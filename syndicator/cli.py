@@ -39,6 +39,7 @@ from syndicator.mail.subscribers import Subscriber, load_subscribers, load_subsc
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.models import REGION_SLUGS, RawArticle
 from syndicator.state.db import State
+from syndicator.state.readers import rotated_private_feeds
 from syndicator.store.files import read_file, scan
 
 log = logging.getLogger("syndicator")
@@ -129,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     adding.add_argument("--keyword", action="append", default=[], dest="keywords")
     adding.add_argument("--exclude-region", action="append", default=[], dest="exclude_regions")
     adding.add_argument("--exclude-topic", action="append", default=[], dest="exclude_topics")
-    adding.add_argument("--cadence", choices=("immediate", "daily", "weekly"), default="daily")
+    adding.add_argument(
+        "--cadence", choices=("immediate", "daily", "weekly", "feed"), default="daily"
+    )
     adding.add_argument("--hour", type=int, default=8)
     adding.add_argument("--weekday", default="mon")
     adding.add_argument("--timezone", default="UTC")
@@ -518,6 +521,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             return EXIT_OK
         with state.engine.connect() as conn:
             secret_row = state.get_meta(conn, "unsubscribe_secret")
+            generations = rotated_private_feeds(conn)
         secret = (
             bytes.fromhex(secret_row)
             if secret_row and config.mail.unsubscribe_secret_file is None
@@ -526,6 +530,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     finally:
         state.close()
     mailer = Mailer(config, names_from(classifier), secret)
+    mailer.feed_generations = generations
     _, message = mailer(record, articles, record.cadence, datetime.now(UTC))
     sys.stdout.write(message.decode("utf-8").replace("\r\n", "\n"))
     return EXIT_OK

@@ -56,6 +56,7 @@ from syndicator.state.db import (
     join_slugs,
     split_slugs,
 )
+from syndicator.state.readers import rotated_private_feeds
 from syndicator.store.files import scan
 from syndicator.store.ingest import Classes, ReadFile, classes_of, read_files
 
@@ -630,6 +631,7 @@ def queue_mail(config: Config, classifier: Classifier, state: State, *, now: dat
     secret = load_secret(state, config.mail.unsubscribe_secret_file)
     mailer = Mailer(config, names_from(classifier), secret)
     with state.transaction() as conn:
+        mailer.feed_generations = rotated_private_feeds(conn)
         return queue_due(conn, now=now, composer=mailer)
 
 

@@ -120,6 +120,7 @@ class Recipient:
     unsubscribe_url: str  # https URL that accepts a one-click POST (RFC 8058)
     unsubscribe_mailto: str  # "mailto:news@example.org?subject=unsubscribe%20<token>"
     manage_url: str = ""
+    feed_url: str = ""  # the reader's private Atom feed, when the site serves one
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,6 +630,7 @@ def _render(template: Template, block: str, context: dict[str, Any]) -> str:
 # characters: no URL or reason holds them).
 _LINK_SLOT = "\ue000unsubscribe\ue000"
 _MANAGE_SLOT = "\ue000manage\ue000"
+_FEED_SLOT = "\ue000feed\ue000"
 
 
 class Composer:
@@ -663,22 +665,25 @@ class Composer:
         }
         self._sections: _LRU[tuple[Hashable, ...], _Section] = _LRU(cache_size)
         self._heads: _LRU[tuple[str, str], tuple[bytes, bytes]] = _LRU(32)
-        self._feet: _LRU[tuple[str, bool], tuple[str, str]] = _LRU(cache_size)
+        self._feet: _LRU[tuple[str, bool, bool], tuple[str, str]] = _LRU(cache_size)
         self._now: datetime | None = None
         self._date = b""
 
-    def _foot(self, reason: str, unsubscribe_url: str, manage_url: str) -> tuple[str, str]:
+    def _foot(
+        self, reason: str, unsubscribe_url: str, manage_url: str, feed_url: str = ""
+    ) -> tuple[str, str]:
         """The footer of both parts: rendered once per reason (many readers share their
         filters), with each reader's own links put in."""
-        if _LINK_SLOT in reason or _MANAGE_SLOT in reason:  # cannot happen; never mistake it
-            footer = {
+        if any(slot in reason for slot in (_LINK_SLOT, _MANAGE_SLOT, _FEED_SLOT)):
+            footer = {  # cannot happen; never mistake it
                 **self._context,
                 "reason": reason,
                 "unsubscribe_url": unsubscribe_url,
                 "manage_url": manage_url,
+                "feed_url": feed_url,
             }
             return _render(self._text, "foot", footer), _render(self._html, "foot", footer)
-        key = (reason, bool(manage_url))
+        key = (reason, bool(manage_url), bool(feed_url))
         rendered = self._feet.get(key)
         if rendered is None:
             footer = {
@@ -686,16 +691,18 @@ class Composer:
                 "reason": reason,
                 "unsubscribe_url": _LINK_SLOT,
                 "manage_url": _MANAGE_SLOT if manage_url else "",
+                "feed_url": _FEED_SLOT if feed_url else "",
             }
             rendered = (_render(self._text, "foot", footer), _render(self._html, "foot", footer))
             self._feet.put(key, rendered)
         text, html_text = rendered
         # What the HTML template's autoescaping would have made of the links.
+        for slot, url in ((_LINK_SLOT, unsubscribe_url), (_MANAGE_SLOT, manage_url)):
+            text = text.replace(slot, url)
+            html_text = html_text.replace(slot, str(escape(url)))
         return (
-            text.replace(_LINK_SLOT, unsubscribe_url).replace(_MANAGE_SLOT, manage_url),
-            html_text.replace(_LINK_SLOT, str(escape(unsubscribe_url))).replace(
-                _MANAGE_SLOT, str(escape(manage_url))
-            ),
+            text.replace(_FEED_SLOT, feed_url),
+            html_text.replace(_FEED_SLOT, str(escape(feed_url))),
         )
 
     def cache_info(self) -> CacheInfo:
@@ -731,6 +738,9 @@ class Composer:
         manage_url = recipient.manage_url
         if manage_url and not _body_url(manage_url):
             raise ValueError(f"manage_url: {manage_url!r} must be an http(s) URL")
+        feed_url = recipient.feed_url
+        if feed_url and not _body_url(feed_url):
+            raise ValueError(f"feed_url: {feed_url!r} must be an http(s) URL")
         # RFC 8058 asks for HTTPS; plain HTTP still works for a local or test installation.
         unsubscribe_url = _header_url(
             recipient.unsubscribe_url, ("https", "http"), "unsubscribe_url"
@@ -750,7 +760,7 @@ class Composer:
             f"You receive this because you subscribed to {self._site_title}"
             f" ({_CADENCE_REASON[cadence]}) for {_one_line(recipient.filters)}."
         )
-        text, html_text = self._foot(reason, unsubscribe_url, manage_url)
+        text, html_text = self._foot(reason, unsubscribe_url, manage_url, feed_url)
         foot_text = _quoted_printable(text)
         foot_html = _quoted_printable(html_text)
         if now is not self._now:

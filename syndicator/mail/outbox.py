@@ -515,7 +515,8 @@ def _active_index(conn: Connection) -> _ActiveIndex:
         return cached
     rows = conn.execute(
         select(subscribers_table.c.id, subscribers_table.c.filters, subscribers_table.c.added_seq)
-        .where(subscribers_table.c.status == ACTIVE)
+        # Feed-only subscribers are never mailed: nothing is matched for them.
+        .where(subscribers_table.c.status == ACTIVE, subscribers_table.c.cadence != "feed")
         .order_by(subscribers_table.c.id)
     )
     added: list[int] = []

@@ -41,6 +41,11 @@ def feed_base_url(base_url: str, token: str) -> str:
     return f"{base_url}feeds/private/{token}"
 
 
+def private_feed_url(base_url: str, secret: bytes, subscriber_id: int, generation: int) -> str:
+    """The private Atom feed of a subscriber, as mail footers and the manage page show it."""
+    return f"{feed_base_url(base_url, make_token(secret, subscriber_id, generation))}.atom"
+
+
 class Verdict(Enum):
     OK = "ok"
     FORGED = "forged"  # not a token we signed: 404
@@ -72,6 +77,11 @@ def look_up(state: State, secret: bytes, token: str) -> Lookup:
 
 def current_token(conn: Connection, secret: bytes, subscriber_id: int) -> str:
     return make_token(secret, subscriber_id, private_feed_generation(conn, subscriber_id))
+
+
+def current_url(conn: Connection, base_url: str, secret: bytes, subscriber_id: int) -> str:
+    generation = private_feed_generation(conn, subscriber_id)
+    return private_feed_url(base_url, secret, subscriber_id, generation)
 
 
 def current_tokens(conn: Connection, secret: bytes, ids: list[int]) -> dict[int, str]:

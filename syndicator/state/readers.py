@@ -231,6 +231,11 @@ def private_feed_generations(conn: Connection, ids: Iterable[int]) -> dict[int, 
     return found
 
 
+def rotated_private_feeds(conn: Connection) -> dict[int, int]:
+    """The generation of every private feed ever rotated (the others are at 0)."""
+    return {row.subscriber_id: row.generation for row in conn.execute(select(private_feeds_table))}
+
+
 def rotate_private_feed(conn: Connection, subscriber_id: int) -> int:
     """Give a subscriber's private feed a new generation; returns it."""
     generation = private_feed_generation(conn, subscriber_id) + 1

@@ -77,6 +77,7 @@ CADENCES = (
     ("immediate", "As articles are published"),
     ("daily", "A daily digest"),
     ("weekly", "A weekly digest"),
+    ("feed", "No mail: a private feed for my feed reader"),
 )
 WEEKDAY_LABELS = tuple(
     zip(
@@ -533,9 +534,12 @@ class SubscriptionPages:
         zones = timezone_names()
         if zones and record.timezone not in zones:
             zones = (*zones, record.timezone)
+        feed_url = self.desk.private_feed(record) if record.status in {ACTIVE, "suspended"} else ""
         response = self._page(
             "manage.html",
             "Your subscription",
+            feed_url=feed_url,
+            rotated=request.query.get("rotated") == "1",
             status=status,
             csrf=csrf,
             action=f"{self.base_path}manage/{token}",
@@ -581,6 +585,12 @@ class SubscriptionPages:
                     return self._not_found()
                 return self._page(
                     "unsubscribed.html", "You are unsubscribed", address=mask(record.email)
+                )
+            if action == "rotate_feed":
+                if await asyncio.to_thread(self.desk.rotate_feed, token) is None:
+                    return self._not_found()
+                raise web.HTTPSeeOther(
+                    f"{self.base_path}manage/{token}?rotated=1", headers=_HEADERS
                 )
             if action != "save":
                 return self._message(
