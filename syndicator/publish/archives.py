@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from feedgen.ext.base import BaseExtension
 from feedgen.util import xml_elem
 
+from syndicator.models import Article
 from syndicator.publish.feeds import (
     CONTENT_TYPES,
     Channel,
@@ -146,6 +147,9 @@ class _Assignments:
         self.entries.setdefault(channel, {})[article_id] = (newest, True)
         return newest
 
+    def present_count(self, channel: str) -> int:
+        return sum(1 for _page, present in self.entries.get(channel, {}).values() if present)
+
     def present_on(self, channel: str, page: int) -> list[str]:
         entries = self.entries[channel]
         return [i for i in self.pages[channel][page] if entries[i][1]]
@@ -161,6 +165,8 @@ class ArchiveResult:
     pages_rendered: int = 0
     # Each channel's newest page (absent: none yet), for the feeds' prev-archive links.
     newest: dict[str, int] = field(default_factory=dict)
+    # How many articles each channel holds now.
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 def _oldest_first(article: Archivable) -> tuple[datetime, str]:
@@ -191,12 +197,14 @@ def update_archives(
     changed: frozenset[str] | None,
     site_signature: str,
     write: Any,
+    html: Callable[[Channel, int, list[Article]], tuple[str, bytes]] | None = None,
 ) -> ArchiveResult:
     """Bring the archive pages in line with ``articles`` (every active one, by id).
 
     ``changed`` names the articles changed since the last call (None: unknown, check
     everything). Only pages holding a changed article, or newly given one, are rendered
     again; ``write(path, data) -> bool`` writes a file atomically when its bytes changed.
+    ``html(channel, page, items)`` gives the path and bytes of the page's HTML twin.
     """
     result = ArchiveResult()
     cache = _CACHES.get(state)
@@ -245,6 +253,7 @@ def update_archives(
         if full:
             dirty.update((channel, page) for page in cache.pages.get(channel.path, {}))
         result.newest[channel.path] = cache.newest_page(channel.path)
+        result.counts[channel.path] = cache.present_count(channel.path)
     if added or presence:
         with state.transaction() as conn:
             cache.revision = save_archive_entries(state, conn, added=added, presence=presence)
@@ -273,6 +282,10 @@ def update_archives(
             items = sorted((loaded[i] for i in ids), key=_oldest_first, reverse=True)
             if write(output_dir / relative, render_archive_page(site, channel, page, items, names)):
                 result.written.append(relative)
+            if html is not None:
+                html_path, data = html(channel, page, items)
+                if write(output_dir / html_path, data):
+                    result.written.append(html_path)
             result.pages_rendered += 1
         batch.clear()
 

@@ -130,7 +130,7 @@ def parse_query(
             if any(ord(c) < 32 or ord(c) == 127 for c in value):
                 raise FilterQueryError("control characters are not allowed", parameter=name)
             if not value.strip():
-                raise FilterQueryError("empty value", parameter=name)
+                continue  # a form's "any": left out of the canonical URL
             collected[name].append(value)
             if len(collected[name]) > MAX_VALUES:
                 raise FilterQueryError(f"at most {MAX_VALUES} values", parameter=name)

@@ -35,6 +35,12 @@ from sqlalchemy.engine import Connection
 from syndicator import __version__
 from syndicator.models import Article
 from syndicator.publish.archives import archive_url, update_archives
+from syndicator.publish.channel_pages import (
+    archive_page_path,
+    channel_page_path,
+    channel_page_url,
+    render_channel_page,
+)
 from syndicator.publish.feeds import (
     CONTENT_TYPES,
     FORMATS,
@@ -194,24 +200,52 @@ class Pages:
             formats=[(fmt, CONTENT_TYPES[fmt]) for fmt in FORMATS],
             opml_url=f"{site.base_url}feeds/feeds.opml",
         )
+        environment.globals["channel_url"] = lambda channel: channel_page_url(site, channel)
+        environment.globals["channels_of"] = self._channels_of
+        self._by_slug = {(c.kind, c.slug): c for c in channels}
+        self.environment = environment
         self._index = environment.get_template("index.html")
         self._article = environment.get_template("article.html")
         all_channel = next((c for c in channels if c.kind == "all"), None)
         self._all_feed = feed_url(site, all_channel, "atom") if all_channel else ""
+
+    def _channels_of(self, article: Article) -> list[Channel]:
+        """The channels an article's page links back to: its regions, then its topics."""
+        keys = [("region", slug) for slug in article.regions]
+        keys += [("topic", slug) for slug in article.topics]
+        return [self._by_slug[key] for key in keys if key in self._by_slug]
 
     def _tags(self, article: Article) -> str:
         regions = ", ".join(self.names.region(slug) for slug in article.regions)
         topics = ", ".join(self.names.topic(slug) for slug in article.topics)
         return f"{regions}{' · ' + topics if topics else ''}"
 
-    def index(self, latest: Sequence[Article]) -> bytes:
+    def index(
+        self,
+        latest: Sequence[Article],
+        counts: dict[str, int] | None = None,
+        newest: dict[str, datetime] | None = None,
+    ) -> bytes:
+        """The index page: the latest articles first, then every channel with its number
+        of articles and the date of its newest."""
         groups = [
             ("Everything", [c for c in self.channels if c.kind == "all"]),
             ("Regions", [c for c in self.channels if c.kind == "region"]),
             ("Topics", [c for c in self.channels if c.kind == "topic"]),
         ]
-        return self._index.render(channels=self.channels, groups=groups, latest=latest).encode(
-            "utf-8"
+        return self._index.render(
+            channels=self.channels,
+            groups=groups,
+            latest=latest,
+            counts=counts or {},
+            newest=newest or {},
+        ).encode("utf-8")
+
+    def channel(
+        self, channel: Channel, articles: Sequence[Article], *, page: int = 0, older: int = 0
+    ) -> bytes:
+        return render_channel_page(
+            self.environment, channel, articles, site=self.site, page=page, older=older
         )
 
     def article(self, article: Article) -> bytes:
@@ -420,6 +454,9 @@ def publish(
         )
     catalogue.choose(channels, max_items, touched)
     prev_archive: dict[str, str] = {}
+    newest_page: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    pages = Pages(site, names, channels)
     if archive_size:
         archived = update_archives(
             state,
@@ -432,8 +469,13 @@ def publish(
             changed=None if verify_pages else changed,
             site_signature=site_signature,
             write=write_if_changed,
+            html=lambda channel, page, items: (
+                archive_page_path(channel, page),
+                pages.channel(channel, items, page=page, older=page - 1),
+            ),
         )
         result.written += archived.written
+        newest_page, counts = archived.newest, archived.counts
         prev_archive = {
             channel.path: archive_url(site, channel, archived.newest[channel.path])
             for channel in channels
@@ -451,6 +493,7 @@ def publish(
         )
         signatures[channel.path] = signature
         missing = any(not (output_dir / f"{channel.path}.{fmt}").is_file() for fmt in FORMATS)
+        missing = missing or not (output_dir / channel_page_path(channel)).is_file()
         if stored.get(channel.path) != signature or missing:
             wanted[channel] = items
     latest_light = catalogue.order[:INDEX_LATEST]
@@ -475,7 +518,6 @@ def publish(
     pages_wanted = _pages_wanted(catalogue, page_signatures, output_dir, verify=verify_pages)
     needed_ids |= pages_wanted
     full = _load_articles(state, needed_ids)
-    pages = Pages(site, names, channels)
     for channel, items in wanted.items():
         channel_articles = [full[item.id] for item in items]
         rendered = render_all(
@@ -486,10 +528,20 @@ def publish(
             if write_if_changed(output_dir / relative, data):
                 result.written.append(relative)
                 result.changed_feed_urls.append(feed_url(site, channel, fmt))
+        page = pages.channel(channel, channel_articles, older=newest_page.get(channel.path, 0))
+        if write_if_changed(output_dir / channel_page_path(channel), page):
+            result.written.append(channel_page_path(channel))
         result.channels_rendered += 1
     updated = feed_updated([full[item.id] for item in latest_light])
     for relative, data in (
-        ("index.html", pages.index([full[item.id] for item in latest_light])),
+        (
+            "index.html",
+            pages.index(
+                [full[item.id] for item in latest_light],
+                counts,
+                {path: items[0].published for path, items in catalogue.selections.items() if items},
+            ),
+        ),
         ("feeds.opml", render_opml(site, channels, updated)),
     ):
         if write_if_changed(output_dir / relative, data):

@@ -493,6 +493,19 @@ def create_app(
                 raise
         return await send_file(request, ("articles", *parts))
 
+    async def channel_page(request: web.Request) -> web.Response:
+        """``regions/<slug>.html``, ``topics/<slug>.html``, ``all.html`` and their archive
+        pages (``regions/<slug>/<n>.html``...): HTML only."""
+        route = request.rel_url.raw_path.split("/")[1].removesuffix(".html")
+        parts = (
+            ("all.html",)
+            if request.rel_url.raw_path == "/all.html"
+            else public_parts(request.rel_url.raw_path, route)
+        )
+        if parts is None or not parts[-1].endswith(".html"):
+            raise web.HTTPNotFound()
+        return await send_file(request, parts if parts == ("all.html",) else (route, *parts))
+
     async def healthz(request: web.Request) -> web.Response:
         status, body = health.status(clock())
         return web.json_response(body, status=status, headers={hdrs.CACHE_CONTROL: "no-store"})
@@ -550,6 +563,9 @@ def create_app(
     app.router.add_get("/feeds/private/{token}.{fmt}", private_feed)
     app.router.add_get("/feeds/{path:.*}", feed)
     app.router.add_get("/articles/{name}", article)
+    for prefix in ("regions", "topics", "all"):
+        app.router.add_get(f"/{prefix}/{{path:.*}}", channel_page)
+    app.router.add_get("/all.html", channel_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
     return app
