@@ -13,7 +13,7 @@ import platform
 import sys
 from pathlib import Path
 
-from benchmarks import http, mail, matching, pipeline, publishing
+from benchmarks import http, mail, matching, pipeline, publishing, readers
 
 
 def main() -> int:
@@ -30,6 +30,8 @@ def main() -> int:
             matching.run(100_000),
             mail.run(500, repeat=3),
             http.run(seconds=2, connections=20),
+            readers.filter_feeds(2_000, seconds=2, connections=20),
+            readers.archives(5_000),
         ]
     else:
         results = [
@@ -38,6 +40,8 @@ def main() -> int:
             matching.run(1_000_000),
             mail.run(5_000, repeat=5),
             http.run(seconds=10, connections=50),
+            readers.filter_feeds(20_000, seconds=10, connections=50),
+            readers.archives(100_000),
         ]
     print(f"{'benchmark':48} {'seconds':>10} {'baseline s':>11} {'ratio':>7}")
     for result in results:

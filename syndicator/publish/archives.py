@@ -19,8 +19,10 @@ between publishes, keyed by a revision any process bumps when it changes them.
 from __future__ import annotations
 
 import hashlib
+import os
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +53,22 @@ from syndicator.state.readers import (
 
 ARCHIVE_DIR = "archive"
 _BATCH = 2000  # articles read from state at once while rendering pages
+_WRITERS = 4
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
 HISTORY_NS = "http://purl.org/syndication/history/1.0"
 
 
@@ -274,19 +292,27 @@ def update_archives(
             wanted[relative] = (channel, page, ids)
             signatures[relative] = signature
     batch: list[tuple[str, Channel, int, list[str]]] = []
+    directories: set[Path] = set()
 
     def flush() -> None:
         with state.engine.connect() as conn:
             loaded = full_articles(conn, (i for *_, ids in batch for i in ids))
+        files: list[tuple[str, bytes]] = []
         for relative, channel, page, ids in batch:
             items = sorted((loaded[i] for i in ids), key=_oldest_first, reverse=True)
-            if write(output_dir / relative, render_archive_page(site, channel, page, items, names)):
-                result.written.append(relative)
+            files.append((relative, render_archive_page(site, channel, page, items, names)))
             if html is not None:
-                html_path, data = html(channel, page, items)
-                if write(output_dir / html_path, data):
-                    result.written.append(html_path)
+                files.append(html(channel, page, items))
             result.pages_rendered += 1
+        # fsync waits on the disk, not the interpreter: a few writers at once, and each
+        # directory synced once at the end.
+        with ThreadPoolExecutor(max_workers=_WRITERS) as pool:
+            done = pool.map(
+                lambda item: write(output_dir / item[0], item[1], sync_directory=False), files
+            )
+            written = zip(files, done, strict=True)
+            result.written += [relative for (relative, _), wrote in written if wrote]
+        directories.update((output_dir / relative).parent for relative, _ in files)
         batch.clear()
 
     for relative, (channel, page, ids) in sorted(wanted.items()):
@@ -294,6 +320,8 @@ def update_archives(
         if sum(len(entry[3]) for entry in batch) >= _BATCH:
             flush()
     flush()
+    for directory in sorted(directories):
+        _fsync_directory(directory)
     with state.transaction() as conn:
         set_feed_signatures(conn, signatures)
     _CACHES[state] = cache
