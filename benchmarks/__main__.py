@@ -13,7 +13,7 @@ import platform
 import sys
 from pathlib import Path
 
-from benchmarks import http, mail, matching, pipeline, publishing, readers
+from benchmarks import http, mail, matching, pipeline, publishing, readers, startup
 
 
 def main() -> int:
@@ -25,6 +25,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         results = [
+            *startup.run(repeat=3),
             *pipeline.run(articles=5_000, subscribers=1_000, memory_subscribers=20_000),
             publishing.run(5_000, 500, 3),
             matching.run(100_000),
@@ -35,6 +36,7 @@ def main() -> int:
         ]
     else:
         results = [
+            *startup.run(repeat=9),
             *pipeline.run(articles=100_000, subscribers=10_000, memory_subscribers=1_000_000),
             publishing.run(100_000, 5_000, 5),
             matching.run(1_000_000),

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
-from syndicator.cycle import run_cycle
-from syndicator.publish.publisher import prime_catalogue
+from syndicator.pipeline import Pipeline
 from syndicator.state.db import State
 
 
@@ -27,12 +26,13 @@ def main() -> None:
     classifier = Classifier.load(config.classify.regions, config.classify.topics)
     state = State.open(config.state.url)
     now = datetime.now(UTC)
-    run_cycle(config, classifier, state, now=now)
-    prime_catalogue(state)  # as the service does once started
+    pipeline = Pipeline(config, classifier, state, clock=lambda: now)
+    pipeline.cycle(now=now)
+    pipeline.prime()  # as the service does once started
     quiet = []
     for number in range(quiet_count):
         started = time.perf_counter()
-        result = run_cycle(config, classifier, state, now=now + timedelta(seconds=number + 1))
+        result = pipeline.cycle(now=now + timedelta(seconds=number + 1))
         quiet.append(time.perf_counter() - started)
         assert not result.reload.changed, result.summary()
     added, matched, queued = [], 0, 0
@@ -45,7 +45,7 @@ def main() -> None:
             encoding="utf-8",
         )
         started = time.perf_counter()
-        result = run_cycle(config, classifier, state, now=now + timedelta(minutes=number + 1))
+        result = pipeline.cycle(now=now + timedelta(minutes=number + 1))
         added.append(time.perf_counter() - started)
         assert len(result.reload.new) == 1, result.summary()
         matched += result.reload.matched

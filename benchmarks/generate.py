@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
 from syndicator.models import Article, content_hash, derive_id
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 FILLER = (
     "Officials said the measure would shorten clearance times and improve compliance. "
     "The administration will review the results with traders after six months. "
@@ -32,8 +32,8 @@ class Vocabulary:
 
     @classmethod
     def load(cls) -> Vocabulary:
-        regions = tomllib.loads((CONFIG_DIR / "regions.toml").read_text(encoding="utf-8"))
-        topics = tomllib.loads((CONFIG_DIR / "topics.toml").read_text(encoding="utf-8"))
+        regions = tomllib.loads(SHIPPED_REGIONS.read_text(encoding="utf-8"))
+        topics = tomllib.loads(SHIPPED_TOPICS.read_text(encoding="utf-8"))
         places = [country["name"] for country in regions["country"]]
         for country in regions["country"]:
             places.extend(country.get("places", [])[:3])
@@ -59,19 +59,41 @@ def article_texts(count: int, seed: int = 7) -> Iterator[tuple[str, str]]:
         yield title, body[:700]
 
 
-def write_store(root: Path, count: int, *, per_directory: int = 1000) -> Path:
-    """A store of ``count`` articles: half digest text files, half front-matter files."""
+STORE_FORMATS = ("digest", "toml", "yaml", "mixed")
+
+
+def _front_matter(kind: str, title: str, number: int) -> str:
+    """Front matter as archives carry it: a title, a date and an author (Hugo, Jekyll)."""
+    moment = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(hours=number)
+    if kind == "toml":
+        return (
+            f'+++\ntitle = "{title}"\ndate = {moment.isoformat()}\nauthor = "Press office"\n+++\n'
+        )
+    return f'---\ntitle: "{title}"\ndate: {moment.isoformat()}\nauthor: Press office\n---\n'
+
+
+def write_store(
+    root: Path, count: int, *, store_format: str = "mixed", per_directory: int = 1000
+) -> Path:
+    """A store of ``count`` articles in one format, nested two directories deep.
+
+    ``digest``: digest text files of 50 articles each; ``toml`` and ``yaml``: one Markdown
+    file per article with TOML or YAML front matter; ``mixed``: the three in turn.
+    """
+    if store_format not in STORE_FORMATS:
+        raise ValueError(f"unknown store format {store_format!r}; one of {STORE_FORMATS}")
     root.mkdir(parents=True, exist_ok=True)
+    kinds = ("digest", "toml", "yaml") if store_format == "mixed" else (store_format,)
     digest_lines: list[str] = []
     for number, (title, body) in enumerate(article_texts(count)):
         # Nested two deep, like an archive by year and month: 2026/03/...
         batch = number // per_directory
         directory = root / f"{2000 + batch // 12:04d}" / f"{batch % 12 + 1:02d}"
-        if number % 2:
+        kind = kinds[number % len(kinds)]
+        if kind != "digest":
             directory.mkdir(parents=True, exist_ok=True)
             (directory / f"article-{number}.md").write_text(
-                f'+++\ntitle = "{title}"\nauthor = "Press office"\n+++\n{body}\n',
-                encoding="utf-8",
+                f"{_front_matter(kind, title, number)}{body}\n", encoding="utf-8"
             )
         else:
             digest_lines.append(f"{title}\n\n{title}\n\n{body}\n\n")

@@ -28,7 +28,7 @@ from sqlalchemy import delete, update
 from benchmarks.pipeline import free_port, install
 from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
-from syndicator.cycle import deliver_due, run_cycle
+from syndicator.pipeline import Pipeline, deliver_due
 from syndicator.state.db import State, matches_table, messages_table, subscribers_table
 
 POOL = 4
@@ -110,16 +110,17 @@ def run(count: int, repeat: int = 3) -> dict[str, Any]:
         classifier = Classifier.load(config.classify.regions, config.classify.topics)
         state = State.open(config.state.url)
         now = datetime(2026, 3, 2, 9, tzinfo=UTC)
-        run_cycle(config, classifier, state, now=now)  # baseline cycle, subscribers synced
+        pipeline = Pipeline(config, classifier, state, clock=lambda: now)
+        pipeline.cycle(now=now)  # baseline cycle, subscribers synced
         (root / "articles" / "b.txt").write_text(
             "Kenya Launches Single Window\n\nKenya Launches Single Window\n\nKRA news.\n"
         )
-        run_cycle(config, classifier, state, now=now + timedelta(minutes=5))  # matched
+        pipeline.cycle(now=now + timedelta(minutes=5))  # matched
         due = now + timedelta(hours=1)  # 10:00 UTC: every digest is due
         for _ in range(repeat):
             _reset(state, due)
             started = time.perf_counter()
-            run_cycle(config, classifier, state, now=due)
+            pipeline.cycle(now=due)
             composed.append(time.perf_counter() - started)
             report = asyncio.run(deliver_due(config, state, clock=lambda: due))
             ours.append(time.perf_counter() - started)

@@ -7,15 +7,13 @@ import statistics
 import time
 from collections.abc import Callable
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 from benchmarks.generate import articles
 from syndicator.classify.classifier import Classifier
-from syndicator.cycle import channels_from, names_from
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
+from syndicator.pipeline import channels_from, names_from
 from syndicator.publish.feeds import FORMATS, Site, article_url, render_all, select_items, tag_uri
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 
 def _median(run: Callable[[], object], repeat: int) -> float:
@@ -43,7 +41,7 @@ def _plain_rss(site: Site, items: list[Any]) -> bytes:
 
 
 def run(count: int, max_items: int, repeat: int) -> dict[str, Any]:
-    classifier = Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    classifier = Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
     channels = channels_from(classifier)
     names = names_from(classifier)
     site = Site("Bench", "https://bench.example/", "en", "Benchmark", 5, "bench.example", "2026")

@@ -25,9 +25,9 @@ from benchmarks.http import _etag, _tool, _wrk
 from benchmarks.pipeline import free_port, install
 from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
-from syndicator.cycle import channels_from, names_from, run_cycle, site_from_config
+from syndicator.pipeline import Pipeline, channels_from, names_from, site_from_config
 from syndicator.publish.archives import _CACHES, update_archives
-from syndicator.publish.publisher import _CATALOGUES, settings_signature, write_if_changed
+from syndicator.publish.publisher import settings_signature, write_if_changed
 from syndicator.state.db import State
 
 FILTER = "feeds/filter.atom?region=europe&topic=aeo"
@@ -110,8 +110,11 @@ def archives(articles: int) -> dict[str, Any]:
         channels = channels_from(classifier)
         state = State.open(config.state.url)
         try:
-            run_cycle(config, classifier, state, now=datetime(2026, 3, 2, tzinfo=UTC))
-            catalogue = _CATALOGUES[state]
+            now = datetime(2026, 3, 2, tzinfo=UTC)
+            pipeline = Pipeline(config, classifier, state, clock=lambda: now)
+            pipeline.cycle(now=now)
+            catalogue = pipeline.catalogue.catalogue
+            assert catalogue is not None
             light: dict[str, Any] = dict(catalogue.by_id)
             output = config.feeds.output_dir
             signature = settings_signature(site, names, config.feeds.max_items)

@@ -30,6 +30,11 @@ DEFAULT_CONFIG_PATHS = (
     Path("config/syndicator.toml"),
 )
 CONFIG_ENV = "SYNDICATOR_CONFIG"
+# The gazetteer and the taxonomy shipped inside the package: the defaults of
+# classify.regions and classify.topics.
+SHIPPED_DATA = Path(__file__).resolve().parent / "data"
+SHIPPED_REGIONS = SHIPPED_DATA / "regions.toml"
+SHIPPED_TOPICS = SHIPPED_DATA / "topics.toml"
 SMTP_PASSWORD_ENV = "SYNDICATOR_SMTP_PASSWORD"  # noqa: S105 - the name of a variable
 SMTP_USERNAME_ENV = "SYNDICATOR_SMTP_USERNAME"
 
@@ -186,8 +191,28 @@ class SubscribersConfig(_Section):
 
 
 class ClassifyConfig(_Section):
-    regions: Path = Path("regions.toml")
-    topics: Path = Path("topics.toml")
+    """The gazetteer and the taxonomy; a file named here replaces the shipped one whole."""
+
+    regions: Path = SHIPPED_REGIONS
+    topics: Path = SHIPPED_TOPICS
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _shipped_regions(cls, value: Any) -> Any:
+        return SHIPPED_REGIONS if value == "" else value
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _shipped_topics(cls, value: Any) -> Any:
+        return SHIPPED_TOPICS if value == "" else value
+
+    @property
+    def shipped_regions(self) -> bool:
+        return self.regions == SHIPPED_REGIONS
+
+    @property
+    def shipped_topics(self) -> bool:
+        return self.topics == SHIPPED_TOPICS
 
 
 class Config(_Section):

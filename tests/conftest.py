@@ -22,8 +22,7 @@ def install(tmp_path: Path) -> Path:
     """
     config_dir = tmp_path / "config"
     config_dir.mkdir()
-    for name in ("regions.toml", "topics.toml", "subscribers.toml"):
-        shutil.copy(CONFIG_DIR / name, config_dir / name)
+    shutil.copy(CONFIG_DIR / "subscribers.toml", config_dir / "subscribers.toml")
     (tmp_path / "articles").mkdir()
     config = config_dir / "syndicator.toml"
     config.write_text(

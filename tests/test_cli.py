@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from syndicator.cli import _handler, build_parser
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
 from syndicator.state.db import State
 from tests.conftest import SAMPLE_STORE, write
 
@@ -104,6 +107,30 @@ def test_check_passes_on_the_example_configuration() -> None:
     assert "no problems" in result.stdout
 
 
+def test_check_names_the_gazetteer_and_taxonomy_in_use(tmp_path: Path) -> None:
+    # A configuration with no [classify] table classifies with the files shipped in the
+    # package; one that names its own file uses it instead, and check says which.
+    config = write(tmp_path / "site" / "syndicator.toml", '[store]\npath = "articles"\n')
+    (tmp_path / "site" / "articles").mkdir()
+    (tmp_path / "site" / "subscribers.toml").write_text("")
+    shipped = syndicator("--config", str(config), "check")
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    assert f"gazetteer: {SHIPPED_REGIONS} (shipped with syndicator)" in shipped.stdout
+    assert f"taxonomy: {SHIPPED_TOPICS} (shipped with syndicator)" in shipped.stdout
+
+    own = tmp_path / "site" / "my-topics.toml"
+    own.write_text('[[topic]]\nslug = "tariffs"\nname = "Tariffs"\ncues = ["tariff"]\n')
+    config.write_text(config.read_text() + '[classify]\ntopics = "my-topics.toml"\n')
+    replaced = syndicator("--config", str(config), "check")
+    assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+    assert f"taxonomy: {own} (from classify.topics)" in replaced.stdout
+    assert f"gazetteer: {SHIPPED_REGIONS} (shipped with syndicator)" in replaced.stdout
+    write(tmp_path / "site" / "articles" / "a.md", '+++\ntitle = "T"\ntopics = ["aeo"]\n+++\nB\n')
+    unknown = syndicator("--config", str(config), "check")
+    assert unknown.returncode == 1
+    assert "topics: unknown topic 'aeo'" in unknown.stdout
+
+
 def test_check_lists_every_problem(sample_install: Path) -> None:
     store = sample_install.parent.parent / "articles"
     (store / "binary.txt").write_bytes(b"\x00\x01")
@@ -179,3 +206,87 @@ def test_unwritable_output_is_one_line_and_exit_1(sample_install: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("syndicator: error: ")
     assert "Traceback" not in result.stderr
+
+
+# Modules that take tens to hundreds of milliseconds to import. The command line must not load
+# any of them before it knows which command runs, so `--help`, `--version` and usage errors
+# answer at once; each command imports what it needs.
+HEAVY_MODULES = (
+    "aiohttp",
+    "aiosmtplib",
+    "ahocorasick",
+    "apscheduler",
+    "feedgen",
+    "jinja2",
+    "lxml",
+    "nh3",
+    "numpy",
+    "pydantic",
+    "sqlalchemy",
+    "yaml",
+    "syndicator.classify",
+    "syndicator.config",
+    "syndicator.pipeline",
+    "syndicator.mail",
+    "syndicator.publish",
+    "syndicator.service",
+    "syndicator.state",
+    "syndicator.store",
+    "syndicator.web",
+)
+
+_LOADED = """
+import json, sys
+{code}
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _modules_after(code: str) -> set[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADED.format(code=code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def _heavy(loaded: set[str]) -> list[str]:
+    return sorted(
+        name
+        for name in loaded
+        if any(name == heavy or name.startswith(heavy + ".") for heavy in HEAVY_MODULES)
+    )
+
+
+def test_importing_the_command_line_loads_no_heavy_module() -> None:
+    assert _heavy(_modules_after("import syndicator.cli")) == []
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["--version"], ["articles", "--help"], ["frobnicate"]]
+)
+def test_help_version_and_usage_errors_load_no_heavy_module(argv: list[str]) -> None:
+    code = (
+        f"from syndicator.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+    )
+    assert _heavy(_modules_after(code)) == []
+
+
+def test_every_command_names_an_importable_function() -> None:
+    """The parser names each command's function as "module:function"; every one resolves."""
+    parser = build_parser()
+    names: set[str] = set()
+    pending = [parser]
+    while pending:
+        current = pending.pop()
+        if "handler" in current._defaults:
+            names.add(current._defaults["handler"])
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+    assert len(names) == 11
+    for name in names:
+        assert callable(_handler(name)), name

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from syndicator.config import default_config_path, load_config
+from syndicator.config import SHIPPED_REGIONS, default_config_path, load_config
 from syndicator.errors import ConfigError
 from tests.conftest import CONFIG_DIR, ROOT, write
 
@@ -19,7 +19,7 @@ def test_example_configuration_loads_with_absolute_paths() -> None:
     assert config.mail.maildir == ROOT / "mail"
     assert config.state.url == f"sqlite:///{ROOT / 'state' / 'syndicator.db'}"
     assert config.subscribers.file == CONFIG_DIR / "subscribers.toml"
-    assert config.classify.regions == CONFIG_DIR / "regions.toml"
+    assert config.classify.regions == SHIPPED_REGIONS
     assert config.mail.transport == "maildir"
     assert config.http.port == 8080
 

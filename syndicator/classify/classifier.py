@@ -741,6 +741,28 @@ class Classifier:
             topic_mentions=topic_mentions,
         )
 
+    def decide(self, title: str, body: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The regions and topics :meth:`classify` gives, without the explanation.
+
+        This is what reading a store needs. The role of a place (subject, venue, funder ...)
+        is weighed only where it can change the regions: a title that names exactly one
+        region as its subject decides alone (see :meth:`_decide_regions`), so then the
+        places of the body are not analysed.
+        """
+        title_cased = normalize(title)
+        body_cased = normalize(body)
+        title_lower = title_cased.lower()
+        body_lower = body_cased.lower()
+        title_regions, title_topics = self._matcher.find(title_cased, title_lower)
+        body_regions, body_topics = self._matcher.find(body_cased, body_lower)
+        topics = _decide_topics(title_lower, title_topics, body_lower, body_topics)[0]
+        mentions = _assign_roles(title_lower, title_regions, "title")
+        subjects = {mention.cue.target for mention in mentions if not mention.role}
+        if len(subjects) == 1:
+            return (subjects.pop(),), topics
+        mentions += _assign_roles(body_lower, body_regions, "body")
+        return self._decide_regions(mentions, title_lower, body_lower)[0], topics
+
     def _decide_regions(
         self, mentions: list[Mention], title_lower: str, body_lower: str
     ) -> tuple[tuple[str, ...], str, dict[str, float], list[Mention]]:
@@ -767,6 +789,8 @@ class Classifier:
                     )
         ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
         if title_regions:
+            # One region named as a subject in the title is the answer, whatever the body
+            # says: decide() skips the body's roles then, so keep the two in step.
             chosen = [slug for slug, _ in ordered if slug in title_regions]
             return tuple(chosen), "named in the title", dict(ordered), weighted
         if not ordered:

@@ -13,12 +13,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from syndicator.errors import ConfigError
+from syndicator.mail.addresses import AddressError, normalize_address
 from syndicator.models import REGION_SLUGS
 
-# Deliberately simple: one @, no spaces or controls, a dot in the domain.
-_ADDRESS = re.compile(
-    r"^[^@\s\x00-\x1f\x7f<>,;\"]+@[^@\s\x00-\x1f\x7f<>,;\"]+\.[^@\s\x00-\x1f\x7f<>,;\"]+$"
-)
 _UNSAFE = re.compile(r"[\r\n\x00\u2028\u2029\x85]")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -44,10 +41,10 @@ class Subscriber(BaseModel):
     @field_validator("email")
     @classmethod
     def _email(cls, value: str) -> str:
-        value = value.strip()
-        if _UNSAFE.search(value) or not _ADDRESS.match(value):
-            raise ValueError(f"{value!r} is not an email address")
-        return value
+        try:
+            return normalize_address(value)
+        except AddressError as exc:
+            raise ValueError(exc.message) from None
 
     @field_validator("name")
     @classmethod

@@ -18,8 +18,7 @@ import os
 import re
 import tempfile
 import time
-import weakref
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +28,6 @@ from typing import Any
 from urllib.parse import unquote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from syndicator import __version__
@@ -58,12 +56,17 @@ from syndicator.publish.feeds import (
     render_opml,
     select_items,
 )
-from syndicator.state.db import (
-    State,
-    article_from_row,
-    articles_table,
-    feeds_table,
-    matches_table,
+from syndicator.state.articles import (
+    active_article,
+    articles_by_id,
+    light_articles,
+    record_page_signatures,
+)
+from syndicator.state.db import State
+from syndicator.state.feeds import (
+    articles_awaiting_mail,
+    feed_signatures,
+    record_feed_signatures,
 )
 
 log = logging.getLogger(__name__)
@@ -289,19 +292,6 @@ def settings_signature(site: Site, names: Names, max_items: int) -> str:
     )
 
 
-_LIGHT_COLUMNS = (
-    articles_table.c.id,
-    articles_table.c.seq,
-    articles_table.c.published,
-    articles_table.c.updated,
-    articles_table.c.regions,
-    articles_table.c.topics,
-    articles_table.c.content_hash,
-    articles_table.c.link,
-    articles_table.c.page_signature,
-)
-
-
 class _LightArticle:
     """Enough of an article to choose feed items and compute signatures."""
 
@@ -381,45 +371,130 @@ class _Catalogue:
         self.chosen_for = chosen_for
 
 
-# One catalogue per open state database, for as long as it is open.
-_CATALOGUES: weakref.WeakKeyDictionary[State, _Catalogue] = weakref.WeakKeyDictionary()
+class KeptCatalogue:
+    """The catalogue one process keeps between publishes from one state handle (none
+    yet: the next publish reads every article)."""
+
+    __slots__ = ("catalogue",)
+
+    def __init__(self) -> None:
+        self.catalogue: _Catalogue | None = None
 
 
 def _catalogue(
-    state: State, conn: Connection, *, rebuild: bool
+    state: State, conn: Connection, kept: KeptCatalogue, *, rebuild: bool
 ) -> tuple[_Catalogue, frozenset[str] | None, list[_LightArticle] | None]:
     """The catalogue as of now, the ids changed since the last publish (None: unknown)
     and their versions before and after."""
     revision = state.articles_revision(conn)
-    catalogue = _CATALOGUES.get(state)
+    catalogue = kept.catalogue
     changes = state.article_changes
     if not rebuild and catalogue is not None:
         if catalogue.revision == revision:
             return catalogue, frozenset(), []
         if changes is not None and changes[0] == catalogue.revision and changes[1] == revision:
             ids = changes[2]
-            rows: dict[str, Any] = {}
-            ordered = sorted(ids)
-            for start in range(0, len(ordered), 500):
-                query = select(*_LIGHT_COLUMNS).where(
-                    articles_table.c.id.in_(ordered[start : start + 500]),
-                    articles_table.c.removed_at.is_(None),
-                )
-                rows.update((row.id, row) for row in conn.execute(query))
+            rows = {row.id: row for row in light_articles(conn, sorted(ids))}
             touched = catalogue.apply(rows, ids)
             catalogue.revision = revision
             return catalogue, ids, touched
-    query = select(*_LIGHT_COLUMNS).where(articles_table.c.removed_at.is_(None))
-    catalogue = _Catalogue(revision, [_LightArticle(row) for row in conn.execute(query)])
-    _CATALOGUES[state] = catalogue
+    catalogue = _Catalogue(revision, [_LightArticle(row) for row in light_articles(conn)])
+    kept.catalogue = catalogue
     return catalogue, None, None
 
 
-def prime_catalogue(state: State) -> None:
-    """Load what publishing keeps between cycles now (the service, once started), so the
-    first change after a start costs what it changes, not a read of every article."""
+def prime_catalogue(state: State, kept: KeptCatalogue) -> None:
+    """Load the catalogue to keep now, so the first change after it costs what it changes,
+    not a read of every article."""
     with state.engine.connect() as conn, conn.begin():
-        _catalogue(state, conn, rebuild=False)
+        _catalogue(state, conn, kept, rebuild=False)
+
+
+@dataclass(slots=True)
+class PublishPlan:
+    """What one publish renders and writes, decided before anything is written."""
+
+    feeds: dict[Channel, list[_LightArticle]]  # channels to render, with their items
+    feed_signatures: dict[str, str]  # of those channels, by path
+    latest: list[_LightArticle]  # the index page's articles
+    pages: set[str]  # ids of the article pages to write
+    page_signatures: dict[str, str]  # of every linked article page, by id
+    unpublish: list[str] | None  # ids whose pages go (None: whatever is stale on disk)
+
+    @property
+    def articles_needed(self) -> set[str]:
+        """Ids of the articles to read in full to render the plan."""
+        needed = {item.id for items in self.feeds.values() for item in items}
+        return needed | {item.id for item in self.latest} | self.pages
+
+
+def plan_publish(
+    catalogue: _Catalogue,
+    *,
+    channels: Sequence[Channel],
+    site_signature: str,
+    stored_signatures: Mapping[str, str],
+    feed_files: Collection[str],
+    page_files: Collection[str] | None,
+    awaiting_mail: Collection[str],
+    changed: frozenset[str] | None,
+    prev_archive: Mapping[str, str] | None = None,
+) -> PublishPlan:
+    """Which feeds and pages to render (pure: the files present are handed in).
+
+    A channel is rendered when its signature changed or one of its ``feed_files``
+    (paths relative to the output directory) is missing; a page when its signature
+    changed or, with ``page_files`` (the names in ``articles/``), its file is missing.
+    Pages are kept for the articles something links to (a feed, the index, a mail
+    about to be sent) and for those ``changed`` that have one (None: every changed).
+    ``prev_archive`` gives each channel's newest archive page (RFC 5005), which its feed
+    links to; a channel's HTML page counts among its files.
+    """
+    prev_archive = prev_archive or {}
+    feeds: dict[Channel, list[_LightArticle]] = {}
+    signatures: dict[str, str] = {}
+    for channel in channels:
+        items = catalogue.selections[channel.path]
+        signature = _hash(
+            site_signature,
+            channel,
+            [(i.id, i.published, i.updated, i.content_hash, i.regions, i.topics) for i in items],
+            prev_archive.get(channel.path, ""),
+        )
+        signatures[channel.path] = signature
+        missing = any(f"{channel.path}.{fmt}" not in feed_files for fmt in FORMATS)
+        missing = missing or channel_page_path(channel) not in feed_files
+        if stored_signatures.get(channel.path) != signature or missing:
+            feeds[channel] = items
+    latest = catalogue.order[:INDEX_LATEST]
+    linked: dict[str, _LightArticle] = {}
+    for items in catalogue.selections.values():
+        linked.update((item.id, item) for item in items)
+    linked.update((item.id, item) for item in latest)
+    linked.update((i, catalogue.by_id[i]) for i in awaiting_mail if i in catalogue.by_id)
+    if changed is None:  # after a full reload, any published page may be out of date
+        linked.update((item.id, item) for item in catalogue.order if item.page_signature)
+    else:
+        linked.update(
+            (i, catalogue.by_id[i])
+            for i in changed
+            if i in catalogue.by_id and catalogue.by_id[i].page_signature
+        )
+    page_signatures = {
+        item.id: _page_signature(site_signature, item) for item in linked.values() if not item.link
+    }
+    pages = {
+        article_id
+        for article_id, signature in page_signatures.items()
+        if catalogue.by_id[article_id].page_signature != signature
+        or (page_files is not None and Path(article_page_path(article_id)).name not in page_files)
+    }
+    unpublish = (
+        None
+        if changed is None
+        else [i for i in changed if i not in catalogue.by_id or catalogue.by_id[i].link]
+    )
+    return PublishPlan(feeds, signatures, latest, pages, page_signatures, unpublish)
 
 
 def publish(
@@ -431,32 +506,30 @@ def publish(
     output_dir: Path,
     max_items: int,
     verify_pages: bool = True,
+    kept: KeptCatalogue | None = None,
     archive_size: int = 0,
 ) -> PublishResult:
     """Bring ``output_dir`` in line with the articles in state.
 
     Pages are published for the articles something links to (a feed, the index, a
     mail about to be sent) and kept up to date while their articles stay; the HTTP
-    server renders any other article's page when it is asked for.
+    server renders any other article's page when it is asked for. ``kept`` is the
+    catalogue kept from the last publish through ``state`` (none: read every article).
+    With ``verify_pages``, every page file is checked on disk too (a forced rebuild).
     """
     started = time.perf_counter()
     result = PublishResult()
+    kept = KeptCatalogue() if kept is None else kept
     site_signature = settings_signature(site, names, max_items)
     with state.engine.connect() as conn, conn.begin():
-        catalogue, changed, touched = _catalogue(state, conn, rebuild=verify_pages)
-        stored = {row.path: row.signature for row in conn.execute(select(feeds_table))}
-        about_to_mail = set(
-            conn.execute(
-                select(matches_table.c.article_id)
-                .where(matches_table.c.message.is_(None))
-                .distinct()
-            ).scalars()
-        )
+        catalogue, changed, touched = _catalogue(state, conn, kept, rebuild=verify_pages)
+        stored = feed_signatures(conn)
+        awaiting_mail = articles_awaiting_mail(conn)
     catalogue.choose(channels, max_items, touched)
+    pages = Pages(site, names, channels)
     prev_archive: dict[str, str] = {}
     newest_page: dict[str, int] = {}
     counts: dict[str, int] = {}
-    pages = Pages(site, names, channels)
     if archive_size:
         archived = update_archives(
             state,
@@ -481,44 +554,21 @@ def publish(
             for channel in channels
             if archived.newest.get(channel.path)
         }
-    wanted: dict[Channel, list[_LightArticle]] = {}
-    signatures: dict[str, str] = {}
-    for channel in channels:
-        items = catalogue.selections[channel.path]
-        signature = _hash(
-            site_signature,
-            channel,
-            [(i.id, i.published, i.updated, i.content_hash, i.regions, i.topics) for i in items],
-            prev_archive.get(channel.path, ""),
-        )
-        signatures[channel.path] = signature
-        missing = any(not (output_dir / f"{channel.path}.{fmt}").is_file() for fmt in FORMATS)
-        missing = missing or not (output_dir / channel_page_path(channel)).is_file()
-        if stored.get(channel.path) != signature or missing:
-            wanted[channel] = items
-    latest_light = catalogue.order[:INDEX_LATEST]
-    needed_ids = {item.id for items in wanted.values() for item in items}
-    needed_ids |= {item.id for item in latest_light}
-    linked: dict[str, _LightArticle] = {}
-    for items in catalogue.selections.values():
-        linked.update((item.id, item) for item in items)
-    linked.update((item.id, item) for item in latest_light)
-    linked.update((i, catalogue.by_id[i]) for i in about_to_mail if i in catalogue.by_id)
-    if changed is None:  # after a full reload, any published page may be out of date
-        linked.update((item.id, item) for item in catalogue.order if item.page_signature)
-    else:
-        linked.update(
-            (i, catalogue.by_id[i])
-            for i in changed
-            if i in catalogue.by_id and catalogue.by_id[i].page_signature
-        )
-    page_signatures = {
-        item.id: _page_signature(site_signature, item) for item in linked.values() if not item.link
-    }
-    pages_wanted = _pages_wanted(catalogue, page_signatures, output_dir, verify=verify_pages)
-    needed_ids |= pages_wanted
-    full = _load_articles(state, needed_ids)
-    for channel, items in wanted.items():
+    plan = plan_publish(
+        catalogue,
+        channels=channels,
+        site_signature=site_signature,
+        stored_signatures=stored,
+        feed_files=_present_feeds(output_dir),
+        # Listing the page files costs a directory read: only for a forced rebuild.
+        page_files=_listing(output_dir / "articles") if verify_pages else None,
+        awaiting_mail=awaiting_mail,
+        changed=changed,
+        prev_archive=prev_archive,
+    )
+    with state.engine.connect() as conn:
+        full = articles_by_id(conn, plan.articles_needed)
+    for channel, items in plan.feeds.items():
         channel_articles = [full[item.id] for item in items]
         rendered = render_all(
             site, channel, channel_articles, names, prev_archive=prev_archive.get(channel.path, "")
@@ -532,12 +582,12 @@ def publish(
         if write_if_changed(output_dir / channel_page_path(channel), page):
             result.written.append(channel_page_path(channel))
         result.channels_rendered += 1
-    updated = feed_updated([full[item.id] for item in latest_light])
+    updated = feed_updated([full[item.id] for item in plan.latest])
     for relative, data in (
         (
             "index.html",
             pages.index(
-                [full[item.id] for item in latest_light],
+                [full[item.id] for item in plan.latest],
                 counts,
                 {path: items[0].published for path, items in catalogue.selections.items() if items},
             ),
@@ -546,37 +596,48 @@ def publish(
     ):
         if write_if_changed(output_dir / relative, data):
             result.written.append(relative)
-    result.written += _write_pages(output_dir, pages, [full[i] for i in sorted(pages_wanted)])
-    result.pages_rendered += len(pages_wanted)
-    if changed is None:
+    result.written += _write_pages(output_dir, pages, [full[i] for i in sorted(plan.pages)])
+    result.pages_rendered += len(plan.pages)
+    if plan.unpublish is None:
         unpublished = _remove_stale_pages(output_dir, catalogue)
     else:
-        unpublished = _remove_pages(
-            output_dir,
-            [i for i in changed if i not in catalogue.by_id or catalogue.by_id[i].link],
-        )
+        unpublished = _remove_pages(output_dir, plan.unpublish)
     result.removed = [article_page_path(i) for i in unpublished]
     if verify_pages:  # a rebuild, as after a crash: clear what a killed writer left
         result.removed += remove_leftovers(output_dir)
     with state.transaction() as conn:
-        for channel in wanted:
-            conn.execute(feeds_table.delete().where(feeds_table.c.path == channel.path))
-            conn.execute(
-                feeds_table.insert().values(path=channel.path, signature=signatures[channel.path])
-            )
-        page_rows = [{"key": i, "signature": page_signatures[i]} for i in pages_wanted]
-        page_rows += [{"key": i, "signature": ""} for i in unpublished]
-        if page_rows:
-            conn.execute(
-                update(articles_table)
-                .where(articles_table.c.id == bindparam("key"))
-                .values(page_signature=bindparam("signature")),
-                page_rows,
-            )
-    for article_id in pages_wanted:
-        catalogue.by_id[article_id].page_signature = page_signatures[article_id]
+        record_feed_signatures(
+            conn, {channel.path: plan.feed_signatures[channel.path] for channel in plan.feeds}
+        )
+        record_page_signatures(
+            conn,
+            {
+                **{i: plan.page_signatures[i] for i in plan.pages},
+                **dict.fromkeys(unpublished, ""),
+            },
+        )
+    for article_id in plan.pages:
+        catalogue.by_id[article_id].page_signature = plan.page_signatures[article_id]
     result.duration = time.perf_counter() - started
     return result
+
+
+def _listing(directory: Path, *, files_only: bool = False) -> set[str]:
+    """The names in ``directory``, or only its regular files' (none when it does not
+    exist)."""
+    if not directory.is_dir():
+        return set()
+    with os.scandir(directory) as entries:
+        return {entry.name for entry in entries if not files_only or entry.is_file()}
+
+
+def _present_feeds(output_dir: Path) -> set[str]:
+    """The files in ``output_dir`` and ``topics/``, relative to it."""
+    present = _listing(output_dir, files_only=True)
+    for directory in ("topics", "regions"):
+        listed = _listing(output_dir / directory, files_only=True)
+        present |= {f"{directory}/{name}" for name in listed}
+    return present
 
 
 class PageOnDemand:
@@ -605,23 +666,14 @@ class PageOnDemand:
     def write(self, article_id: str) -> bool:
         """Write the page of active article ``article_id``; False when it has none."""
         with self.state.engine.connect() as conn:
-            row = conn.execute(
-                select(articles_table).where(
-                    articles_table.c.id == article_id, articles_table.c.removed_at.is_(None)
-                )
-            ).first()
-        if row is None or row.link:
+            article = active_article(conn, article_id)
+        if article is None or article.link:
             return False
-        article = article_from_row(row)
         signature = _page_signature(self._site_signature, article)
         page = self.output_dir / article_page_path(article.id)
         write_if_changed(page, self._pages.article(article))
         with self.state.transaction() as conn:
-            conn.execute(
-                update(articles_table)
-                .where(articles_table.c.id == article.id)
-                .values(page_signature=signature)
-            )
+            record_page_signatures(conn, {article.id: signature})
         return True
 
 
@@ -647,46 +699,6 @@ def _write_pages(output_dir: Path, pages: Pages, articles: Sequence[Article]) ->
 
 
 _WRITERS = 4
-
-
-def _pages_wanted(
-    catalogue: _Catalogue,
-    signatures: dict[str, str],
-    output_dir: Path,
-    *,
-    verify: bool,
-) -> set[str]:
-    """Pages whose inputs changed; with ``verify``, also pages missing on disk.
-
-    Checking page files costs a directory listing, so it is done only when asked
-    (a forced rebuild), not at every publish.
-    """
-    present: set[str] | None = None
-    if verify:
-        directory = output_dir / "articles"
-        present = set()
-        if directory.is_dir():
-            with os.scandir(directory) as entries:
-                present = {entry.name for entry in entries}
-    wanted = set()
-    for article_id, signature in signatures.items():
-        if catalogue.by_id[article_id].page_signature != signature or (
-            present is not None and Path(article_page_path(article_id)).name not in present
-        ):
-            wanted.add(article_id)
-    return wanted
-
-
-def _load_articles(state: State, ids: set[str]) -> dict[str, Article]:
-    found: dict[str, Article] = {}
-    ordered = sorted(ids)
-    with state.engine.connect() as conn:
-        for start in range(0, len(ordered), 500):
-            chunk = ordered[start : start + 500]
-            rows = conn.execute(select(articles_table).where(articles_table.c.id.in_(chunk)))
-            for row in rows:
-                found[row.id] = article_from_row(row)
-    return found
 
 
 def _remove_stale_pages(output_dir: Path, catalogue: _Catalogue) -> list[str]:

@@ -16,10 +16,12 @@ The two working jobs share a lock: cycles never overlap each other or a
 delivery run. When a subscription page queues a mail (a confirmation link), the mail
 job is run at once rather than at its next minute.
 
-Signal handlers only set flags and wake the main task, which acts: SIGTERM or SIGINT
+Signal handlers set flags and wake the main task, which acts (the one thing a handler does
+itself is cancel the job in flight at a second SIGINT): SIGTERM or SIGINT
 stop taking new work, let the batch in flight finish (or abandon it after a timeout; it
-is sent again at the next start), close the HTTP server and the database and return 0
-(a second SIGINT exits at once); SIGHUP re-reads the configuration and applies it if it
+is sent again at the next start), close the HTTP server and the database and return 0;
+a second SIGINT abandons the work in flight at once, then closes the same way and returns
+130; SIGHUP re-reads the configuration and applies it if it
 is valid, keeping the running one otherwise (the subscription pages included).
 """
 
@@ -28,9 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,21 +43,13 @@ from watchfiles import awatch
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import Config, load_config
-from syndicator.cycle import (
-    CycleResult,
-    channels_from,
-    deliver_due,
-    names_from,
-    queue_mail,
-    run_cycle,
-    site_from_config,
-)
 from syndicator.errors import SyndicatorError
 from syndicator.mail.outbox import DeliveryReport, outbox_counts, recover_inflight
 from syndicator.mail.signup import SignupDesk, SignupSettings
 from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret
 from syndicator.metrics import Metrics
-from syndicator.publish.publisher import PageOnDemand, prime_catalogue
+from syndicator.pipeline import CycleResult, Pipeline, names_from, site_from_config
+from syndicator.publish.publisher import PageOnDemand
 from syndicator.service.systemd import Notifier
 from syndicator.state.db import State
 from syndicator.web.app import Health, create_app, serve
@@ -69,12 +63,9 @@ MAIL_INTERVAL = 60  # seconds between digest and retry checks
 STOP_TIMEOUT = 30.0  # seconds the work in flight may take to finish after SIGTERM
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class Service:
-    """One running instance: configuration, state, jobs, health and the HTTP server."""
+    """One running instance: its pipeline (configuration, state, clock), jobs, health and
+    the HTTP server. ``clock`` gives the time for everything it does."""
 
     def __init__(
         self,
@@ -82,11 +73,12 @@ class Service:
         classifier: Classifier,
         state: State,
         *,
+        clock: Callable[[], datetime],
         config_path: Path | None = None,
         notifier: Notifier | None = None,
     ) -> None:
-        self.config = config
-        self.classifier = classifier
+        self.pipeline = Pipeline(config, classifier, state, clock=clock)
+        self.clock = clock
         self.state = state
         self.config_path = config_path or config.source
         self.notifier = notifier or Notifier()
@@ -97,6 +89,9 @@ class Service:
         self.stopping = False
         self.reload_requested = False
         self.interrupts = 0
+        # A second SIGINT: stop without waiting for the work in flight.
+        self.forced = asyncio.Event()
+        self._working: asyncio.Task[Any] | None = None
         self.scheduler: Any = None
         self._runner: web.AppRunner | None = None
         self._listen = ""
@@ -104,6 +99,14 @@ class Service:
         self._pages: tuple[Config, Classifier, PageOnDemand] | None = None
         self._feeds: ReaderFeeds | None = None
         self._subscriptions: SubscriptionPages | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.pipeline.config
+
+    @property
+    def classifier(self) -> Classifier:
+        return self.pipeline.classifier
 
     # --- signals: flags only ---------------------------------------------------------------
 
@@ -114,8 +117,12 @@ class Service:
             if signum == signal.SIGINT:
                 self.interrupts += 1
                 if self.interrupts > 1:
-                    log.warning("second SIGINT: exiting now")
-                    os._exit(130)
+                    log.warning("second SIGINT: abandoning the work in flight")
+                    self.forced.set()
+                    # Its messages stay in 'sending' and go out again at the next start; a
+                    # cycle's worker thread still finishes its own transaction.
+                    if self._working is not None and not self._working.done():
+                        self._working.cancel()
             self.stopping = True
         self.wake.set()
 
@@ -126,64 +133,71 @@ class Service:
         if self.stopping:
             return None
         async with self.busy:
-            started = time.perf_counter()
-            config, classifier = self.config, self.classifier
+            self._working = asyncio.current_task()
             try:
-                result = await asyncio.to_thread(
-                    run_cycle, config, classifier, self.state, now=_now()
-                )
-            except SyndicatorError as exc:
-                log.error("cycle failed: %s", exc)
-                self._record(ok=False, started=started, error=str(exc))
-                return None
-            except Exception as exc:
-                log.exception("cycle failed")
-                self._record(ok=False, started=started, error=repr(exc))
-                return None
-            report = await self._deliver()
-            duration = time.perf_counter() - started
-            line = (
-                f"{result.summary()}; mail {report.sent} sent, {report.retry} to retry, "
-                f"{report.failed} failed; {duration:.2f}s"
-            )
-            log.info("cycle: %s", line)
-            self.notifier.status(line[:200])
-            self._record(
-                ok=not result.publish_error,
-                started=started,
-                articles=result.reload.articles,
-                feeds_written=len(result.publish.written) if result.publish else 0,
-                error=result.publish_error,
-            )
-            return result
+                return await self._cycle()
+            finally:
+                self._working = None
+
+    async def _cycle(self) -> CycleResult | None:
+        started = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(self.pipeline.cycle, now=self.clock())
+        except SyndicatorError as exc:
+            log.error("cycle failed: %s", exc)
+            self._record(ok=False, started=started, error=str(exc))
+            return None
+        except Exception as exc:
+            log.exception("cycle failed")
+            self._record(ok=False, started=started, error=repr(exc))
+            return None
+        report = await self._deliver()
+        duration = time.perf_counter() - started
+        line = (
+            f"{result.summary()}; mail {report.sent} sent, {report.retry} to retry, "
+            f"{report.failed} failed; {duration:.2f}s"
+        )
+        log.info("cycle: %s", line)
+        self.notifier.status(line[:200])
+        self._record(
+            ok=not result.publish_error,
+            started=started,
+            articles=result.reload.articles,
+            feeds_written=len(result.publish.written) if result.publish else 0,
+            error=result.publish_error,
+        )
+        return result
 
     async def mail(self) -> None:
         """Queue the digests that fell due, then deliver what is due."""
         if self.stopping:
             return
         async with self.busy:
+            self._working = asyncio.current_task()
             try:
-                queued = await asyncio.to_thread(
-                    queue_mail, self.config, self.classifier, self.state, now=_now()
-                )
-            except SyndicatorError as exc:
-                log.error("queueing mail failed: %s", exc)
-                return
-            report = await self._deliver()
-            if queued or report.sent or report.retry or report.failed:
-                log.info(
-                    "mail: %s queued, %s sent, %s to retry, %s failed",
-                    len(queued),
-                    report.sent,
-                    report.retry,
-                    report.failed,
-                )
+                await self._mail()
+            finally:
+                self._working = None
+
+    async def _mail(self) -> None:
+        try:
+            queued = await asyncio.to_thread(self.pipeline.queue_mail, now=self.clock())
+        except SyndicatorError as exc:
+            log.error("queueing mail failed: %s", exc)
+            return
+        report = await self._deliver()
+        if queued or report.sent or report.retry or report.failed:
+            log.info(
+                "mail: %s queued, %s sent, %s to retry, %s failed",
+                len(queued),
+                report.sent,
+                report.retry,
+                report.failed,
+            )
 
     async def _deliver(self) -> DeliveryReport:
         try:
-            report = await deliver_due(
-                self.config, self.state, clock=_now, should_stop=lambda: self.stopping
-            )
+            report = await self.pipeline.deliver(should_stop=lambda: self.stopping)
         except SyndicatorError as exc:
             log.error("delivery failed: %s", exc)
             return DeliveryReport()
@@ -203,7 +217,7 @@ class Service:
         feeds_written: int = 0,
         error: str = "",
     ) -> None:
-        finished = _now()
+        finished = self.clock()
         count = self.health.articles if articles is None else articles
         self.health.record(ok, finished, articles=count, error=error)
         self.metrics.record_cycle(
@@ -221,7 +235,7 @@ class Service:
             async for changes in awatch(path, debounce=1000, recursive=True):
                 log.debug("store changed (%s paths): cycling now", len(changes))
                 if self.scheduler is not None and not self.stopping:
-                    self.scheduler.modify_job("cycle", next_run_time=_now())
+                    self.scheduler.modify_job("cycle", next_run_time=self.clock())
         except (OSError, RuntimeError) as exc:
             log.warning("cannot watch %s (%s); the interval still applies", path, exc)
 
@@ -231,7 +245,7 @@ class Service:
     def _mail_soon(self) -> None:
         """A subscription page queued a mail: run the mail job now, not at its next minute."""
         if self.scheduler is not None and self.scheduler.running and not self.stopping:
-            self.scheduler.modify_job("mail", next_run_time=_now())
+            self.scheduler.modify_job("mail", next_run_time=self.clock())
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -240,7 +254,7 @@ class Service:
         settings = SignupSettings.from_config(config, names_from(classifier))
         if self._subscriptions is None:
             self._subscriptions = SubscriptionPages(
-                SignupDesk(self.state, self._secret, _now, settings),
+                SignupDesk(self.state, self._secret, self.clock, settings),
                 enabled=config.web.subscribe,
                 on_queued=self._mail_soon,
             )
@@ -284,8 +298,8 @@ class Service:
             output_dir=config.feeds.output_dir,
             health=self.health,
             metrics=self.metrics,
-            clock=_now,
-            unsubscribe=UnsubscribeDesk(self.state, self._secret, _now),
+            clock=self.clock,
+            unsubscribe=UnsubscribeDesk(self.state, self._secret, self.clock),
             subscriptions=self._subscription_pages(config, self.classifier),
             site_title=config.site.title,
             write_page=self._write_page,
@@ -300,15 +314,7 @@ class Service:
         """Write an article's page on request, with the configuration running now."""
         config, classifier = self.config, self.classifier
         if self._pages is None or self._pages[0] is not config or self._pages[1] is not classifier:
-            writer = PageOnDemand(
-                self.state,
-                site=site_from_config(config),
-                names=names_from(classifier),
-                channels=channels_from(classifier),
-                output_dir=config.feeds.output_dir,
-                max_items=config.feeds.max_items,
-            )
-            self._pages = (config, classifier, writer)
+            self._pages = (config, classifier, self.pipeline.page_writer())
         return self._pages[2].write(article_id)
 
     async def reload(self) -> None:
@@ -331,7 +337,7 @@ class Service:
                 log.warning("state.url changed: that takes effect at the next restart")
                 config = config.model_copy(update={"state": self.config.state})
             previous = self.config
-            self.config, self.classifier = config, classifier
+            self.pipeline.configure(config, classifier)
             self.health.interval = float(config.store.reload_interval)
             if self._subscriptions is not None:
                 self._subscription_pages(config, classifier)
@@ -345,7 +351,7 @@ class Service:
             "cycle", trigger="interval", seconds=config.store.reload_interval
         )
         # A cycle right away applies the rest: store, feeds, subscribers file.
-        self.scheduler.modify_job("cycle", next_run_time=_now())
+        self.scheduler.modify_job("cycle", next_run_time=self.clock())
         log.info("configuration reloaded from %s", path)
         self.notifier.ready("configuration reloaded")
 
@@ -375,10 +381,15 @@ class Service:
             self._secret = load_secret(self.state, self.config.mail.unsubscribe_secret_file)
             if self.config.http.enabled:
                 self._runner = await self._serve(self.config)
-            await self.cycle()
+            # In a task of its own, which a second SIGINT may cancel.
+            first = asyncio.create_task(self.cycle())
+            await asyncio.wait({first})
+            if not first.cancelled():
+                first.result()
             self.notifier.ready(f"running; {self.health.articles} articles")
             self._start_scheduler()
-            await self._prime()
+            if not self.stopping:
+                await self._prime()
             watcher = asyncio.create_task(self._watch()) if self.config.store.watch else None
             while not self.stopping:
                 await self.wake.wait()
@@ -394,6 +405,9 @@ class Service:
             await self._shutdown()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+        if self.forced.is_set():
+            log.info("stopped (interrupted twice)")
+            return 130
         log.info("stopped")
         return 0
 
@@ -401,7 +415,7 @@ class Service:
         """Load the article catalogue publishing keeps, unless the first cycle did."""
         async with self.busy:
             try:
-                await asyncio.to_thread(prime_catalogue, self.state)
+                await asyncio.to_thread(self.pipeline.prime)
             except SyndicatorError as exc:
                 log.warning("cannot load the article catalogue yet: %s", exc)
 
@@ -420,7 +434,7 @@ class Service:
             "interval",
             seconds=interval,
             id="cycle",
-            next_run_time=_now() + timedelta(seconds=interval),
+            next_run_time=self.clock() + timedelta(seconds=interval),
         )
         self.scheduler.add_job(self.mail, "interval", seconds=MAIL_INTERVAL, id="mail")
         if self.notifier.watchdog_interval:
@@ -429,7 +443,7 @@ class Service:
                 "interval",
                 seconds=self.notifier.watchdog_interval,
                 id="watchdog",
-                next_run_time=_now(),
+                next_run_time=self.clock(),
             )
         self.scheduler.start()
 
@@ -438,8 +452,9 @@ class Service:
         self.stopping = True
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        # Let the work in flight finish; past the timeout, abandon it (its messages stay
-        # in 'sending' and go out again, with the same Message-ID, at the next start).
+        # Let the work in flight finish (a second SIGINT has cancelled it); past the timeout,
+        # abandon it (its messages stay in 'sending' and go out again, with the same
+        # Message-ID, at the next start).
         try:
             await asyncio.wait_for(self.busy.acquire(), timeout=STOP_TIMEOUT)
         except TimeoutError:
@@ -449,7 +464,10 @@ class Service:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.state.close()
 
 
-def run_service(config: Config, classifier: Classifier, state: State) -> int:
-    return asyncio.run(Service(config, classifier, state).run())
+def run_service(
+    config: Config, classifier: Classifier, state: State, *, clock: Callable[[], datetime]
+) -> int:
+    return asyncio.run(Service(config, classifier, state, clock=clock).run())

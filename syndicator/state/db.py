@@ -36,7 +36,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
@@ -263,6 +262,9 @@ def insert_rows(
     if skip_existing and dialect.name == "sqlite":
         statement = statement.prefix_with("OR IGNORE")
     elif skip_existing and dialect.name == "postgresql":
+        # Imported here: loading the PostgreSQL dialect costs every SQLite command time.
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert  # noqa: PLC0415
+
         statement = postgresql_insert(table).values(values).on_conflict_do_nothing()
     elif skip_existing:
         keys = [column.name for column in table.primary_key.columns]
@@ -289,6 +291,20 @@ def insert_rows(
         )
     result = conn.exec_driver_sql(str(compiled), parameters)
     return len(rows) if result.rowcount < 0 else int(result.rowcount)
+
+
+def get_meta(conn: Connection, key: str) -> str | None:
+    """The value stored under ``key`` in ``meta``, if any."""
+    value = conn.execute(select(meta_table.c.value).where(meta_table.c.key == key)).scalar()
+    return None if value is None else str(value)
+
+
+def set_meta(conn: Connection, key: str, value: str) -> None:
+    updated = conn.execute(
+        update(meta_table).where(meta_table.c.key == key).values(value=value)
+    ).rowcount
+    if not updated:
+        conn.execute(meta_table.insert().values(key=key, value=value))
 
 
 _ARTICLES_REVISION = "articles_revision"
@@ -398,15 +414,10 @@ class State:
     # --- meta ----------------------------------------------------------------------------
 
     def get_meta(self, conn: Connection, key: str) -> str | None:
-        value = conn.execute(select(meta_table.c.value).where(meta_table.c.key == key)).scalar()
-        return None if value is None else str(value)
+        return get_meta(conn, key)
 
     def set_meta(self, conn: Connection, key: str, value: str) -> None:
-        updated = conn.execute(
-            update(meta_table).where(meta_table.c.key == key).values(value=value)
-        ).rowcount
-        if not updated:
-            conn.execute(meta_table.insert().values(key=key, value=value))
+        set_meta(conn, key, value)
 
     # --- articles revision -------------------------------------------------------------
 

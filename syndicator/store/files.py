@@ -27,10 +27,9 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from syndicator.errors import StoreError
+from syndicator.errors import ErrorKind, StoreError
 from syndicator.models import ARTICLE_ID, REGION_SLUGS, RawArticle, derive_id
 
 DIGEST_SUFFIXES = frozenset({".txt"})
@@ -83,10 +82,18 @@ def scan(root: Path) -> ScanResult:
     try:
         root_stat = root.stat()
     except FileNotFoundError:
-        errors.append(StoreError(root, "article store not found (check store.path)"))
+        errors.append(
+            StoreError(root, "article store not found (check store.path)", kind=ErrorKind.NOT_FOUND)
+        )
         return ScanResult(files, errors)
     except OSError as exc:
-        errors.append(StoreError(root, f"cannot open article store: {exc.strerror}"))
+        errors.append(
+            StoreError(
+                root,
+                f"cannot open article store: {exc.strerror}",
+                kind=ErrorKind.UNREADABLE,
+            )
+        )
         return ScanResult(files, errors)
     if stat_module.S_ISREG(root_stat.st_mode):
         return ScanResult([FileStat(str(root), root_stat.st_size, root_stat.st_mtime_ns)], errors)
@@ -103,18 +110,32 @@ def _walk(
     try:
         dir_stat = directory.stat()
     except OSError as exc:
-        errors.append(StoreError(directory, f"cannot open directory: {exc.strerror}"))
+        errors.append(
+            StoreError(
+                directory, f"cannot open directory: {exc.strerror}", kind=ErrorKind.UNREADABLE
+            )
+        )
         return
     key = (dir_stat.st_dev, dir_stat.st_ino)
     if key in seen_dirs:
-        errors.append(StoreError(directory, "directory already scanned (symbolic link loop?)"))
+        errors.append(
+            StoreError(
+                directory,
+                "directory already scanned (symbolic link loop?)",
+                kind=ErrorKind.LINK_LOOP,
+            )
+        )
         return
     seen_dirs.add(key)
     try:
         with os.scandir(directory) as entries:
             children = sorted(entries, key=lambda entry: entry.name)
     except OSError as exc:
-        errors.append(StoreError(directory, f"cannot list directory: {exc.strerror}"))
+        errors.append(
+            StoreError(
+                directory, f"cannot list directory: {exc.strerror}", kind=ErrorKind.UNREADABLE
+            )
+        )
         return
     for entry in children:
         if entry.name.startswith("."):
@@ -129,10 +150,22 @@ def _walk(
         except FileNotFoundError:
             # A dangling link, or a file deleted while we were scanning.
             if entry.is_symlink():
-                errors.append(StoreError(Path(entry.path), "symbolic link points nowhere"))
+                errors.append(
+                    StoreError(
+                        Path(entry.path),
+                        "symbolic link points nowhere",
+                        kind=ErrorKind.BROKEN_LINK,
+                    )
+                )
             continue
         except OSError as exc:
-            errors.append(StoreError(Path(entry.path), f"cannot read: {exc.strerror}"))
+            errors.append(
+                StoreError(
+                    Path(entry.path),
+                    f"cannot read: {exc.strerror}",
+                    kind=ErrorKind.UNREADABLE,
+                )
+            )
             continue
         if stat_module.S_ISREG(entry_stat.st_mode):
             yield entry.path, entry_stat
@@ -143,20 +176,34 @@ def read_file(path: Path) -> tuple[list[RawArticle], list[StoreError]]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return [], [StoreError(path, "file vanished during the scan; it is read again next cycle")]
+        return [], [
+            StoreError(
+                path,
+                "file vanished during the scan; it is read again next cycle",
+                kind=ErrorKind.VANISHED,
+            )
+        ]
     except IsADirectoryError:
-        return [], [StoreError(path, "is a directory, not an article file")]
+        return [], [
+            StoreError(path, "is a directory, not an article file", kind=ErrorKind.NOT_A_FILE)
+        ]
     except OSError as exc:
-        return [], [StoreError(path, f"cannot read: {exc.strerror}")]
+        return [], [StoreError(path, f"cannot read: {exc.strerror}", kind=ErrorKind.UNREADABLE)]
     return parse_bytes(path, data)
 
 
 def parse_bytes(path: Path, data: bytes) -> tuple[list[RawArticle], list[StoreError]]:
     """Parse the bytes of one store file (pure: no file system access)."""
     if not data.strip():
-        return [], [StoreError(path, "empty file", line=1)]
+        return [], [StoreError(path, "empty file", kind=ErrorKind.EMPTY, line=1)]
     if b"\x00" in data[:_BINARY_SNIFF]:
-        return [], [StoreError(path, "binary file, not text; remove it from the store")]
+        return [], [
+            StoreError(
+                path,
+                "binary file, not text; remove it from the store",
+                kind=ErrorKind.BINARY,
+            )
+        ]
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     text = data.decode("utf-8", errors="surrogateescape")
@@ -172,6 +219,7 @@ def parse_bytes(path: Path, data: bytes) -> tuple[list[RawArticle], list[StoreEr
                 path,
                 f"invalid UTF-8 at byte {offset}; save the file as UTF-8 "
                 "(articles containing the bad bytes are skipped)",
+                kind=ErrorKind.ENCODING,
                 line=line,
             )
         )
@@ -193,6 +241,7 @@ def parse_bytes(path: Path, data: bytes) -> tuple[list[RawArticle], list[StoreEr
                     path,
                     f"article {article.title[:60]!r} is too long ({size:,} characters, the "
                     f"limit is {MAX_ARTICLE_CHARS:,}); skipped",
+                    kind=ErrorKind.TOO_LARGE,
                     line=article.line,
                 )
             )
@@ -436,7 +485,7 @@ def _load_front_matter(path: Path, kind: str, header: str) -> dict[str, Any]:
         if kind == "toml":
             data: Any = tomllib.loads(header)
         else:
-            data = yaml.safe_load(header) if header.strip() else {}
+            data = _load_yaml(path, header) if header.strip() else {}
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"at line (\d+)", str(exc))
         if match:
@@ -447,16 +496,85 @@ def _load_front_matter(path: Path, kind: str, header: str) -> dict[str, Any]:
             line = 1
         message = re.sub(r"\s*\((at line \d+, column \d+|at end of document)\)", "", str(exc))
         raise StoreError(path, f"invalid TOML front matter: {message}", line=line) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise StoreError(path, f"invalid YAML front matter: {problem}", line=line) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise StoreError(path, "front matter must be a table of keys and values", line=1)
     return data
+
+
+# The front matter most archives carry (Hugo, Jekyll): one "key: value" per line, each value
+# a string or a date. Read without a YAML parser when every line is one of these and YAML
+# would read it the same way; anything else (lists, comments, escapes, a plain value YAML
+# would turn into a number, a boolean or null...) goes to the YAML parser.
+_SIMPLE_KEYS = frozenset({"id", "title", "date", "updated", "link", "summary", "author"})
+_DATE_KEYS = frozenset({"date", "updated"})
+_SIMPLE_LINE = re.compile(r"([a-z]+): (\S.*)")
+# Timestamps that YAML and ``datetime.fromisoformat`` (the front matter's date check) read
+# to the same moment.
+_ISO_MOMENT = re.compile(r"\d{4}-\d\d-\d\d(?:T\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)?)?")
+# Plain (unquoted) words YAML 1.1 reads as booleans or null.
+_YAML_WORDS = frozenset(
+    form
+    for word in ("yes", "no", "true", "false", "on", "off", "null", "y", "n")
+    for form in (word, word.capitalize(), word.upper())
+)
+
+
+def _simple_yaml(header: str) -> dict[str, str] | None:
+    """``header`` as YAML would read it, when it is simple enough; else None."""
+    data: dict[str, str] = {}
+    for line in header.split("\n"):
+        match = _SIMPLE_LINE.fullmatch(line)
+        if match is None or not line.isprintable():
+            return None
+        key, value = match.groups()
+        if key not in _SIMPLE_KEYS or key in data:
+            return None
+        first, last = value[0], value[-1]
+        if first == '"':
+            if last != '"' or len(value) < 2 or '"' in value[1:-1] or "\\" in value:
+                return None
+            value = value[1:-1]
+        elif first == "'":
+            if last != "'" or len(value) < 2 or "'" in value[1:-1]:
+                return None
+            value = value[1:-1]
+        elif key in _DATE_KEYS and _ISO_MOMENT.fullmatch(value):
+            pass  # checked and converted by FrontMatter, as YAML's timestamp would be
+        elif (
+            not first.isalpha()
+            or not first.isascii()
+            or value in _YAML_WORDS
+            or ": " in value
+            or " #" in value
+            or last in ": "
+        ):
+            return None
+        data[key] = value
+    return data
+
+
+def _load_yaml(path: Path, header: str) -> Any:
+    """YAML front matter, parsed safely (plain data, no Python objects).
+
+    libyaml's loader (``yaml.CSafeLoader``) is about seven times faster than the pure Python
+    one on a small header; PyYAML built without libyaml has only the latter. Imported here:
+    a store with no YAML front matter never loads it.
+    """
+    simple = _simple_yaml(header)
+    if simple is not None:
+        return simple
+    import yaml  # noqa: PLC0415
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(header, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise StoreError(path, f"invalid YAML front matter: {problem}", line=line) from exc
 
 
 def parse_markdown_file(path: Path, text: str) -> tuple[list[RawArticle], list[StoreError]]:

@@ -54,9 +54,11 @@ def classes_of(
     """Regions and topics of an article; front matter overrides what classification infers."""
     if front_regions is not None and front_topics is not None:
         return join_slugs(front_regions), join_slugs(front_topics)
-    result = classifier.classify(title, body)
-    regions = front_regions if front_regions is not None else result.regions
-    topics = front_topics if front_topics is not None else result.topics
+    regions, topics = classifier.decide(title, body)
+    if front_regions is not None:
+        regions = front_regions
+    if front_topics is not None:
+        topics = front_topics
     return join_slugs(regions), join_slugs(topics)
 
 

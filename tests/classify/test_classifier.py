@@ -8,15 +8,17 @@ from typing import Any
 
 import pytest
 
+from benchmarks.generate import article_texts
 from syndicator.classify.classifier import Classifier, Gazetteer, Taxonomy
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
 from syndicator.errors import ConfigError
 from syndicator.store.files import read_file
-from tests.conftest import CONFIG_DIR, DATA_DIR, SAMPLE_STORE
+from tests.conftest import DATA_DIR, SAMPLE_STORE
 
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 def _labelled(store: Path, labels: Path) -> list[Any]:
@@ -231,3 +233,33 @@ def test_borders_and_support_in_titles(
 def test_a_phrase_may_signal_two_topics(classifier: Classifier) -> None:
     topics = classifier.classify("ZIMRA Targets Undervaluation of Fuel", "Checks began.").topics
     assert {"customs-valuation", "revenue"} <= set(topics)
+
+
+def _every_stored_article() -> list[Any]:
+    """Every article of every labelled set under tests/data, and the sample store."""
+    stores = [SAMPLE_STORE, *sorted(DATA_DIR.rglob("*.txt")), *sorted(DATA_DIR.rglob("*.md"))]
+    found = []
+    for store in stores:
+        found.extend(read_file(store)[0])
+    return found
+
+
+def test_decide_gives_what_classify_gives_on_every_labelled_set(classifier: Classifier) -> None:
+    """The store's reader skips role analysis where it cannot change the regions; the
+    regions and topics must be those of the full classification, article by article."""
+    articles = _every_stored_article()
+    assert len(articles) > 100
+    titles_alone = 0
+    for article in articles:
+        full = classifier.classify(article.title, article.body)
+        assert classifier.decide(article.title, article.body) == (full.regions, full.topics), (
+            article.location
+        )
+        titles_alone += full.region_reason == "named in the title" and len(full.regions) == 1
+    assert titles_alone > 0  # the shortcut was taken
+
+
+def test_decide_gives_what_classify_gives_on_synthetic_articles(classifier: Classifier) -> None:
+    for title, body in article_texts(2_000):
+        full = classifier.classify(title, body)
+        assert classifier.decide(title, body) == (full.regions, full.topics), title

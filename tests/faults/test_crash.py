@@ -255,7 +255,7 @@ class Crash(BaseException):
 def test_crash_between_recording_articles_and_publishing_them(
     install: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from syndicator import cycle
+    from syndicator import pipeline
     from syndicator.classify.classifier import Classifier
     from syndicator.config import load_config
     from syndicator.state.db import State
@@ -265,18 +265,18 @@ def test_crash_between_recording_articles_and_publishing_them(
     store = sample_store(install)
     state = State.open(config.state.url)
     try:
-        cycle.run_cycle(config, classifier, state, now=T0)
+        pipeline.run_cycle(config, classifier, state, now=T0)
         add_article(store, "chile.txt", "Chile Launches AEO Programme", "Chile's customs did.")
 
         def crash(*args: object, **kwargs: object) -> str:
             raise Crash  # right after the new article was recorded, before publishing
 
         with monkeypatch.context() as patch:
-            patch.setattr(cycle, "settings_signature", crash)
+            patch.setattr(pipeline, "settings_signature", crash)
             with pytest.raises(Crash):
-                cycle.run_cycle(config, classifier, state, now=T0 + timedelta(minutes=1))
+                pipeline.run_cycle(config, classifier, state, now=T0 + timedelta(minutes=1))
         assert "Chile Launches" not in (config.feeds.output_dir / "americas.atom").read_text()
-        result = cycle.run_cycle(config, classifier, state, now=T0 + timedelta(minutes=2))
+        result = pipeline.run_cycle(config, classifier, state, now=T0 + timedelta(minutes=2))
         assert result.reload.new == []  # recorded by the crashed cycle
         assert "Chile Launches" in (config.feeds.output_dir / "americas.atom").read_text()
     finally:

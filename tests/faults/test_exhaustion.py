@@ -224,7 +224,7 @@ async def test_disk_full_makes_the_service_unhealthy_until_it_recovers(
     classifier = Classifier.load(config.classify.regions, config.classify.topics)
     database = State.open(config.state.url)
     try:
-        service = Service(config, classifier, database)
+        service = Service(config, classifier, database, clock=lambda: datetime.now(UTC))
         assert await service.cycle() is not None
         assert service.health.status(datetime.now(UTC))[0] == 200
         add_article(store, "chile.txt", "Chile Launches AEO Programme", "Chile's customs did.")

@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import load_config
-from syndicator.cycle import deliver_due, run_cycle
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State
-from tests.conftest import CONFIG_DIR
 from tests.faults.helpers import add_article, immediate, use_smtp, with_sample_store
 from tests.smtp_sink import Sink
 
@@ -105,7 +104,7 @@ def html_fragments(path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 def test_hostile_titles_and_bodies_end_to_end(install: Path, classifier: Classifier) -> None:

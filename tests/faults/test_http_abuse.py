@@ -23,15 +23,14 @@ import pytest
 from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import load_config
-from syndicator.cycle import run_cycle
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
 from syndicator.mail import outbox
 from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret, make_token
 from syndicator.metrics import Metrics
+from syndicator.pipeline import run_cycle
 from syndicator.state.db import State, messages_table
 from syndicator.web import app as web
 from syndicator.web.app import Health, create_app, serve
-from tests.conftest import CONFIG_DIR
 from tests.faults.helpers import immediate, with_sample_store
 
 pytestmark = pytest.mark.faults
@@ -230,7 +229,7 @@ def closed_by_peer(sock: socket.socket) -> bool:
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 async def test_forged_replayed_and_fetched_unsubscribe_tokens(

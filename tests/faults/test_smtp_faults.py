@@ -21,11 +21,10 @@ import pytest
 from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import load_config
-from syndicator.cycle import deliver_due, run_cycle
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
 from syndicator.mail import outbox
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State, messages_table
-from tests.conftest import CONFIG_DIR
 from tests.faults.helpers import (
     ENV,
     add_article,
@@ -45,7 +44,7 @@ A, B, C = "a@example.org", "b@example.org", "c@example.org"
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 @dataclass

@@ -21,12 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import load_config
-from syndicator.cycle import deliver_due, run_cycle
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
 from syndicator.models import ARTICLE_ID
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State
 from syndicator.store.files import parse_bytes
-from tests.conftest import CONFIG_DIR
 from tests.faults.helpers import ENV, command, immediate, run, use_smtp, with_sample_store
 from tests.smtp_sink import Sink
 
@@ -39,7 +38,7 @@ _UNWANTED = {chr(c) for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 def assert_sound(path: Path, data: bytes) -> None:
@@ -376,9 +375,29 @@ def test_files_deleted_and_rewritten_during_scans(install: Path, classifier: Cla
 DROP_OVERRIDES = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
-def test_unreadable_file_and_directory(install: Path) -> None:
+# Run in a subprocess before the command: every error message is reworded beyond
+# recognition (upper case, reversed), so no decision can rest on its words.
+REWORD_MESSAGES = """
+import sys
+from syndicator import errors
+from syndicator.cli import main
+
+original = errors.SyndicatorError.__init__
+
+
+def reworded(self, message, *, hint=""):
+    original(self, "reworded " + message.upper()[::-1], hint=hint)
+
+
+errors.SyndicatorError.__init__ = reworded
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("reword", [False, True], ids=["messages", "reworded"])
+def test_unreadable_file_and_directory(install: Path, reword: bool) -> None:
     """Real permissions; when the tests run as root, the cycle runs without the
-    capabilities that let root ignore them."""
+    capabilities that let root ignore them. Reworded messages change no decision."""
     store = install.parent.parent / "articles"
     (store / "open.txt").write_text("Chile Story\n\nChile Story\n\nChile news.\n")
     secret = store / "secret.txt"
@@ -393,9 +412,12 @@ def test_unreadable_file_and_directory(install: Path) -> None:
     secret.write_text("Peru Story\n\nPeru Story\n\nPeru news, edited.\n")
     secret.chmod(0o000)
     locked.chmod(0o000)
+    second = command(install, "run", "--once")
+    if reword:
+        second[1:3] = ["-c", REWORD_MESSAGES]
     try:
         result = subprocess.run(
-            [*prefix, *command(install, "run", "--once")],
+            [*prefix, *second],
             check=False,
             capture_output=True,
             text=True,
@@ -407,9 +429,15 @@ def test_unreadable_file_and_directory(install: Path) -> None:
         secret.chmod(0o644)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
-    assert sum(str(secret) in line for line in lines) == 1, result.stderr
-    assert any(f"{secret}: cannot read: Permission denied" in line for line in lines)
-    assert sum(str(locked) in line for line in lines) == 1, result.stderr
+    if reword:
+        reversed_secret = str(secret).upper()[::-1]
+        assert sum(reversed_secret in line for line in lines) == 1, result.stderr
+        assert "cannot" not in result.stderr, result.stderr
+        assert sum(str(locked).upper()[::-1] in line for line in lines) == 1, result.stderr
+    else:
+        assert sum(str(secret) in line for line in lines) == 1, result.stderr
+        assert any(f"{secret}: cannot read: Permission denied" in line for line in lines)
+        assert sum(str(locked) in line for line in lines) == 1, result.stderr
     # Out of sight is not gone: what could not be read keeps its articles, as they were.
     feed = (install.parent.parent / "feeds" / "all.atom").read_text()
     assert "Chile news, edited." in feed

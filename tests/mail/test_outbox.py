@@ -24,15 +24,15 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import Config, load_config
-from syndicator.cycle import deliver_due, run_cycle
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
 from syndicator.mail import outbox
 from syndicator.mail.match import Candidate, Filter, FilterIndex
 from syndicator.mail.schedule import next_due
 from syndicator.mail.subscribers import Subscriber
 from syndicator.mail.unsubscribe import load_secret, make_token
+from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State, messages_table
-from tests.conftest import CONFIG_DIR, SAMPLE_STORE, write
+from tests.conftest import SAMPLE_STORE, write
 from tests.smtp_sink import Sink, SinkHandler
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -40,7 +40,7 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 @pytest.fixture

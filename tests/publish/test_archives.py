@@ -157,7 +157,7 @@ def test_an_edit_or_removal_rerenders_only_the_pages_holding_it(
 
 
 def run(config: Config, classifier: Classifier, state: State, *, minutes: int) -> list[str]:
-    from syndicator.cycle import run_cycle
+    from syndicator.pipeline import run_cycle
 
     result = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=minutes))
     assert result.publish is not None

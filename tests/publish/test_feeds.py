@@ -17,12 +17,12 @@ import feedparser
 import pytest
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import Config, load_config
-from syndicator.cycle import channels_from, run_cycle
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
 from syndicator.models import Article
+from syndicator.pipeline import channels_from, run_cycle
 from syndicator.publish.feeds import Names, Site, body_html, plain_title, render_json
 from syndicator.state.db import State
-from tests.conftest import CONFIG_DIR, DATA_DIR, SAMPLE_STORE, write
+from tests.conftest import DATA_DIR, SAMPLE_STORE, write
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 GOLDEN = DATA_DIR / "golden"
@@ -36,7 +36,7 @@ HOSTILE_BODY = (
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 @pytest.fixture
@@ -284,9 +284,7 @@ def test_json_feed_shape() -> None:
         first_seen=T0,
         content_hash="h",
     )
-    channels = channels_from(
-        Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
-    )
+    channels = channels_from(Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS))
     feed = json.loads(
         render_json(site, channels[0], [article], Names({"europe": "Europe"}, {"aeo": "AEO"}))
     )

@@ -11,11 +11,18 @@ import pytest
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import Config, load_config
-from syndicator.cycle import channels_from, names_from, run_cycle, site_from_config
 from syndicator.metrics import Metrics
+from syndicator.pipeline import Pipeline, channels_from, names_from, run_cycle, site_from_config
 from syndicator.publish.feeds import article_page_path
-from syndicator.publish.publisher import PageOnDemand, prime_catalogue, publish
+from syndicator.publish.publisher import (
+    PageOnDemand,
+    PublishPlan,
+    plan_publish,
+    publish,
+    settings_signature,
+)
 from syndicator.state.db import State
+from syndicator.state.feeds import feed_signatures
 from syndicator.web.app import Health, create_app, serve
 from tests.conftest import write
 
@@ -62,6 +69,12 @@ def state(config: Config) -> Iterator[State]:
     opened.close()
 
 
+@pytest.fixture
+def pipeline(config: Config, classifier: Classifier, state: State) -> Pipeline:
+    """This process's pipeline: what publishing keeps is kept from one cycle to the next."""
+    return Pipeline(config, classifier, state, clock=lambda: T0)
+
+
 def rebuild(config: Config, classifier: Classifier, output_dir: Path) -> None:
     """Everything published from scratch, by another handle on the same database."""
     fresh = State.open(config.state.url)
@@ -85,11 +98,11 @@ def files(root: Path, pattern: str) -> dict[str, bytes]:
 
 
 def test_changes_applied_incrementally_publish_what_a_full_rebuild_would(
-    tmp_path: Path, config: Config, classifier: Classifier, state: State
+    tmp_path: Path, config: Config, classifier: Classifier, state: State, pipeline: Pipeline
 ) -> None:
     store = config.store.path
     write(store / "old.txt", digest(*titles(20)))
-    run_cycle(config, classifier, state, now=T0)
+    pipeline.cycle(now=T0)
     steps: list[Callable[[], object]] = [
         lambda: write(store / "new.txt", digest(*titles(2, start=20))),  # new articles
         lambda: write(store / "old.txt", digest(*titles(19))),  # one removed
@@ -102,7 +115,7 @@ def test_changes_applied_incrementally_publish_what_a_full_rebuild_would(
     ]
     for number, step in enumerate(steps, start=1):
         step()
-        result = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=number))
+        result = pipeline.cycle(now=T0 + timedelta(minutes=number))
         assert (result.publish is not None) == result.reload.changed
         expected = tmp_path / f"rebuild-{number}"
         rebuild(config, classifier, expected)
@@ -118,25 +131,25 @@ def test_changes_applied_incrementally_publish_what_a_full_rebuild_would(
 
 
 def test_a_quiet_cycle_after_a_change_renders_only_the_touched_channels(
-    config: Config, classifier: Classifier, state: State
+    config: Config, classifier: Classifier, state: State, pipeline: Pipeline
 ) -> None:
     store = config.store.path
     write(store / "old.txt", digest(*titles(20)))
-    first = run_cycle(config, classifier, state, now=T0)
+    first = pipeline.cycle(now=T0)
     assert first.publish is not None and first.publish.channels_rendered == 33
     write(store / "new.txt", digest("Kenya Customs Launches Single Window Upgrade"))
-    second = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=1))
+    second = pipeline.cycle(now=T0 + timedelta(minutes=1))
     assert second.publish is not None
     assert second.publish.channels_rendered == 3  # all, east-southern-africa, single-window
     assert second.publish.pages_rendered == 1
 
 
 async def test_pages_are_written_for_linked_articles_and_on_request(
-    config: Config, classifier: Classifier, state: State
+    config: Config, classifier: Classifier, state: State, pipeline: Pipeline
 ) -> None:
     store = config.store.path
     write(store / "old.txt", digest(*titles(45)))
-    run_cycle(config, classifier, state, now=T0)
+    pipeline.cycle(now=T0)
     pages_dir = config.feeds.output_dir / "articles"
     articles = state.articles()
     written = {p.name for p in pages_dir.iterdir()}
@@ -177,7 +190,7 @@ async def test_pages_are_written_for_linked_articles_and_on_request(
                 assert response.status == 404
             # An article that left the store has no page, on disk or on request.
             write(store / "old.txt", digest(*titles(44)))
-            run_cycle(config, classifier, state, now=T0 + timedelta(minutes=1))
+            pipeline.cycle(now=T0 + timedelta(minutes=1))
             gone = next(a for a in articles if a.title == titles(45)[44])
             async with session.get(f"{base}/{article_page_path(gone.id)}") as response:
                 assert response.status == 404
@@ -190,7 +203,7 @@ async def test_pages_are_written_for_linked_articles_and_on_request(
             target.title + "\n\nCustoms officials met", target.title + "\n\nCustoms officers met"
         ),
     )
-    run_cycle(config, classifier, state, now=T0 + timedelta(minutes=2))
+    pipeline.cycle(now=T0 + timedelta(minutes=2))
     assert (
         "Customs officers met"
         in (config.feeds.output_dir / article_page_path(target.id)).read_text()
@@ -198,16 +211,16 @@ async def test_pages_are_written_for_linked_articles_and_on_request(
 
 
 def test_an_article_about_to_be_mailed_gets_its_page(
-    config: Config, classifier: Classifier, state: State
+    config: Config, classifier: Classifier, state: State, pipeline: Pipeline
 ) -> None:
     store = config.store.path
     write(store / "old.txt", digest(*titles(40)))
-    run_cycle(config, classifier, state, now=T0)
+    pipeline.cycle(now=T0)
     (config.subscribers.file).write_text(
         '[[subscriber]]\nemail = "desk@example.org"\nkeywords = ["lighthouse"]\n'
         'cadence = "immediate"\n'
     )
-    run_cycle(config, classifier, state, now=T0 + timedelta(minutes=1))
+    pipeline.cycle(now=T0 + timedelta(minutes=1))
     # Dated long ago: it is in no feed's latest three and not on the index.
     write(
         store / "archive.md",
@@ -219,19 +232,19 @@ def test_an_article_about_to_be_mailed_gets_its_page(
         The customs launch inspected the lighthouse.
         """,
     )
-    result = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=2))
+    result = pipeline.cycle(now=T0 + timedelta(minutes=2))
     assert result.reload.matched == 1 and len(result.queued) == 1
     article = state.find_articles("Harbour Lighthouse")[0]
     assert (config.feeds.output_dir / article_page_path(article.id)).is_file()
 
 
 def test_a_kept_catalogue_follows_changes_made_by_another_process(
-    tmp_path: Path, config: Config, classifier: Classifier, state: State
+    tmp_path: Path, config: Config, classifier: Classifier, state: State, pipeline: Pipeline
 ) -> None:
     store = config.store.path
     write(store / "old.txt", digest(*titles(20)))
-    run_cycle(config, classifier, state, now=T0)
-    prime_catalogue(state)  # as the service does once started
+    pipeline.cycle(now=T0)
+    pipeline.prime()  # as the service does once started
     # Another process (a `run --once` from cron, say) records and publishes a change...
     other = State.open(config.state.url)
     try:
@@ -241,10 +254,51 @@ def test_a_kept_catalogue_follows_changes_made_by_another_process(
         other.close()
     # ...then this process makes one of its own: what it publishes takes in both.
     write(store / "old.txt", digest(*titles(19)))
-    result = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=2))
+    result = pipeline.cycle(now=T0 + timedelta(minutes=2))
     assert result.reload.removed and result.publish is not None
     expected = tmp_path / "rebuild"
     rebuild(config, classifier, expected)
     output = config.feeds.output_dir
     for pattern in ("*.rss", "*.atom", "*.json", "index.html", "feeds.opml"):
         assert files(output, pattern) == files(expected, pattern), pattern
+
+
+def test_the_publish_plan_renders_what_changed_or_went_missing(
+    config: Config, classifier: Classifier, state: State, pipeline: Pipeline
+) -> None:
+    write(config.store.path / "old.txt", digest(*titles(6)))
+    pipeline.cycle(now=T0)
+    catalogue = pipeline.catalogue.catalogue
+    assert catalogue is not None
+    channels = channels_from(classifier)
+    output = config.feeds.output_dir
+    present = {str(p.relative_to(output)) for p in output.rglob("*") if p.is_file()}
+    with state.engine.connect() as conn:
+        stored = feed_signatures(conn)
+
+    def plan(**changes: object) -> PublishPlan:
+        inputs: dict[str, object] = {
+            "channels": channels,
+            "site_signature": settings_signature(
+                site_from_config(config), names_from(classifier), config.feeds.max_items
+            ),
+            "stored_signatures": stored,
+            "feed_files": present,
+            "page_files": None,
+            "awaiting_mail": set(),
+            "changed": frozenset(),
+        }
+        return plan_publish(catalogue, **{**inputs, **changes})  # type: ignore[arg-type]
+
+    assert plan().feeds == {} and plan().pages == set()  # all published, nothing changed
+    americas = next(channel for channel in channels if channel.path == "americas")
+    assert list(plan(feed_files=present - {"americas.json"}).feeds) == [americas]
+    assert list(plan(stored_signatures={}).feeds) == channels  # nothing known: everything
+    pages = {name for name in present if name.startswith("articles/")}
+    assert pages and plan(page_files=set()).pages == {
+        item.id for item in catalogue.order if item.page_signature
+    }
+    assert plan(page_files={name.removeprefix("articles/") for name in pages}).pages == set()
+    gone = catalogue.order[0].id
+    assert plan(changed=frozenset({gone, "no-such-article"})).unpublish == ["no-such-article"]
+    assert plan(changed=None).unpublish is None  # unknown changes: whatever is stale on disk

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import load_config
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
 from syndicator.service.daemon import Service
 from syndicator.service.systemd import Notifier
 from syndicator.state.db import State
-from tests.conftest import CONFIG_DIR, ROOT, SAMPLE_STORE, write
+from tests.conftest import ROOT, SAMPLE_STORE, write
 from tests.smtp_sink import Sink, free_port
 
 
@@ -200,16 +200,15 @@ def test_startup_failure_exits_non_zero(install: Path) -> None:
 
 def test_cycles_never_overlap(install: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cycle slower than the interval: the next one waits its turn, never runs alongside."""
-    from syndicator import cycle as cycle_module
-    from syndicator.service import daemon
+    from syndicator.pipeline import Pipeline
 
     config = load_config(daemon_config(install, free_port(), interval=1))
     config = config.model_copy(update={"http": config.http.model_copy(update={"enabled": False})})
-    classifier = Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    classifier = Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
     running = 0
     most = 0
     calls = 0
-    real = cycle_module.run_cycle
+    real = Pipeline.cycle
 
     def slow_cycle(*args: object, **kwargs: object) -> object:
         nonlocal running, most, calls
@@ -222,11 +221,13 @@ def test_cycles_never_overlap(install: Path, monkeypatch: pytest.MonkeyPatch) ->
         finally:
             running -= 1
 
-    monkeypatch.setattr(daemon, "run_cycle", slow_cycle)
+    monkeypatch.setattr(Pipeline, "cycle", slow_cycle)
 
     async def scenario() -> None:
         state = State.open(config.state.url)
-        service = Service(config, classifier, state, notifier=Notifier({}))
+        service = Service(
+            config, classifier, state, clock=lambda: datetime.now(UTC), notifier=Notifier({})
+        )
         task = asyncio.create_task(service.run())
         await asyncio.sleep(5)
         service._on_signal(signal.SIGTERM)

@@ -1,10 +1,13 @@
-"""The service as a real subprocess: it cycles, publishes and serves HTTP until SIGTERM."""
+"""The service as a real subprocess: it cycles, publishes and serves HTTP until SIGTERM or
+SIGINT (twice: without waiting for the work in flight)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,7 +15,18 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import SAMPLE_STORE, write
+from tests.faults.helpers import (
+    ENV,
+    add_article,
+    command,
+    immediate,
+    run,
+    use_smtp,
+    with_sample_store,
+)
 from tests.smtp_sink import free_port
 
 
@@ -96,3 +110,58 @@ def test_run_serves_feeds_and_stops_on_sigterm(install: Path) -> None:
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "stopped" in err
+
+
+def test_a_second_sigint_abandons_the_work_in_flight_and_shuts_down_in_order(
+    install: Path,
+) -> None:
+    """The first SIGINT waits for the delivery in flight (to a server that never greets);
+    the second abandons it, then the HTTP server and the database are closed as usual."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete, and nobody ever says a word
+        silent.settimeout(60)
+        config = use_smtp(
+            install, silent.getsockname()[1], immediate(["desk@example.org"]), timeout=120
+        )
+        store = with_sample_store(install)
+        port = free_port()
+        config.write_text(config.read_text() + f'\n[http]\nlisten = "127.0.0.1:{port}"\n')
+        baseline = run(config, "run", "--once")
+        assert baseline.returncode == 0, baseline.stderr
+        add_article(store, "chile.txt", "Chile Launches AEO Programme", "Chile's customs did.")
+        process = subprocess.Popen(
+            command(config, "run"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        try:
+            connection, _ = silent.accept()  # the first cycle is delivering its mail
+            with connection:
+                assert get(f"http://127.0.0.1:{port}/healthz")[0] in {200, 503}
+                process.send_signal(signal.SIGINT)
+                time.sleep(1)
+                assert process.poll() is None  # waiting for the delivery in flight
+                started = time.monotonic()
+                process.send_signal(signal.SIGINT)
+                _, err = process.communicate(timeout=20)
+                took = time.monotonic() - started
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 130, err
+    assert took < 10, err  # neither the stop timeout (30 s) nor the SMTP one (120 s)
+    assert "second SIGINT: abandoning the work in flight" in err
+    assert err.rstrip().endswith("stopped (interrupted twice)"), err
+    assert "Traceback" not in err, err
+    with pytest.raises(OSError):  # the HTTP server is closed
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    database = install.parent.parent / "state" / "syndicator.db"
+    # Closed, not killed: the last connection's close checkpointed and removed the WAL.
+    assert not database.with_name("syndicator.db-wal").exists()
+    with sqlite3.connect(database) as conn:
+        statuses = [row[0] for row in conn.execute("SELECT status FROM messages")]
+    assert statuses == ["sending"]  # recorded before acting; sent again at the next start

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from syndicator.models import derive_id
+from syndicator.store import files
 from syndicator.store.files import parse_bytes, read_file, scan
 from tests.conftest import SAMPLE_STORE, write
 
@@ -263,3 +268,80 @@ def test_parse_bytes_is_pure(tmp_path: Path) -> None:
     assert len(articles) == 2
     assert not (tmp_path / "virtual.txt").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+# --- simple YAML front matter read without a YAML parser -------------------------------------
+
+_YAML_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "Kenya Extends Cargo Tracking",
+            '"Quoted: with a colon # and hash"',
+            "'single quoted'",
+            "'it''s'",
+            '"escaped \\" quote"',
+            "yes",
+            "No",
+            "null",
+            "~",
+            "12",
+            "3.5",
+            "2024-05-01",
+            "2024-05-01T09:30:00+03:00",
+            "2024-05-01T09:30:00Z",
+            "2024-05-01T09:30:00.25",
+            "2024-5-1",
+            "2024-05-01 09:30:00 +3",
+            "Title: with colon",
+            "Title # comment",
+            "trailing space ",
+            "O'Brien Says [draft], {x}",
+            "https://example.org/a:b?c=d",
+            "Ünïcode Tïtle",
+            "!tag value",
+            "&anchor value",
+            "[a, b]",
+            "tab\there",
+            "",
+        ]
+    ),
+    st.text(min_size=1, max_size=12),
+)
+_YAML_KEYS = st.sampled_from(
+    ["id", "title", "date", "updated", "link", "summary", "author", "regions", "tags"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_YAML_KEYS, _YAML_VALUES), min_size=1, max_size=4))
+def test_simple_yaml_front_matter_reads_as_yaml_does(lines: list[tuple[str, str]]) -> None:
+    """Front matter read by the shortcut gives the same article, or the same error, as YAML."""
+    header = "\n".join(f"{key}: {value}" for key, value in lines)
+    data = f"---\n{header}\n---\nThe body.\n".encode()
+    fast_articles, fast_errors = parse_bytes(Path("a.md"), data)
+    with _pure_yaml_only():
+        slow_articles, slow_errors = parse_bytes(Path("a.md"), data)
+    assert fast_articles == slow_articles
+    assert [str(error) for error in fast_errors] == [str(error) for error in slow_errors]
+
+
+@contextlib.contextmanager
+def _pure_yaml_only() -> Iterator[None]:
+    """Front matter parsed by PyYAML's own loader, with no shortcut."""
+    original = files._simple_yaml
+    files._simple_yaml = lambda header: None
+    try:
+        yield
+    finally:
+        files._simple_yaml = original
+
+
+def test_simple_yaml_front_matter_takes_the_shortcut() -> None:
+    header = 'title: "Kenya: Cargo"\ndate: 2024-05-01T09:30:00+03:00\nauthor: Press office'
+    assert files._simple_yaml(header) == {
+        "title": "Kenya: Cargo",
+        "date": "2024-05-01T09:30:00+03:00",
+        "author": "Press office",
+    }
+    for other in ("regions: [europe]", "title: yes", "id: 12", "title: a # b", "x: y"):
+        assert files._simple_yaml(other) is None, other

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import Config, load_config
-from syndicator.cycle import names_from, run_cycle, site_from_config
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.metrics import Metrics
+from syndicator.pipeline import names_from, run_cycle, site_from_config
 from syndicator.state.db import State
 from syndicator.web.app import Health, create_app, serve
 from syndicator.web.filter_feeds import ReaderFeeds

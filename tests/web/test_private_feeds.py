@@ -11,9 +11,9 @@ import aiohttp
 import feedparser
 import pytest
 
-from syndicator.cycle import deliver_due, names_from, site_from_config
 from syndicator.mail.signup import manage_token
 from syndicator.metrics import Metrics
+from syndicator.pipeline import deliver_due, names_from, site_from_config
 from syndicator.web.app import Health, create_app, serve
 from syndicator.web.filter_feeds import ReaderFeeds
 from tests.web.test_subscriptions import (  # noqa: F401 (classifier, sink, site: fixtures)

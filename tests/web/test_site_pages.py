@@ -112,7 +112,7 @@ async def test_index_channel_archive_and_article_pages_link_each_other(
 
 
 def cycle_written(config: Config, classifier: Classifier, state: State) -> list[str]:
-    from syndicator.cycle import run_cycle
+    from syndicator.pipeline import run_cycle
 
     result = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=5))
     return [] if result.publish is None else result.publish.written

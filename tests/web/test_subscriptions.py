@@ -25,8 +25,7 @@ from sqlalchemy import select, update
 
 from syndicator.classify.classifier import Classifier
 from syndicator.cli import main
-from syndicator.config import Config, load_config
-from syndicator.cycle import deliver_due, names_from, run_cycle
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
 from syndicator.errors import ConfigError
 from syndicator.mail import outbox
 from syndicator.mail.signup import (
@@ -40,6 +39,7 @@ from syndicator.mail.signup import (
 from syndicator.mail.subscribers import Subscriber
 from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret, make_token
 from syndicator.metrics import Metrics
+from syndicator.pipeline import deliver_due, names_from, run_cycle
 from syndicator.state.db import (
     State,
     messages_table,
@@ -49,7 +49,7 @@ from syndicator.state.db import (
 from syndicator.web.app import Health, create_app, serve
 from syndicator.web.ratelimit import RateLimiter, client_key
 from syndicator.web.subscriptions import SubscriptionPages, timezone_names
-from tests.conftest import CONFIG_DIR, SAMPLE_STORE, write
+from tests.conftest import SAMPLE_STORE, write
 from tests.smtp_sink import Received, Sink, SinkHandler
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -73,7 +73,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 def configure(install: Path, sink: Sink, web: str = "") -> Config:

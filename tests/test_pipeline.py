@@ -1,4 +1,5 @@
-"""Reloading the store into state: new, edited, removed, incremental, and front matter."""
+"""Reloading the store into state: new, edited, removed, incremental, and front matter;
+the plan of what changed, decided on error kinds."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from pathlib import Path
 import pytest
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import load_config
-from syndicator.cycle import reload_store
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
+from syndicator.errors import ErrorKind, SyndicatorError
+from syndicator.pipeline import plan_reconcile, reload_store, vanished_files
+from syndicator.state import articles
 from syndicator.state.db import State
+from syndicator.store.files import scan
+from syndicator.store.ingest import read_files
 from tests.conftest import CONFIG_DIR, SAMPLE_STORE, write
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -20,7 +25,7 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
-    return Classifier.load(CONFIG_DIR / "regions.toml", CONFIG_DIR / "topics.toml")
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 @pytest.fixture
@@ -172,11 +177,11 @@ def test_changed_gazetteer_reclassifies_everything(
     assert state.articles()[0].regions == ("global",)
     regions = tmp_path / "regions.toml"
     regions.write_text(
-        (CONFIG_DIR / "regions.toml").read_text(encoding="utf-8")
+        (SHIPPED_REGIONS).read_text(encoding="utf-8")
         + '\n[[country]]\nname = "Atlantis"\nregion = "europe"\nmember = false\n',
         encoding="utf-8",
     )
-    changed = Classifier.load(regions, CONFIG_DIR / "topics.toml")
+    changed = Classifier.load(regions, SHIPPED_TOPICS)
     assert changed.fingerprint != classifier.fingerprint
     result = reload_store(store, changed, state, now=T0 + timedelta(hours=1))
     assert result.reclassified == 1
@@ -187,3 +192,55 @@ def test_changed_gazetteer_reclassifies_everything(
 def test_example_configuration_points_at_the_sample_store() -> None:
     config = load_config(CONFIG_DIR / "syndicator.toml")
     assert config.store.path.resolve() == SAMPLE_STORE.parent.resolve()
+
+
+@pytest.mark.parametrize("reword", [False, True], ids=["messages", "reworded"])
+def test_what_counts_as_removed_rests_on_error_kinds_not_words(
+    tmp_path: Path,
+    classifier: Classifier,
+    state: State,
+    reword: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file that vanished between the scan and its reading keeps its articles; a file
+    whose article title holds the words of that message does not."""
+    store = tmp_path / "articles"
+    write(store / "going.txt", digest("Kenya Opens Transit Corridor"))
+    write(store / "edited.txt", digest("Peru Opens Green Lane", "Chile Signs AEO Agreement"))
+    reload_store(store, classifier, state, now=T0)
+    if reword:
+        original = SyndicatorError.__init__
+
+        def reworded(self: SyndicatorError, message: str, *, hint: str = "") -> None:
+            original(self, "reworded " + message.upper()[::-1], hint=hint)
+
+        monkeypatch.setattr(SyndicatorError, "__init__", reworded)
+    title = "Cargo vanished, cannot read manifests"  # a title, and no body
+    write(
+        store / "edited.txt",
+        digest("Peru Opens Green Lane") + f"{title}\n\n{title}\n",
+    )
+    scanned = scan(store)
+    (store / "going.txt").unlink()  # after the scan, before the reading
+    parsed = read_files(classifier, scanned.files)
+    assert [p.kind for read in parsed for p in read.problems] == [
+        ErrorKind.INVALID,
+        ErrorKind.VANISHED,
+    ]
+    assert ("vanished" in str(parsed[0].problems[0])) is not reword
+    with state.transaction() as conn:
+        paths = sorted(str(store / name) for name in ("edited.txt", "going.txt"))
+        plan = plan_reconcile(
+            classifier=classifier,
+            parsed=parsed,
+            vanished=vanished_files(scanned, state.files(conn)),
+            stored=articles.rows_by_id(conn, [raw.id for read in parsed for raw in read.articles]),
+            active_by_source=articles.active_by_source(conn, paths),
+            next_seq=state.next_seq(conn),
+            now=T0 + timedelta(minutes=1),
+        )
+    assert plan.removed == ["chile-signs-aeo-agreement"]  # gone from a file that was read
+    assert [row["path"] for row in plan.file_rows] == [str(store / "edited.txt")]
+    assert plan.forget_files == [str(store / "edited.txt")]  # going.txt: read again next time
+    assert plan.inserts == plan.changes == []
+    assert [move["key"] for move in plan.moves] == ["peru-opens-green-lane"]

@@ -1,0 +1,107 @@
+"""``explain ID_OR_TITLE``: why an article has its regions and topics."""
+
+from __future__ import annotations
+
+import argparse
+
+from syndicator.classify.classifier import GLOBAL, Classification, Classifier
+from syndicator.commands.common import EXIT_OK, open_all
+from syndicator.config import Config
+from syndicator.errors import NotFoundError
+from syndicator.store.files import read_file, scan
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    config, classifier, state = open_all(args)
+    try:
+        found = state.find_articles(args.article)
+    finally:
+        state.close()
+    candidates: list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...] | None]] = [
+        (article.id, article.title, article.body, None, None) for article in found
+    ]
+    if not candidates:
+        candidates = _store_candidates(config, args.article)
+    if not candidates:
+        raise NotFoundError(
+            f"no article with id or title matching {args.article!r}",
+            hint="list them with `syndicator articles`",
+        )
+    if len(candidates) > 1:
+        print(f"{len(candidates)} articles match; explaining the first. Others:")
+        for other in candidates[1:6]:
+            print(f"    {other[0]}")
+        print()
+    article_id, title, body, front_regions, front_topics = candidates[0]
+    result = classifier.classify(title, body)
+    print(
+        _explanation(
+            classifier,
+            article_id=article_id,
+            title=title,
+            result=result,
+            front_regions=front_regions,
+            front_topics=front_topics,
+        )
+    )
+    return EXIT_OK
+
+
+def _store_candidates(
+    config: Config, needle: str
+) -> list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...] | None]]:
+    """Articles straight from the store, for articles state has not seen yet."""
+    lowered = needle.lower()
+    found = []
+    for item in scan(config.store.path).files:
+        for article in read_file(item.path)[0]:
+            if article.id == needle or lowered in article.title.lower():
+                found.append(
+                    (article.id, article.title, article.body, article.regions, article.topics)
+                )
+    return found
+
+
+def _explanation(
+    classifier: Classifier,
+    *,
+    article_id: str,
+    title: str,
+    result: Classification,
+    front_regions: tuple[str, ...] | None,
+    front_topics: tuple[str, ...] | None,
+) -> str:
+    regions = classifier.gazetteer.regions
+    lines = [f"{title}", f"id: {article_id}", ""]
+    if front_regions is not None:
+        lines.append(f"regions: {', '.join(front_regions)} (set in front matter)")
+    else:
+        named = ", ".join(f"{slug} ({regions[slug].name})" for slug in result.regions)
+        lines.append(f"regions: {named} — {result.region_reason}")
+    if result.region_scores:
+        scores = ", ".join(f"{slug} {score:g}" for slug, score in result.region_scores.items())
+        lines.append(f"  scores: {scores}")
+    for mention in result.mentions:
+        cue = mention.cue
+        target = "neutral" if cue.target == "neutral" else cue.target
+        what = cue.kind if cue.entity in {"", cue.phrase} else f"{cue.kind} of {cue.entity}"
+        if mention.role:
+            verdict = f"not counted: {mention.role} ({mention.trigger!r})"
+        else:
+            verdict = f"weight {mention.weight:g}"
+        lines.append(f"  {mention.field:5}  {mention.text!r:32} {target:22} {what}; {verdict}")
+    if not result.mentions and result.regions == (GLOBAL,):
+        lines.append("  no place, grouping or agency is named")
+    lines.append("")
+    if front_topics is not None:
+        lines.append(f"topics: {', '.join(front_topics) or '-'} (set in front matter)")
+    else:
+        lines.append(f"topics: {', '.join(result.topics) or '-'}")
+    for mention in result.topic_mentions:
+        chosen = mention.cue.target in result.topics
+        kind = "weak cue" if mention.cue.kind == "weak" else "cue"
+        lines.append(
+            f"  {mention.field:5}  {mention.text!r:32} {mention.cue.target:22} {kind}, "
+            f"weight {mention.weight:g}{'' if chosen else ' (not enough alone)'}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""``subscribers list/add/remove/import/resubscribe``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from syndicator.classify.classifier import Classifier
+from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, now, open_all
+from syndicator.config import Config
+from syndicator.errors import NotFoundError, SyndicatorError
+from syndicator.mail import outbox
+from syndicator.mail.outbox import add_subscriber, remove_subscriber, resubscribe, sync_subscribers
+from syndicator.mail.signup import open_requests
+from syndicator.mail.subscribers import Subscriber, load_subscribers, load_subscribers_csv
+from syndicator.pipeline import load_subscribers_file
+from syndicator.state.db import State
+
+
+def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Classifier, State]:
+    """Configuration, classifier and state, with the subscribers file synced."""
+    config, classifier, state = open_all(args)
+    listed, problems, held = load_subscribers_file(config, classifier)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if listed is not None:
+        with state.transaction() as conn:
+            sync_subscribers(conn, listed, now=now(), held=held)
+    return config, classifier, state
+
+
+def cmd_subscribers_list(args: argparse.Namespace) -> int:
+    config, _classifier, state = _subscriber_state(args)
+    try:
+        with state.engine.connect() as conn:
+            records = outbox.subscribers(conn)
+            requests = open_requests(
+                conn,
+                now=now(),
+                ttl=timedelta(hours=config.web.confirm_ttl_hours),
+            )
+    finally:
+        state.close()
+    # Web requests waiting for confirmation are listed too, as "pending": they receive
+    # nothing but the confirmation mail until then.
+    rows: list[dict[str, Any]] = [
+        {
+            "email": r.email,
+            "name": r.name,
+            "status": r.status,
+            "source": r.source,
+            "cadence": r.cadence,
+            "regions": list(r.regions),
+            "topics": list(r.topics),
+            "keywords": list(r.keywords),
+            "exclude_regions": list(r.exclude_regions),
+            "exclude_topics": list(r.exclude_topics),
+            "next_digest_at": r.next_digest_at.isoformat() if r.next_digest_at else None,
+            "permanent_failures": r.permanent_failures,
+            "added_at": r.added_at.isoformat(),
+        }
+        for r in records
+    ]
+    rows += [
+        {
+            "email": request.email,
+            "name": request.subscriber.name,
+            "status": "pending",
+            "source": outbox.FROM_WEB,
+            "cadence": request.subscriber.cadence,
+            "regions": list(request.subscriber.regions),
+            "topics": list(request.subscriber.topics),
+            "keywords": list(request.subscriber.keywords),
+            "exclude_regions": list(request.subscriber.exclude_regions),
+            "exclude_topics": list(request.subscriber.exclude_topics),
+            "next_digest_at": None,
+            "permanent_failures": 0,
+            "added_at": request.requested_at.isoformat(),
+        }
+        for request in requests
+    ]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    for row in rows:
+        when = row["cadence"]
+        if row["next_digest_at"]:
+            when += f", next {datetime.fromisoformat(row['next_digest_at']):%Y-%m-%d %H:%M} UTC"
+        filters = "; ".join(
+            f"{label} {', '.join(row[key])}"
+            for label, key in (
+                ("regions", "regions"),
+                ("topics", "topics"),
+                ("keywords", "keywords"),
+                ("not regions", "exclude_regions"),
+                ("not topics", "exclude_topics"),
+            )
+            if row[key]
+        )
+        failures = f", {row['permanent_failures']} failures" if row["permanent_failures"] else ""
+        print(
+            f"{row['email']:40} {row['status']:12} {row['source']:4} {when}{failures}\n"
+            f"    {filters or 'everything'}"
+        )
+    print(f"{len(rows)} subscriber{'s' if len(rows) != 1 else ''}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _subscriber_from_args(args: argparse.Namespace) -> Subscriber:
+    try:
+        return Subscriber.model_validate(
+            {
+                key: getattr(args, key)
+                for key in (
+                    "email",
+                    "name",
+                    "regions",
+                    "topics",
+                    "keywords",
+                    "exclude_regions",
+                    "exclude_topics",
+                    "cadence",
+                    "hour",
+                    "weekday",
+                    "timezone",
+                )
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise SyndicatorError(f"{field}: {first['msg'].removeprefix('Value error, ')}") from exc
+
+
+def cmd_subscribers_add(args: argparse.Namespace) -> int:
+    subscriber = _subscriber_from_args(args)
+    _config, classifier, state = _subscriber_state(args)
+    try:
+        unknown = [
+            t
+            for t in subscriber.topics + subscriber.exclude_topics
+            if t not in classifier.taxonomy.topics
+        ]
+        if unknown:
+            raise NotFoundError(
+                f"unknown topic {unknown[0]!r}",
+                hint=f"known topics: {', '.join(classifier.taxonomy.topics)}",
+            )
+        with state.transaction() as conn:
+            outcome = add_subscriber(conn, subscriber, now=now())
+    finally:
+        state.close()
+    print(f"{subscriber.email}: {outcome}")
+    return EXIT_OK
+
+
+def cmd_subscribers_remove(args: argparse.Namespace) -> int:
+    state = _subscriber_state(args)[2]
+    try:
+        with state.transaction() as conn:
+            remove_subscriber(conn, args.email)
+    finally:
+        state.close()
+    print(f"{args.email}: removed")
+    return EXIT_OK
+
+
+def cmd_subscribers_resubscribe(args: argparse.Namespace) -> int:
+    state = _subscriber_state(args)[2]
+    try:
+        with state.transaction() as conn:
+            resubscribe(conn, args.email, now=now())
+    finally:
+        state.close()
+    print(f"{args.email}: subscribed again (only articles seen from now on)")
+    return EXIT_OK
+
+
+def cmd_subscribers_import(args: argparse.Namespace) -> int:
+    _config, classifier, state = _subscriber_state(args)
+    known_topics = set(classifier.taxonomy.topics)
+    if args.file.suffix.lower() == ".csv":
+        listed, errors = load_subscribers_csv(args.file, known_topics)
+    else:
+        listed, errors = load_subscribers(args.file, known_topics)
+    for error in errors:
+        print(error, file=sys.stderr)
+    counts: dict[str, int] = {}
+    try:
+        for subscriber in listed:
+            try:
+                with state.transaction() as conn:
+                    outcome = add_subscriber(conn, subscriber, now=now())
+            except SyndicatorError as exc:
+                print(f"{args.file}: {exc}", file=sys.stderr)
+                outcome = "skipped"
+            counts[outcome] = counts.get(outcome, 0) + 1
+    finally:
+        state.close()
+    summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
+    print(f"{args.file}: {summary or 'nothing imported'}")
+    return EXIT_PROBLEMS if errors or counts.get("skipped") else EXIT_OK
