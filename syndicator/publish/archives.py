@@ -98,6 +98,17 @@ def archive_url(site: Site, channel: Channel, page: int) -> str:
     return f"{site.base_url}feeds/{archive_path(channel, page)}"
 
 
+def prev_archive_links(
+    site: Site, channels: Sequence[Channel], newest: Mapping[str, int]
+) -> dict[str, str]:
+    """The ``prev-archive`` link of each channel's feed: its newest archive page."""
+    return {
+        channel.path: archive_url(site, channel, newest[channel.path])
+        for channel in channels
+        if newest.get(channel.path)
+    }
+
+
 class _HistoryExtension(BaseExtension):  # type: ignore[misc]
     """Adds ``<fh:archive/>`` to an Atom document: it is an archive document."""
 

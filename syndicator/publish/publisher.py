@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 
 from syndicator import __version__
 from syndicator.models import Article
-from syndicator.publish.archives import archive_url, update_archives
+from syndicator.publish.archives import prev_archive_links, update_archives
 from syndicator.publish.channel_pages import (
     archive_page_path,
     channel_page_path,
@@ -549,11 +549,7 @@ def publish(
         )
         result.written += archived.written
         newest_page, counts = archived.newest, archived.counts
-        prev_archive = {
-            channel.path: archive_url(site, channel, archived.newest[channel.path])
-            for channel in channels
-            if archived.newest.get(channel.path)
-        }
+        prev_archive = prev_archive_links(site, channels, archived.newest)
     plan = plan_publish(
         catalogue,
         channels=channels,

@@ -18,7 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Integer, String, Table, Text, and_, bindparam, select, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from syndicator.models import Article
@@ -144,6 +155,14 @@ def archive_entries(conn: Connection) -> Iterator[tuple[str, str, int, bool]]:
     )
     for channel, article_id, page, present in conn.execute(query):
         yield channel, article_id, int(page), bool(present)
+
+
+def newest_archive_pages(conn: Connection) -> dict[str, int]:
+    """Each channel's newest archive page."""
+    query = select(
+        archive_entries_table.c.channel, func.max(archive_entries_table.c.page)
+    ).group_by(archive_entries_table.c.channel)
+    return {channel: int(page) for channel, page in conn.execute(query)}
 
 
 def save_archive_entries(
