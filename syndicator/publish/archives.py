@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from feedgen.ext.base import BaseExtension
-from feedgen.util import xml_elem
 
 from syndicator.models import Article
 from syndicator.publish.feeds import (
@@ -116,7 +115,7 @@ class _HistoryExtension(BaseExtension):  # type: ignore[misc]
         return {"fh": HISTORY_NS}
 
     def extend_atom(self, feed: Any) -> Any:
-        xml_elem(f"{{{HISTORY_NS}}}archive", feed)
+        feed.append(feed.makeelement(f"{{{HISTORY_NS}}}archive", {}))
         return feed
 
 
