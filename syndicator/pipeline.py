@@ -29,17 +29,16 @@ from typing import Any
 from syndicator.classify.classifier import Classifier
 from syndicator.config import Config
 from syndicator.errors import ErrorKind, StoreError
+from syndicator.mail.deliver import DeliveryReport, deliver, envelope_sender
 from syndicator.mail.mailer import Mailer
-from syndicator.mail.outbox import (
-    DeliveryReport,
-    SyncResult,
-    deliver,
-    envelope_sender,
-    queue_due,
-    record_matches,
-    sync_subscribers,
+from syndicator.mail.queue import SubscriberIndex, queue_due, record_matches
+from syndicator.mail.roster import SyncResult, sync_subscribers
+from syndicator.mail.subscribers import (
+    Subscriber,
+    file_unusable,
+    held_addresses,
+    load_subscribers,
 )
-from syndicator.mail.subscribers import Subscriber, held_addresses, load_subscribers
 from syndicator.mail.transport import Transport, transport_from_config
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.models import RawArticle, summarize
@@ -329,6 +328,7 @@ def reload_store(
     now: datetime,
     subscribers: Sequence[Subscriber] | None = None,
     held_subscribers: frozenset[str] = frozenset(),
+    subscriber_index: SubscriberIndex | None = None,
 ) -> ReloadResult:
     """Bring state in line with the store; return what changed.
 
@@ -393,7 +393,7 @@ def reload_store(
                 state.record_article_changes(conn, None)
             record_classifier(conn, classifier.fingerprint)
         if not baseline:
-            result.matched = record_matches(conn, result.new, now=now)
+            result.matched = record_matches(conn, result.new, now=now, index=subscriber_index)
         if subscribers is not None:
             result.subscribers = sync_subscribers(conn, subscribers, now=now, held=held_subscribers)
         result.articles = stored_articles.count_active(conn)
@@ -441,11 +441,7 @@ def load_subscribers_file(config: Config, classifier: Classifier) -> Subscribers
     problems, and the addresses of its invalid entries (they keep their subscriptions)."""
     listed_all, errors = load_subscribers(config.subscribers.file, set(classifier.taxonomy.topics))
     problems = [str(error) for error in errors]
-    unusable = not listed_all and any(
-        marker in problem
-        for problem in problems
-        for marker in ("not found", "cannot read", "invalid TOML", "must be an array")
-    )
+    unusable = file_unusable(listed_all, errors)
     return (None if unusable else listed_all), problems, held_addresses(list(errors))
 
 
@@ -495,6 +491,8 @@ class Pipeline:
         self.state = state
         self.clock = clock
         self.catalogue = KeptCatalogue()
+        # The active subscribers' matching index, kept while they do not change.
+        self.subscriber_index = SubscriberIndex()
         # The subscribers file as last parsed: the key (path, size, mtime, topics) and result.
         self._subscribers: tuple[tuple[object, ...], SubscribersFile] | None = None
         # The parse last synced into state (the same parse again needs no sync).
@@ -547,6 +545,7 @@ class Pipeline:
                 # The same parse of an unchanged file was synced already: nothing to do.
                 subscribers=None if synced_before else listed,
                 held_subscribers=held,
+                subscriber_index=self.subscriber_index,
             ),
         )
         if listed is not None:

@@ -7,10 +7,11 @@ import sys
 
 from syndicator.commands.common import EXIT_OK, now, open_all
 from syndicator.errors import NotFoundError
-from syndicator.mail import outbox
+from syndicator.mail import roster
 from syndicator.mail.mailer import Mailer
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.pipeline import names_from
+from syndicator.state.matches import pending_articles
 from syndicator.state.readers import rotated_private_feeds
 
 
@@ -18,8 +19,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
     config, classifier, state = open_all(args)
     try:
         with state.engine.connect() as conn:
-            record = outbox.find_subscriber(conn, args.email)
-            articles = outbox.pending_articles(conn, record.id) if record else []
+            record = roster.find_subscriber(conn, args.email)
+            articles = pending_articles(conn, record.id) if record else []
         if record is None:
             raise NotFoundError(
                 f"no subscriber {args.email!r} in state",

@@ -8,8 +8,8 @@ import logging
 import sys
 
 from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, now, open_all
-from syndicator.mail.outbox import recover_inflight
 from syndicator.pipeline import Pipeline
+from syndicator.state.outbox import release_inflight
 
 log = logging.getLogger("syndicator")
 
@@ -19,7 +19,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.once:
             with state.transaction() as conn:
-                recovered = recover_inflight(conn)
+                recovered = release_inflight(conn)
             if recovered:
                 log.warning("%s messages were in flight at the last stop; sending again", recovered)
             pipeline = Pipeline(config, classifier, state, clock=now)

@@ -14,8 +14,8 @@ from syndicator.classify.classifier import Classifier
 from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, now, open_all
 from syndicator.config import Config
 from syndicator.errors import NotFoundError, SyndicatorError
-from syndicator.mail import outbox
-from syndicator.mail.outbox import add_subscriber, remove_subscriber, resubscribe, sync_subscribers
+from syndicator.mail import roster
+from syndicator.mail.roster import add_subscriber, remove_subscriber, resubscribe, sync_subscribers
 from syndicator.mail.signup import open_requests
 from syndicator.mail.subscribers import Subscriber, load_subscribers, load_subscribers_csv
 from syndicator.pipeline import load_subscribers_file
@@ -38,7 +38,7 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
     config, _classifier, state = _subscriber_state(args)
     try:
         with state.engine.connect() as conn:
-            records = outbox.subscribers(conn)
+            records = roster.list_subscribers(conn)
             requests = open_requests(
                 conn,
                 now=now(),
@@ -71,7 +71,7 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             "email": request.email,
             "name": request.subscriber.name,
             "status": "pending",
-            "source": outbox.FROM_WEB,
+            "source": roster.FROM_WEB,
             "cadence": request.subscriber.cadence,
             "regions": list(request.subscriber.regions),
             "topics": list(request.subscriber.topics),

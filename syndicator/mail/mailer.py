@@ -20,12 +20,12 @@ from syndicator.mail.compose import (
     describe_filters,
     make_message_id,
 )
-from syndicator.mail.outbox import SubscriberRecord
 from syndicator.mail.private_feeds import private_feed_url
 from syndicator.mail.signup import manage_token
 from syndicator.mail.unsubscribe import make_token
 from syndicator.models import Article
 from syndicator.publish.feeds import Names
+from syndicator.state.subscribers import SubscriberRecord
 
 
 class Mailer:

@@ -29,19 +29,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 
-from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
 
 from syndicator.config import Config
-from syndicator.mail import outbox, private_feeds
+from syndicator.mail import private_feeds, roster
 from syndicator.mail.compose import MailSettings, describe_filters, make_message_id
 from syndicator.mail.notice import Notice, compose_notice
-from syndicator.mail.outbox import SubscriberRecord
+from syndicator.mail.roster import SubscriberRecord
 from syndicator.mail.signing import signature, signature_matches
 from syndicator.mail.subscribers import Subscriber
 from syndicator.mail.unsubscribe import UnsubscribeDesk, mask
 from syndicator.publish.feeds import Names
-from syndicator.state.db import State, inserted_id, subscription_requests_table
+from syndicator.state import requests
+from syndicator.state.db import State
+from syndicator.state.outbox import NO_SUBSCRIBER, NewMessage, queue_message
 from syndicator.state.readers import rotate_private_feed
 
 log = logging.getLogger(__name__)
@@ -246,14 +247,9 @@ class SignupDesk:
         settings = self.settings
         try:
             with self.state.transaction() as conn:
-                conn.execute(
-                    delete(subscription_requests_table).where(
-                        subscription_requests_table.c.requested_at
-                        < now - settings.confirm_ttl - KEEP_EXPIRED
-                    )
-                )
-                record = outbox.find_subscriber(conn, subscriber.email)
-                if record is not None and record.status in (outbox.ACTIVE, outbox.SUSPENDED):
+                requests.forget_requests_before(conn, now - settings.confirm_ttl - KEEP_EXPIRED)
+                record = roster.find_subscriber(conn, subscriber.email)
+                if record is not None and record.status in (roster.ACTIVE, roster.SUSPENDED):
                     self._queue_already_subscribed(conn, record, now)
                 else:
                     self._queue_confirmation(conn, subscriber, now)
@@ -267,21 +263,14 @@ class SignupDesk:
         return True
 
     def _queue_confirmation(self, conn: Connection, subscriber: Subscriber, now: datetime) -> None:
-        table = subscription_requests_table
-        key = _key(subscriber.email)
-        # One open request per address: asking again replaces it, and the older link dies.
-        conn.execute(delete(table).where(table.c.email_key == key, table.c.confirmed_at.is_(None)))
         nonce = secrets.token_hex(16)
-        request_id = inserted_id(
-            conn.execute(
-                table.insert().values(
-                    email=subscriber.email,
-                    email_key=key,
-                    settings=subscriber.model_dump_json(),
-                    nonce=nonce,
-                    requested_at=now,
-                )
-            )
+        # One open request per address: asking again replaces it, and the older link dies.
+        request_id = requests.store_request(
+            conn,
+            email=subscriber.email,
+            settings=subscriber.model_dump_json(),
+            nonce=nonce,
+            now=now,
         )
         expires_at = now + self.settings.confirm_ttl
         url = self._confirm_url(request_id, int(expires_at.timestamp()), nonce, subscriber.email)
@@ -310,13 +299,9 @@ class SignupDesk:
             now=now,
             message_id=message_id,
         )
-        outbox.queue_message(
+        queue_message(
             conn,
-            subscriber_id=outbox.NO_SUBSCRIBER,
-            kind="confirm",
-            message_id=message_id,
-            recipient=subscriber.email,
-            body=body,
+            NewMessage(NO_SUBSCRIBER, "confirm", message_id, subscriber.email, body),
             now=now,
         )
 
@@ -346,14 +331,8 @@ class SignupDesk:
             now=now,
             message_id=message_id,
         )
-        outbox.queue_message(
-            conn,
-            subscriber_id=record.id,
-            kind="notice",
-            message_id=message_id,
-            recipient=record.email,
-            body=body,
-            now=now,
+        queue_message(
+            conn, NewMessage(record.id, "notice", message_id, record.email, body), now=now
         )
 
     # --- confirming
@@ -363,11 +342,7 @@ class SignupDesk:
         if parsed is None:
             return LinkProblem.INVALID
         request_id, expires, signed = parsed
-        row = conn.execute(
-            select(subscription_requests_table).where(
-                subscription_requests_table.c.id == request_id
-            )
-        ).first()
+        row = requests.get_request(conn, request_id)
         if row is None or not signature_matches(
             signed, self.secret, "confirm", str(request_id), str(expires), row.nonce, row.email_key
         ):
@@ -396,19 +371,15 @@ class SignupDesk:
             if isinstance(found, LinkProblem):
                 return found
             if found.confirmed:
-                record = outbox.find_subscriber(conn, found.email)
+                record = roster.find_subscriber(conn, found.email)
                 if record is None:  # confirmed, then removed from state by hand
                     return LinkProblem.INVALID
                 return Confirmation("already", record, self.manage_url(record))
-            outcome, subscriber_id = outbox.confirm_web_subscription(
+            outcome, subscriber_id = roster.confirm_web_subscription(
                 conn, found.subscriber, now=now
             )
-            conn.execute(
-                update(subscription_requests_table)
-                .where(subscription_requests_table.c.id == found.id)
-                .values(confirmed_at=now)
-            )
-            record = outbox.get_subscriber(conn, subscriber_id)
+            requests.mark_confirmed(conn, found.id, now=now)
+            record = roster.get_subscriber(conn, subscriber_id)
         if record is None:  # pragma: no cover - written in the same transaction
             return LinkProblem.INVALID
         log.info("subscription confirmed for %s (%s)", mask(record.email), outcome)
@@ -420,7 +391,7 @@ class SignupDesk:
         parsed = parse_manage_token(token)
         if parsed is None:
             return None
-        record = outbox.get_subscriber(conn, parsed[0])
+        record = roster.get_subscriber(conn, parsed[0])
         if record is None or not signature_matches(
             parsed[1], self.secret, "manage", str(record.id), _key(record.email)
         ):
@@ -439,8 +410,8 @@ class SignupDesk:
             record = self._subscriber_of(conn, token)
             if record is None:
                 return None
-            applied = outbox.change_web_subscription(conn, record.id, subscriber, now=self.clock())
-            after = outbox.get_subscriber(conn, record.id) if applied else record
+            applied = roster.change_web_subscription(conn, record.id, subscriber, now=self.clock())
+            after = roster.get_subscriber(conn, record.id) if applied else record
         return (after or record), applied
 
     def private_feed(self, record: SubscriberRecord) -> str:
@@ -467,17 +438,11 @@ class SignupDesk:
             if record is None:
                 return None
             self._unsubscribe.unsubscribe_in(conn, record.id)
-            return outbox.get_subscriber(conn, record.id)
+            return roster.get_subscriber(conn, record.id)
 
 
 def open_requests(conn: Connection, *, now: datetime, ttl: timedelta) -> list[PendingRequest]:
     """Requests not confirmed yet whose link still works, oldest first."""
-    table = subscription_requests_table
-    rows = conn.execute(
-        select(table)
-        .where(table.c.confirmed_at.is_(None), table.c.requested_at >= now - ttl)
-        .order_by(table.c.requested_at)
-    ).all()
     return [
         PendingRequest(
             id=row.id,
@@ -487,5 +452,5 @@ def open_requests(conn: Connection, *, now: datetime, ttl: timedelta) -> list[Pe
             expires_at=row.requested_at + ttl,
             confirmed=False,
         )
-        for row in rows
+        for row in requests.open_requests_since(conn, now - ttl)
     ]

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from syndicator.errors import ConfigError
+from syndicator.errors import ConfigError, ErrorKind
 from syndicator.mail.addresses import AddressError, normalize_address
 from syndicator.models import REGION_SLUGS
 
@@ -89,7 +89,31 @@ class SubscriberEntryError(ConfigError):
 
     def __init__(self, message: str, *, address: str, path: Path, line: int | None) -> None:
         self.address = address
-        super().__init__(message, path=path, line=line)
+        super().__init__(message, path=path, line=line, kind=ErrorKind.INVALID)
+
+
+# What makes a subscribers file unusable as a whole (when it gives no valid entry either):
+# its entries cannot be known, so the subscriptions in state stay as they are instead of
+# being removed. Problems with single entries (:class:`SubscriberEntryError`) or with a
+# table of unknown name leave the rest of the file usable.
+FILE_UNUSABLE = frozenset(
+    {
+        ErrorKind.NOT_FOUND,
+        ErrorKind.UNREADABLE,
+        ErrorKind.NOT_A_FILE,
+        ErrorKind.ENCODING,
+        ErrorKind.INVALID,
+    }
+)
+
+
+def file_unusable(listed: list[Subscriber], errors: list[ConfigError]) -> bool:
+    """True when the subscribers file gave no valid entry because of a problem with the
+    whole file (decided on each error's kind and class, never on its wording)."""
+    return not listed and any(
+        error.kind in FILE_UNUSABLE and not isinstance(error, SubscriberEntryError)
+        for error in errors
+    )
 
 
 def held_addresses(errors: list[ConfigError]) -> frozenset[str]:
@@ -149,16 +173,38 @@ def load_subscribers(
         data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return [], [
-            ConfigError("subscribers file not found", path=path, hint="set subscribers.file")
+            ConfigError(
+                "subscribers file not found",
+                path=path,
+                hint="set subscribers.file",
+                kind=ErrorKind.NOT_FOUND,
+            )
         ]
-    except (OSError, UnicodeDecodeError) as exc:
-        return [], [ConfigError(f"cannot read subscribers file: {exc}", path=path)]
+    except IsADirectoryError as exc:
+        return [], [
+            ConfigError(
+                f"cannot read subscribers file: {exc}", path=path, kind=ErrorKind.NOT_A_FILE
+            )
+        ]
+    except OSError as exc:
+        return [], [
+            ConfigError(
+                f"cannot read subscribers file: {exc}", path=path, kind=ErrorKind.UNREADABLE
+            )
+        ]
+    except UnicodeDecodeError as exc:
+        return [], [
+            ConfigError(f"cannot read subscribers file: {exc}", path=path, kind=ErrorKind.ENCODING)
+        ]
     except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        found = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         return [], [
             ConfigError(
-                f"invalid TOML: {message}", path=path, line=int(match.group(1)) if match else None
+                f"invalid TOML: {message}",
+                path=path,
+                line=int(found.group(1)) if found else None,
+                kind=ErrorKind.INVALID,
             )
         ]
     entries = data.get("subscriber", [])
@@ -167,13 +213,19 @@ def load_subscribers(
     if unknown:
         errors.append(
             ConfigError(
-                f"unknown table {unknown[0]!r}; entries are [[subscriber]] tables", path=path
+                f"unknown table {unknown[0]!r}; entries are [[subscriber]] tables",
+                path=path,
+                kind=ErrorKind.UNKNOWN_NAME,
             )
         )
     if not isinstance(entries, list):
         return [], [
             *errors,
-            ConfigError("'subscriber' must be an array of tables [[subscriber]]", path=path),
+            ConfigError(
+                "'subscriber' must be an array of tables [[subscriber]]",
+                path=path,
+                kind=ErrorKind.INVALID,
+            ),
         ]
     lines = _entry_lines(path)
     subscribers: list[Subscriber] = []
@@ -194,7 +246,10 @@ def load_subscribers(
         if subscriber.email.lower() in seen:
             errors.append(
                 ConfigError(
-                    f"{label}: address listed twice; the first entry is used", path=path, line=line
+                    f"{label}: address listed twice; the first entry is used",
+                    path=path,
+                    line=line,
+                    kind=ErrorKind.DUPLICATE,
                 )
             )
             continue
@@ -228,8 +283,12 @@ def load_subscribers_csv(
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        return [], [ConfigError(f"cannot read: {exc}", path=path)]
+    except FileNotFoundError as exc:
+        return [], [ConfigError(f"cannot read: {exc}", path=path, kind=ErrorKind.NOT_FOUND)]
+    except OSError as exc:
+        return [], [ConfigError(f"cannot read: {exc}", path=path, kind=ErrorKind.UNREADABLE)]
+    except UnicodeDecodeError as exc:
+        return [], [ConfigError(f"cannot read: {exc}", path=path, kind=ErrorKind.ENCODING)]
     reader = csv.DictReader(io.StringIO(text))
     known = set(Subscriber.model_fields)
     unknown = [name for name in reader.fieldnames or [] if name not in known]

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from syndicator.errors import ConfigError
-from syndicator.mail import outbox
+from syndicator.mail.roster import unsubscribe
 from syndicator.mail.signing import signature, signature_matches
-from syndicator.state.db import State, subscribers_table
+from syndicator.state.db import State
+from syndicator.state.subscribers import subscriber_address
 
 # The name of the meta row holding the generated secret (not a secret itself).
 _SECRET_META = "unsubscribe_secret"  # noqa: S105
@@ -86,14 +86,10 @@ class UnsubscribeDesk:
         subscriber_id = token_subscriber(token)
         if subscriber_id is None:
             return None
-        row = conn.execute(
-            select(subscribers_table.c.email, subscribers_table.c.status).where(
-                subscribers_table.c.id == subscriber_id
-            )
-        ).first()
-        if row is None or not verify(self.secret, token, subscriber_id, row.email):
+        email = subscriber_address(conn, subscriber_id)
+        if email is None or not verify(self.secret, token, subscriber_id, email):
             return None
-        return subscriber_id, row.email
+        return subscriber_id, email
 
     def check(self, token: str) -> str | None:
         """The (partly masked) address a valid token belongs to, else None."""
@@ -113,7 +109,7 @@ class UnsubscribeDesk:
     def unsubscribe_in(self, conn: Connection, subscriber_id: int) -> None:
         """Unsubscribe a subscriber whose link was verified by the caller: the one way every
         page that unsubscribes (one-click, the manage page) suppresses an address."""
-        outbox.unsubscribe(conn, subscriber_id, now=self.clock())
+        unsubscribe(conn, subscriber_id, now=self.clock())
 
 
 def mask(email: str) -> str:

@@ -44,7 +44,7 @@ from watchfiles import awatch
 from syndicator.classify.classifier import Classifier
 from syndicator.config import Config, load_config
 from syndicator.errors import SyndicatorError
-from syndicator.mail.outbox import DeliveryReport, outbox_counts, recover_inflight
+from syndicator.mail.deliver import DeliveryReport
 from syndicator.mail.signup import SignupDesk, SignupSettings
 from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret
 from syndicator.metrics import Metrics
@@ -52,6 +52,7 @@ from syndicator.pipeline import CycleResult, Pipeline, names_from, site_from_con
 from syndicator.publish.publisher import PageOnDemand
 from syndicator.service.systemd import Notifier
 from syndicator.state.db import State
+from syndicator.state.outbox import count_by_status, release_inflight
 from syndicator.web.app import Health, create_app, serve
 from syndicator.web.filter_feeds import ReaderFeeds, cache_seconds
 from syndicator.web.polling import PollLimit
@@ -205,7 +206,7 @@ class Service:
         self.metrics.record_mail("retry", report.retry)
         self.metrics.record_mail("failed", report.failed)
         with contextlib.suppress(SyndicatorError), self.state.engine.connect() as conn:
-            self.metrics.set_outbox(outbox_counts(conn))
+            self.metrics.set_outbox(count_by_status(conn))
         return report
 
     def _record(
@@ -375,7 +376,7 @@ class Service:
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
             with self.state.transaction() as conn:
-                recovered = recover_inflight(conn)
+                recovered = release_inflight(conn)
             if recovered:
                 log.warning("%s messages were in flight at the last stop; sending again", recovered)
             self._secret = load_secret(self.state, self.config.mail.unsubscribe_secret_file)

@@ -31,7 +31,6 @@ from jinja2 import Environment, PackageLoader, Template, select_autoescape
 from multidict import MultiDictProxy
 
 from syndicator.errors import SyndicatorError
-from syndicator.mail.outbox import ACTIVE, OPERATOR_SOURCES, SubscriberRecord
 from syndicator.mail.signing import signature, signature_matches
 from syndicator.mail.signup import (
     Confirmation,
@@ -42,6 +41,7 @@ from syndicator.mail.signup import (
 )
 from syndicator.mail.subscribers import WEEKDAYS, Subscriber, check_entry
 from syndicator.mail.unsubscribe import mask
+from syndicator.state.subscribers import ACTIVE, OPERATOR_SOURCES, SubscriberRecord
 from syndicator.web.ratelimit import RateLimiter, client_key
 
 log = logging.getLogger(__name__)
@@ -294,8 +294,8 @@ class SubscriptionPages:
         response = self._page(
             "message.html", heading, status=status, paragraphs=paragraphs, link=link
         )
-        if headers:
-            response.headers.update(headers)
+        for name, value in (headers or {}).items():
+            response.headers[name] = value
         return response
 
     def _not_found(self) -> web.Response:

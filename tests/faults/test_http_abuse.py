@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
-from syndicator.mail import outbox
+from syndicator.mail import roster
 from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret, make_token
 from syndicator.metrics import Metrics
 from syndicator.pipeline import run_cycle
@@ -244,8 +244,8 @@ async def test_forged_replayed_and_fetched_unsubscribe_tokens(
     try:
         run_cycle(config, classifier, state, now=T0)
         with state.engine.connect() as conn:
-            desk = outbox.find_subscriber(conn, "desk@example.org")
-            peer = outbox.find_subscriber(conn, "peer@example.org")
+            desk = roster.find_subscriber(conn, "desk@example.org")
+            peer = roster.find_subscriber(conn, "peer@example.org")
         assert desk is not None and peer is not None
         secret = load_secret(state, None)
         token = make_token(secret, desk.id, desk.email)
@@ -316,4 +316,4 @@ def post_request(target: str) -> bytes:
 
 def statuses(state: State) -> dict[str, str]:
     with state.engine.connect() as conn:
-        return {record.email: record.status for record in outbox.subscribers(conn)}
+        return {record.email: record.status for record in roster.list_subscribers(conn)}

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
-from syndicator.mail import outbox
+from syndicator.mail import roster
 from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State, messages_table
 from tests.faults.helpers import (
@@ -163,7 +163,7 @@ def test_mixed_refusals_in_one_batch(
         assert found.errors[A].startswith("550 5.1.1") and found.errors[C].startswith("452 4.2.2")
         assert_backoff(found, C)
         with state.engine.connect() as conn:
-            record = outbox.find_subscriber(conn, A)
+            record = roster.find_subscriber(conn, A)
         assert record is not None and record.permanent_failures == 1
         # A refused recipient is never asked again; the temporary one only after its backoff.
         redeliver(install, state, T0 + timedelta(minutes=1, seconds=30))

@@ -25,12 +25,13 @@ from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
-from syndicator.mail import outbox
+from syndicator.mail import deliver, roster
 from syndicator.mail.match import Candidate, Filter, FilterIndex
 from syndicator.mail.schedule import next_due
 from syndicator.mail.subscribers import Subscriber
 from syndicator.mail.unsubscribe import load_secret, make_token
 from syndicator.pipeline import deliver_due, run_cycle
+from syndicator.state import outbox
 from syndicator.state.db import State, messages_table
 from tests.conftest import SAMPLE_STORE, write
 from tests.smtp_sink import Sink, SinkHandler
@@ -186,7 +187,7 @@ def test_new_subscriber_gets_only_later_articles_and_first_digest_after_joining(
     )
     cycle(config, classifier, state, T0 + timedelta(minutes=2))
     with state.engine.connect() as conn:
-        record = outbox.find_subscriber(conn, "new@example.org")
+        record = roster.find_subscriber(conn, "new@example.org")
     assert record is not None
     assert record.next_digest_at == datetime(2026, 3, 3, 8, 0, tzinfo=UTC)
     cycle(config, classifier, state, datetime(2026, 3, 3, 8, 0, tzinfo=UTC))
@@ -227,7 +228,7 @@ def test_refused_recipient_is_never_marked_sent(  # noqa: PLR0917 - pytest fixtu
         assert [r.recipients for r in sink.received] == [["africa@example.org"]]
         with state.engine.connect() as conn:
             rows = {row.recipient: row for row in conn.execute(select(messages_table))}
-            desk = outbox.find_subscriber(conn, "desk@example.org")
+            desk = roster.find_subscriber(conn, "desk@example.org")
         assert rows["desk@example.org"].status == status
         assert rows["desk@example.org"].last_error.startswith(reply[:3])
         assert rows["africa@example.org"].status == "sent"
@@ -258,17 +259,17 @@ def test_permanent_failures_suspend_the_subscriber(
         config = configure(install, sink, IMMEDIATE)
         state = open_state(config, state_of)
         cycle(config, classifier, state, T0)
-        for number in range(outbox.SUSPEND_AFTER):
+        for number in range(deliver.SUSPEND_AFTER):
             add_article(config, f"a{number}.txt", f"Chile Story {number}", "Chile news.")
             cycle(config, classifier, state, T0 + timedelta(minutes=number + 1))
         with state.engine.connect() as conn:
-            record = outbox.find_subscriber(conn, "desk@example.org")
+            record = roster.find_subscriber(conn, "desk@example.org")
         assert record is not None and record.status == "suspended"
         add_article(config, "later.txt", "Chile Story Later", "Chile news.")
         cycle(config, classifier, state, T0 + timedelta(hours=1))
         with state.engine.connect() as conn:
             count = len(conn.execute(select(messages_table.c.id)).all())
-        assert count == outbox.SUSPEND_AFTER + 0  # no message queued for a suspended subscriber
+        assert count == deliver.SUSPEND_AFTER + 0  # no message queued for a suspended subscriber
 
 
 def test_server_down_is_retried_and_nothing_is_lost(
@@ -281,7 +282,7 @@ def test_server_down_is_retried_and_nothing_is_lost(
     add_article(config, "a.txt", "Chile Launches AEO", "Chile news.")
     cycle(config, classifier, state, T0 + timedelta(minutes=1))
     with state.engine.connect() as conn:
-        assert outbox.outbox_counts(conn) == {"retry": 1}
+        assert outbox.count_by_status(conn) == {"retry": 1}
     with sink:
         cycle(config, classifier, state, T0 + timedelta(hours=1))
         assert [r.recipients for r in sink.received] == [["desk@example.org"]]
@@ -298,7 +299,7 @@ def test_unsubscribe_over_http_and_suppression(
     state = open_state(config, state_of)
     cycle(config, classifier, state, T0)
     with state.engine.connect() as conn:
-        desk = outbox.find_subscriber(conn, "desk@example.org")
+        desk = roster.find_subscriber(conn, "desk@example.org")
     assert desk is not None
     secret = load_secret(state, None)
     token = make_token(secret, desk.id, desk.email)
@@ -340,14 +341,14 @@ def test_unsubscribe_over_http_and_suppression(
     assert first[0] == 200 and "unsubscribed" in first[1]
     assert replay[0] == 200  # idempotent
     with state.engine.connect() as conn:
-        record = outbox.find_subscriber(conn, "desk@example.org")
+        record = roster.find_subscriber(conn, "desk@example.org")
     assert record is not None and record.status == "unsubscribed"
     # Still in the subscribers file: suppressed all the same.
     add_article(config, "a.txt", "Chile Launches AEO", "Chile news.")
     cycle(config, classifier, state, T0 + timedelta(minutes=5))
     assert ["desk@example.org"] not in [r.recipients for r in sink.received]
     with state.transaction() as conn:
-        outbox.resubscribe(conn, "desk@example.org", now=T0 + timedelta(minutes=6))
+        roster.resubscribe(conn, "desk@example.org", now=T0 + timedelta(minutes=6))
     add_article(config, "b.txt", "Peru Expands Green Lane", "Peru news.")
     cycle(config, classifier, state, T0 + timedelta(minutes=7))
     mails = [r for r in sink.received if r.recipients == ["desk@example.org"]]
@@ -427,7 +428,7 @@ def test_kill_during_delivery_loses_nothing(
     recipients = [r.recipients[0] for r in received]
     assert set(recipients) == {f"p{n:03}@example.org" for n in range(60)}
     duplicates = len(recipients) - len(set(recipients))
-    assert duplicates <= 2 * outbox.BATCH_SIZE  # at most what was in flight at the kill
+    assert duplicates <= 2 * deliver.BATCH_SIZE  # at most what was in flight at the kill
     assert killed_at < 60
     by_address: dict[str, set[str]] = {}
     for item in received:
@@ -587,14 +588,14 @@ def test_index_matches_exactly_what_a_scan_would(
 
 def test_backoff_grows_and_is_bounded() -> None:
     rng = random.Random(1)
-    delays = [outbox.backoff(attempt, rng) for attempt in range(1, 12)]
+    delays = [deliver.backoff(attempt, rng) for attempt in range(1, 12)]
     assert delays[0] <= timedelta(minutes=1.2)
     assert delays[3] >= timedelta(minutes=6)
     assert max(delays) <= timedelta(hours=7.2)
 
 
 def test_sender_address_from_header() -> None:
-    assert parseaddr("WCO News <news@example.org>")[1] == outbox.envelope_sender(
+    assert parseaddr("WCO News <news@example.org>")[1] == deliver.envelope_sender(
         "WCO News <news@example.org>"
     )
     assert urllib.parse.quote("x") == "x"
@@ -647,14 +648,14 @@ def test_the_kept_matching_index_follows_changes_made_by_other_processes(
     # Another process (the command line) adds one subscriber and unsubscribes another.
     other = open_state(config, state_of)
     with other.transaction() as conn:
-        outbox.add_subscriber(
+        roster.add_subscriber(
             conn,
             Subscriber(email="peru@example.org", regions=("americas",), cadence="immediate"),
             now=T0 + timedelta(minutes=2),
         )
-        desk = outbox.find_subscriber(conn, "desk@example.org")
+        desk = roster.find_subscriber(conn, "desk@example.org")
         assert desk is not None
-        outbox.unsubscribe(conn, desk.id, now=T0 + timedelta(minutes=2))
+        roster.unsubscribe(conn, desk.id, now=T0 + timedelta(minutes=2))
     add_article(config, "peru.txt", "Peru Launches AEO Programme", "SUNAT did.")
     cycle(config, classifier, daemon, T0 + timedelta(minutes=3))
     assert [r.recipients for r in sink.received[1:]] == [["peru@example.org"]]

@@ -33,7 +33,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from syndicator.config import load_config
-from syndicator.mail import outbox
+from syndicator.mail import roster
 from syndicator.state.db import State
 from tests.conftest import ROOT, SAMPLE_STORE, write
 from tests.smtp_sink import Received, Sink, free_port
@@ -180,11 +180,11 @@ def focused(driver: WebDriver) -> dict[str, Any]:
     return result
 
 
-def record_of(config_path: Path, email: str) -> outbox.SubscriberRecord | None:
+def record_of(config_path: Path, email: str) -> roster.SubscriberRecord | None:
     state = State.open(load_config(config_path).state.url)
     try:
         with state.engine.connect() as conn:
-            return outbox.find_subscriber(conn, email)
+            return roster.find_subscriber(conn, email)
     finally:
         state.close()
 

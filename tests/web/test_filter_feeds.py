@@ -16,7 +16,7 @@ from yarl import URL
 from syndicator.classify.classifier import Classifier
 from syndicator.config import Config
 from syndicator.mail import private_feeds
-from syndicator.mail.outbox import add_subscriber, unsubscribe
+from syndicator.mail.roster import add_subscriber, unsubscribe
 from syndicator.mail.subscribers import Subscriber
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.state.db import State

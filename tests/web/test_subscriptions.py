@@ -27,7 +27,7 @@ from syndicator.classify.classifier import Classifier
 from syndicator.cli import main
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
 from syndicator.errors import ConfigError
-from syndicator.mail import outbox
+from syndicator.mail import roster
 from syndicator.mail.signup import (
     SignupDesk,
     SignupSettings,
@@ -46,6 +46,7 @@ from syndicator.state.db import (
     subscribers_table,
     subscription_requests_table,
 )
+from syndicator.state.outbox import NewMessage, queue_message
 from syndicator.web.app import Health, create_app, serve
 from syndicator.web.ratelimit import RateLimiter, client_key
 from syndicator.web.subscriptions import SubscriptionPages, timezone_names
@@ -143,9 +144,9 @@ class Pages:
     def add_article(self, name: str, title: str, body: str) -> None:
         write(self.config.store.path / name, f"{title}\n\n{title}\n\n{body}\n")
 
-    def record(self, email: str) -> outbox.SubscriberRecord | None:
+    def record(self, email: str) -> roster.SubscriberRecord | None:
         with self.state.engine.connect() as conn:
-            return outbox.find_subscriber(conn, email)
+            return roster.find_subscriber(conn, email)
 
 
 @pytest.fixture
@@ -364,13 +365,15 @@ async def test_double_opt_in_confirm_receive_change_and_leave(site: Pages) -> No
 
     # Unsubscribe from the manage page: the one-click way, queued mail included.
     with site.state.transaction() as conn:
-        outbox.queue_message(
+        queue_message(
             conn,
-            subscriber_id=record.id,
-            kind="weekly",
-            message_id="<queued@example.org>",
-            recipient=record.email,
-            body=b"Subject: queued\r\n\r\nqueued\r\n",
+            NewMessage(
+                subscriber_id=record.id,
+                kind="weekly",
+                message_id="<queued@example.org>",
+                recipient=record.email,
+                body=b"Subject: queued\r\n\r\nqueued\r\n",
+            ),
             now=site.clock(),
         )
     status, _, page = await site.post(f"/manage/{manage}", {"csrf": csrf, "action": "unsubscribe"})
@@ -401,7 +404,7 @@ async def test_the_answer_is_the_same_whoever_the_address_is(site: Pages) -> Non
     gone = site.record("gone@example.org")
     assert gone is not None
     with site.state.transaction() as conn:
-        outbox.unsubscribe(conn, gone.id, now=T0)
+        roster.unsubscribe(conn, gone.id, now=T0)
     before = len(received)
 
     answers = []
@@ -447,7 +450,7 @@ async def test_a_confirmed_request_brings_back_an_address_that_left_the_file(
     desk = site.record("desk@example.org")
     assert desk is not None
     with site.state.transaction() as conn:
-        outbox.unsubscribe(conn, desk.id, now=T0)
+        roster.unsubscribe(conn, desk.id, now=T0)
     await site.subscribe("desk@example.org", topics=["aeo"], cadence="daily")
     (token,) = links(to(await site.delivered(), "desk@example.org")[-1], "confirm")
     csrf = await site.form(f"/confirm/{token}")
@@ -754,9 +757,9 @@ def test_every_mail_links_to_its_manage_page_and_the_index_to_subscribing(
         state.close()
 
 
-def outbox_record(state: State, email: str) -> outbox.SubscriberRecord:
+def outbox_record(state: State, email: str) -> roster.SubscriberRecord:
     with state.engine.connect() as conn:
-        record = outbox.find_subscriber(conn, email)
+        record = roster.find_subscriber(conn, email)
     assert record is not None
     return record
 

@@ -1,0 +1,306 @@
+"""The durable outbox: messages stored before they are sent, and what became of them.
+
+The order of things is the promise to subscribers:
+
+1. matches are recorded in the transaction that records the new articles, before
+   anything is composed or sent (:func:`syndicator.mail.queue.record_matches`);
+2. a message is composed and stored, with its ``Message-ID``, before it is sent
+   (:func:`syndicator.mail.queue.queue_due`), and the matches it carries point at it;
+3. a message is claimed (``sending``) before the SMTP conversation and marked ``sent``
+   only after the server accepted it for its recipient
+   (:func:`syndicator.mail.deliver.deliver`).
+
+A crash anywhere loses nothing: on restart :func:`release_inflight` puts messages left
+in ``sending`` back in the queue, and they go out again with the same bytes and the same
+``Message-ID``: the only duplicates possible are those in flight.
+
+Every statement on ``messages`` is here. A claim is one transaction that picks the due
+messages and marks them ``sending``; on SQLite that transaction holds the write lock
+(``BEGIN IMMEDIATE``), so two processes never claim the same message. Several instances
+on PostgreSQL will claim with ``SELECT ... FOR UPDATE SKIP LOCKED`` and a lease (the
+claiming instance and an expiry) in place of the bare ``sending`` status, and an expired
+lease will be claimed again where a restart now releases ``sending``: the
+:class:`Outbox` verbs stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.engine import Connection
+
+from syndicator.state.db import State, insert_rows, matches_table, messages_table
+from syndicator.state.subscribers import count_permanent_failure
+
+NO_SUBSCRIBER = 0  # messages.subscriber_id of a confirmation mail
+
+
+class MessageStatus(StrEnum):
+    """Where a message is: ``pending`` → ``sending`` → ``sent``, or ``retry`` (at its
+    ``next_attempt_at``, then ``sending`` again) or ``failed`` (given up)."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A composed message to store: ``kind`` is the subscriber's cadence, ``confirm`` or
+    ``notice``."""
+
+    subscriber_id: int
+    kind: str
+    message_id: str
+    recipient: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedMessage:
+    """A message claimed for sending; ``attempt`` counts this one (1 for the first)."""
+
+    id: int
+    subscriber_id: int
+    recipient: str
+    body: bytes
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Send again at ``at``: a temporary failure."""
+
+    message: ClaimedMessage
+    at: datetime
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Given up; ``permanent`` when the server refused the recipient (counts against them)."""
+
+    message: ClaimedMessage
+    error: str
+    permanent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcomes:
+    """What became of a batch of claimed messages."""
+
+    sent: Sequence[ClaimedMessage] = ()
+    retry: Sequence[Retry] = ()
+    failed: Sequence[Failed] = ()
+
+
+# --- queueing ------------------------------------------------------------------------------
+
+
+def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
+    return {
+        "subscriber_id": message.subscriber_id,
+        "kind": message.kind,
+        "message_id": message.message_id,
+        "recipient": message.recipient,
+        "body": message.body,
+        "status": MessageStatus.PENDING.value,
+        "attempts": 0,
+        "created_at": now,
+        "last_error": "",
+    }
+
+
+def queue_message(conn: Connection, message: NewMessage, *, now: datetime) -> None:
+    """Store one composed message for delivery."""
+    conn.execute(messages_table.insert().values(**_row(message, now)))
+
+
+def queue_messages(conn: Connection, messages: Sequence[NewMessage], *, now: datetime) -> int:
+    """Store many composed messages for delivery with one statement; how many."""
+    return insert_rows(conn, messages_table, [_row(message, now) for message in messages])
+
+
+def last_message_id(conn: Connection) -> int:
+    """The largest message id so far (0 for none): the messages queued next come after it."""
+    return int(conn.execute(select(func.max(messages_table.c.id))).scalar() or 0)
+
+
+def attach_pending_matches(conn: Connection, *, queued_after: int) -> list[int]:
+    """Point every pending match of each subscriber who got a message with an id above
+    ``queued_after`` at their newest one; the ids of those messages."""
+    # One set-based update, in place of a RETURNING per message (several times slower).
+    new = messages_table.alias("new")
+    conn.execute(
+        update(matches_table)
+        .where(
+            matches_table.c.message.is_(None),
+            matches_table.c.subscriber_id.in_(
+                select(messages_table.c.subscriber_id).where(messages_table.c.id > queued_after)
+            ),
+        )
+        .values(
+            message=select(func.max(new.c.id))
+            .where(new.c.subscriber_id == matches_table.c.subscriber_id, new.c.id > queued_after)
+            .scalar_subquery()
+        )
+    )
+    return [
+        int(key)
+        for key in conn.execute(
+            select(messages_table.c.id).where(messages_table.c.id > queued_after)
+        ).scalars()
+    ]
+
+
+def cancel_queued(conn: Connection, subscriber_id: int, *, reason: str) -> None:
+    """Give up every message of a subscriber not sent yet (nor being sent)."""
+    conn.execute(
+        update(messages_table)
+        .where(
+            messages_table.c.subscriber_id == subscriber_id,
+            messages_table.c.status.in_((MessageStatus.PENDING, MessageStatus.RETRY)),
+        )
+        .values(status=MessageStatus.FAILED, last_error=reason)
+    )
+
+
+# --- delivery ------------------------------------------------------------------------------
+
+
+def claim_due_messages(conn: Connection, now: datetime, limit: int) -> list[ClaimedMessage]:
+    """Mark up to ``limit`` messages due at ``now`` ``sending``, oldest first, and return
+    them. Run it in a write transaction: the claim is what keeps two senders apart."""
+    due = conn.execute(
+        select(
+            messages_table.c.id,
+            messages_table.c.recipient,
+            messages_table.c.body,
+            messages_table.c.attempts,
+            messages_table.c.subscriber_id,
+        )
+        .where(
+            (messages_table.c.status == MessageStatus.PENDING)
+            | (
+                (messages_table.c.status == MessageStatus.RETRY)
+                & (messages_table.c.next_attempt_at <= now)
+            )
+        )
+        .order_by(messages_table.c.id)
+        .limit(limit)
+    ).all()
+    if not due:
+        return []
+    conn.execute(
+        update(messages_table)
+        .where(messages_table.c.id.in_([row.id for row in due]))
+        .values(status=MessageStatus.SENDING, attempts=messages_table.c.attempts + 1)
+    )
+    return [
+        ClaimedMessage(
+            id=row.id,
+            subscriber_id=row.subscriber_id,
+            recipient=row.recipient,
+            body=row.body,
+            attempt=row.attempts + 1,
+        )
+        for row in due
+    ]
+
+
+def record_outcomes(
+    conn: Connection, outcomes: Outcomes, *, now: datetime, suspend_after: int
+) -> list[ClaimedMessage]:
+    """Record what became of claimed messages, a statement per kind of outcome.
+
+    A permanent failure counts against its subscriber, who is suspended at
+    ``suspend_after``; returns the messages whose failure suspended theirs.
+    """
+    if outcomes.sent:
+        conn.execute(
+            update(messages_table)
+            .where(messages_table.c.id.in_([message.id for message in outcomes.sent]))
+            .values(status=MessageStatus.SENT, sent_at=now, last_error="")
+        )
+    if outcomes.retry:
+        conn.execute(
+            update(messages_table)
+            .where(messages_table.c.id == bindparam("key"))
+            .values(
+                status=MessageStatus.RETRY,
+                next_attempt_at=bindparam("at"),
+                last_error=bindparam("error"),
+            ),
+            [
+                {"key": retry.message.id, "at": retry.at, "error": retry.error}
+                for retry in outcomes.retry
+            ],
+        )
+    if outcomes.failed:
+        conn.execute(
+            update(messages_table)
+            .where(messages_table.c.id == bindparam("key"))
+            .values(status=MessageStatus.FAILED, last_error=bindparam("error")),
+            [{"key": failed.message.id, "error": failed.error} for failed in outcomes.failed],
+        )
+    return [
+        failed.message
+        for failed in outcomes.failed
+        if failed.permanent
+        and count_permanent_failure(conn, failed.message.subscriber_id, suspend_after=suspend_after)
+    ]
+
+
+def release_inflight(conn: Connection) -> int:
+    """Messages left in ``sending`` by a crash go out again, with the same Message-ID."""
+    return int(
+        conn.execute(
+            update(messages_table)
+            .where(messages_table.c.status == MessageStatus.SENDING)
+            .values(status=MessageStatus.PENDING)
+        ).rowcount
+        or 0
+    )
+
+
+def count_by_status(conn: Connection) -> dict[str, int]:
+    """How many messages are in each status (statuses with none are left out)."""
+    return {
+        str(row[0]): int(row[1])
+        for row in conn.execute(
+            select(messages_table.c.status, func.count()).group_by(messages_table.c.status)
+        )
+    }
+
+
+class Outbox:
+    """The outbox as delivery sees it: claim due messages, record what became of them.
+
+    Each verb is one write transaction of ``state``.
+    """
+
+    def __init__(self, state: State, *, suspend_after: int) -> None:
+        self.state = state
+        self.suspend_after = suspend_after
+
+    def claim(self, now: datetime, limit: int) -> list[ClaimedMessage]:
+        """Claim up to ``limit`` messages due at ``now`` (durably) and return them."""
+        with self.state.transaction() as conn:
+            return claim_due_messages(conn, now, limit)
+
+    def record(
+        self, outcomes: Outcomes, now: datetime, *, claim_next: int = 0
+    ) -> tuple[list[ClaimedMessage], list[ClaimedMessage]]:
+        """Record a batch's outcomes and, in the same transaction, claim up to
+        ``claim_next`` more messages: ``(suspended by this batch, claimed)``."""
+        with self.state.transaction() as conn:
+            suspended = record_outcomes(conn, outcomes, now=now, suspend_after=self.suspend_after)
+            claimed = claim_due_messages(conn, now, claim_next) if claim_next else []
+        return suspended, claimed
