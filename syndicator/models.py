@@ -21,6 +21,7 @@ REGION_SLUGS = (
 
 ARTICLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MAX_DERIVED_ID = 96
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 def derive_id(title: str) -> str:
@@ -32,7 +33,9 @@ def derive_id(title: str) -> str:
     """
     folded = unicodedata.normalize("NFKD", title.casefold())
     ascii_text = folded.encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")
+    slug = _NOT_SLUG.sub("-", ascii_text).strip("-")
+    if slug and len(slug) <= _MAX_DERIVED_ID:
+        return slug
     # surrogatepass: a title read from undecodable bytes still gets an id (and an error
     # report from the store) instead of stopping the cycle.
     digest = hashlib.sha256(
@@ -40,9 +43,7 @@ def derive_id(title: str) -> str:
     ).hexdigest()
     if not slug:
         return f"article-{digest[:12]}"
-    if len(slug) > _MAX_DERIVED_ID:
-        return f"{slug[:_MAX_DERIVED_ID].rstrip('-')}-{digest[:8]}"
-    return slug
+    return f"{slug[:_MAX_DERIVED_ID].rstrip('-')}-{digest[:8]}"
 
 
 def content_hash(title: str, body: str) -> str:

@@ -287,6 +287,48 @@ def test_every_command_names_an_importable_function() -> None:
         for action in current._actions:
             if isinstance(action, argparse._SubParsersAction):
                 pending.extend(action.choices.values())
-    assert len(names) == 11
+    assert len(names) == 12  # eleven commands and init
     for name in names:
         assert callable(_handler(name)), name
+
+
+# What the commands that only read or list things never need: the feed renderer, the mail
+# composer, the matcher's arrays, the HTTP server and the scheduler.
+PUBLISHING_AND_SERVING = (
+    "aiohttp",
+    "apscheduler",
+    "feedgen",
+    "jinja2",
+    "lxml",
+    "markdown_it",
+    "nh3",
+    "numpy",
+    "syndicator.pipeline",
+    "syndicator.mail.compose",
+    "syndicator.publish",
+    "syndicator.service",
+    "syndicator.web",
+)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "syndicator.commands.check",
+        "syndicator.commands.articles",
+        "syndicator.commands.explain",
+        "syndicator.commands.subscribers",
+    ],
+)
+def test_listing_commands_load_no_publishing_or_serving_module(module: str) -> None:
+    loaded = _modules_after(f"import {module}")
+    assert (
+        sorted(
+            name
+            for name in loaded
+            if any(
+                name == heavy or name.startswith(heavy + ".") for heavy in PUBLISHING_AND_SERVING
+            )
+        )
+        == []
+    )

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from syndicator.commands.common import EXIT_OK, classifier_of, load
+from syndicator.classify.classifier import Taxonomy
+from syndicator.commands.common import EXIT_OK, load
 from syndicator.errors import NotFoundError
 from syndicator.models import REGION_SLUGS
 from syndicator.state.db import State
@@ -19,11 +20,11 @@ def cmd_articles(args: argparse.Namespace) -> int:
             f"unknown region {args.region!r}", hint=f"known regions: {', '.join(REGION_SLUGS)}"
         )
     if args.topic:
-        classifier = classifier_of(config)
-        if args.topic not in classifier.taxonomy.topics:
+        taxonomy = Taxonomy.load(config.classify.topics)
+        if args.topic not in taxonomy.topics:
             raise NotFoundError(
                 f"unknown topic {args.topic!r}",
-                hint=f"known topics: {', '.join(classifier.taxonomy.topics)}",
+                hint=f"known topics: {', '.join(taxonomy.topics)}",
             )
     state = State.open(config.state.url)
     try:

@@ -10,32 +10,43 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from syndicator.classify.classifier import Classifier
-from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, now, open_all
+from syndicator.classify.classifier import Taxonomy
+from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, load, now
 from syndicator.config import Config
 from syndicator.errors import NotFoundError, SyndicatorError
 from syndicator.mail import roster
+from syndicator.mail.addresses import lookup_address
 from syndicator.mail.roster import add_subscriber, remove_subscriber, resubscribe, sync_subscribers
 from syndicator.mail.signup import open_requests
-from syndicator.mail.subscribers import Subscriber, load_subscribers, load_subscribers_csv
-from syndicator.pipeline import load_subscribers_file
+from syndicator.mail.subscribers import (
+    Subscriber,
+    load_subscribers,
+    load_subscribers_csv,
+    load_subscribers_file,
+)
 from syndicator.state.db import State
 
 
-def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Classifier, State]:
-    """Configuration, classifier and state, with the subscribers file synced."""
-    config, classifier, state = open_all(args)
-    listed, problems, held = load_subscribers_file(config, classifier)
+def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Taxonomy, State]:
+    """Configuration, taxonomy and state, with the subscribers file synced.
+
+    Subscribers name topics, so the taxonomy is read; the gazetteer and the classifier's
+    matcher are not needed here.
+    """
+    config = load(args)
+    taxonomy = Taxonomy.load(config.classify.topics)
+    state = State.open(config.state.url)
+    listed, problems, held = load_subscribers_file(config.subscribers.file, taxonomy.topics)
     for problem in problems:
         print(problem, file=sys.stderr)
     if listed is not None:
         with state.transaction() as conn:
             sync_subscribers(conn, listed, now=now(), held=held)
-    return config, classifier, state
+    return config, taxonomy, state
 
 
 def cmd_subscribers_list(args: argparse.Namespace) -> int:
-    config, _classifier, state = _subscriber_state(args)
+    config, _taxonomy, state = _subscriber_state(args)
     try:
         with state.engine.connect() as conn:
             records = roster.list_subscribers(conn)
@@ -133,24 +144,25 @@ def _subscriber_from_args(args: argparse.Namespace) -> Subscriber:
             }
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise SyndicatorError(f"{field}: {first['msg'].removeprefix('Value error, ')}") from exc
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: "
+            + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors()
+        )
+        raise SyndicatorError(f"subscriber {args.email.strip()[:80]!r}: {problems}") from exc
 
 
 def cmd_subscribers_add(args: argparse.Namespace) -> int:
     subscriber = _subscriber_from_args(args)
-    _config, classifier, state = _subscriber_state(args)
+    _config, taxonomy, state = _subscriber_state(args)
     try:
         unknown = [
-            t
-            for t in subscriber.topics + subscriber.exclude_topics
-            if t not in classifier.taxonomy.topics
+            t for t in subscriber.topics + subscriber.exclude_topics if t not in taxonomy.topics
         ]
         if unknown:
             raise NotFoundError(
                 f"unknown topic {unknown[0]!r}",
-                hint=f"known topics: {', '.join(classifier.taxonomy.topics)}",
+                hint=f"known topics: {', '.join(taxonomy.topics)}",
             )
         with state.transaction() as conn:
             outcome = add_subscriber(conn, subscriber, now=now())
@@ -164,7 +176,7 @@ def cmd_subscribers_remove(args: argparse.Namespace) -> int:
     state = _subscriber_state(args)[2]
     try:
         with state.transaction() as conn:
-            remove_subscriber(conn, args.email)
+            remove_subscriber(conn, lookup_address(args.email))
     finally:
         state.close()
     print(f"{args.email}: removed")
@@ -175,7 +187,7 @@ def cmd_subscribers_resubscribe(args: argparse.Namespace) -> int:
     state = _subscriber_state(args)[2]
     try:
         with state.transaction() as conn:
-            resubscribe(conn, args.email, now=now())
+            resubscribe(conn, lookup_address(args.email), now=now())
     finally:
         state.close()
     print(f"{args.email}: subscribed again (only articles seen from now on)")
@@ -183,8 +195,8 @@ def cmd_subscribers_resubscribe(args: argparse.Namespace) -> int:
 
 
 def cmd_subscribers_import(args: argparse.Namespace) -> int:
-    _config, classifier, state = _subscriber_state(args)
-    known_topics = set(classifier.taxonomy.topics)
+    _config, taxonomy, state = _subscriber_state(args)
+    known_topics = set(taxonomy.topics)
     if args.file.suffix.lower() == ".csv":
         listed, errors = load_subscribers_csv(args.file, known_topics)
     else:

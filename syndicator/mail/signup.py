@@ -21,6 +21,7 @@ its own purpose, so no kind of token passes for another:
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import re
 import secrets
@@ -28,22 +29,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
+from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
 from syndicator.config import Config
 from syndicator.mail import private_feeds, roster
-from syndicator.mail.compose import MailSettings, describe_filters, make_message_id
-from syndicator.mail.notice import Notice, compose_notice
 from syndicator.mail.roster import SubscriberRecord
 from syndicator.mail.signing import signature, signature_matches
 from syndicator.mail.subscribers import Subscriber
 from syndicator.mail.unsubscribe import UnsubscribeDesk, mask
-from syndicator.publish.feeds import Names
 from syndicator.state import requests
 from syndicator.state.db import State
 from syndicator.state.outbox import NO_SUBSCRIBER, NewMessage, queue_message
 from syndicator.state.readers import rotate_private_feed
+
+if TYPE_CHECKING:
+    from syndicator.mail.compose import MailSettings
+    from syndicator.publish.feeds import Names
+
+# The mail composer (jinja2, and the feed renderer it links articles with) is imported where
+# a mail is written: listing the requests waiting for confirmation needs none of it.
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +124,8 @@ def describe_schedule(cadence: str, hour: int, weekday: str, timezone: str) -> s
 
 def describe(subscriber: Subscriber | SubscriberRecord, names: Names) -> tuple[str, str]:
     """What a subscription asks for, in words: (filters, schedule)."""
+    from syndicator.mail.compose import describe_filters  # noqa: PLC0415
+
     filters = describe_filters(
         tuple(subscriber.regions),
         tuple(subscriber.topics),
@@ -151,9 +160,12 @@ class SignupSettings:
     subscribe_per_hour_per_email: int = 3
     changes_per_hour_per_client: int = 60
     trust_forwarded_for: bool = False
+    default_timezone: str = "UTC"
 
     @classmethod
     def from_config(cls, config: Config, names: Names) -> SignupSettings:
+        from syndicator.mail.compose import MailSettings  # noqa: PLC0415
+
         web = config.web
         return cls(
             mail=MailSettings(
@@ -169,6 +181,7 @@ class SignupSettings:
             subscribe_per_hour_per_email=web.subscribe_per_hour_per_email,
             changes_per_hour_per_client=web.changes_per_hour_per_client,
             trust_forwarded_for=web.trust_forwarded_for,
+            default_timezone=web.default_timezone,
         )
 
     @property
@@ -232,6 +245,8 @@ class SignupDesk:
         return f"{self.settings.mail.base_url}confirm/{token}"
 
     def _message_id(self, key: str) -> str:
+        from syndicator.mail.compose import make_message_id  # noqa: PLC0415
+
         domain = parseaddr(self.settings.mail.sender)[1].rpartition("@")[2] or "localhost"
         return make_message_id(key, domain)
 
@@ -263,6 +278,8 @@ class SignupDesk:
         return True
 
     def _queue_confirmation(self, conn: Connection, subscriber: Subscriber, now: datetime) -> None:
+        from syndicator.mail.notice import Notice, compose_notice  # noqa: PLC0415
+
         nonce = secrets.token_hex(16)
         # One open request per address: asking again replaces it, and the older link dies.
         request_id = requests.store_request(
@@ -308,6 +325,8 @@ class SignupDesk:
     def _queue_already_subscribed(
         self, conn: Connection, record: SubscriberRecord, now: datetime
     ) -> None:
+        from syndicator.mail.notice import Notice, compose_notice  # noqa: PLC0415
+
         site = self.settings.mail.site_title
         filters, schedule = describe(record, self.settings.names)
         notice = Notice(
@@ -349,10 +368,16 @@ class SignupDesk:
             return LinkProblem.INVALID
         if self.clock().timestamp() > expires:
             return LinkProblem.EXPIRED
+        try:
+            subscriber = Subscriber.model_validate_json(row.settings)
+        except ValidationError:
+            # Stored before the rules that refuse it now: it cannot be confirmed.
+            log.warning("request %s holds settings no longer accepted; link refused", row.id)
+            return LinkProblem.INVALID
         return PendingRequest(
             id=row.id,
             email=row.email,
-            subscriber=Subscriber.model_validate_json(row.settings),
+            subscriber=subscriber,
             requested_at=row.requested_at,
             expires_at=datetime.fromtimestamp(expires, UTC),
             confirmed=row.confirmed_at is not None,
@@ -362,6 +387,15 @@ class SignupDesk:
         """The request a confirmation link names; changes nothing."""
         with self.state.engine.connect() as conn:
             return self._request_of(conn, token)
+
+    def confirmed(self, request: PendingRequest) -> Confirmation | None:
+        """What a confirmed request led to, if its address is still subscribed; else None
+        (unsubscribed since, or ended by the operator)."""
+        with self.state.engine.connect() as conn:
+            record = roster.find_subscriber(conn, request.email)
+        if record is None or record.status not in (roster.ACTIVE, roster.SUSPENDED):
+            return None
+        return Confirmation("already", record, self.manage_url(record))
 
     def confirm(self, token: str) -> Confirmation | LinkProblem:
         """Confirm the request a link names (idempotent)."""
@@ -441,13 +475,22 @@ class SignupDesk:
             return roster.get_subscriber(conn, record.id)
 
 
+def _as_stored(settings: str) -> Subscriber:
+    """The settings of a request as stored, for listing: validated if they still pass,
+    else as they are (stored before today's rules; they can no longer be confirmed)."""
+    try:
+        return Subscriber.model_validate_json(settings)
+    except ValidationError:
+        return Subscriber.model_construct(**json.loads(settings))
+
+
 def open_requests(conn: Connection, *, now: datetime, ttl: timedelta) -> list[PendingRequest]:
     """Requests not confirmed yet whose link still works, oldest first."""
     return [
         PendingRequest(
             id=row.id,
             email=row.email,
-            subscriber=Subscriber.model_validate_json(row.settings),
+            subscriber=_as_stored(row.settings),
             requested_at=row.requested_at,
             expires_at=row.requested_at + ttl,
             confirmed=False,

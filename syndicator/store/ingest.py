@@ -79,10 +79,10 @@ def _start_worker(classifier: Classifier) -> None:
 
 
 def _read_many(
-    paths: list[Path],
+    locations: list[str],
 ) -> list[tuple[list[RawArticle], list[Classes], list[StoreError]]]:
     assert _worker_classifier is not None
-    return [_read_one(_worker_classifier, path) for path in paths]
+    return [_read_one(_worker_classifier, Path(location)) for location in locations]
 
 
 def workers_available() -> int:
@@ -120,7 +120,9 @@ def _read_in_parallel(
         initializer=_start_worker,
         initargs=(classifier,),
     ) as pool:
-        results = pool.map(_read_many, [[item.path for item in chunk] for chunk in chunks])
+        # Paths go as text: building them here would cost this process, which waits for
+        # every worker's results, a little for every file.
+        results = pool.map(_read_many, [[item.location for item in chunk] for chunk in chunks])
         for chunk, result in zip(chunks, results, strict=True):
             for item, (articles, classes, problems) in zip(chunk, result, strict=True):
                 found.append(ReadFile(item, articles, classes, problems))

@@ -16,13 +16,11 @@ from syndicator.metrics import Metrics
 from syndicator.pipeline import deliver_due, names_from, site_from_config
 from syndicator.web.app import Health, create_app, serve
 from syndicator.web.filter_feeds import ReaderFeeds
-from tests.web.test_subscriptions import (  # noqa: F401 (classifier, sink, site: fixtures)
-    T0,
+from tests.conftest import T0
+from tests.web.test_subscriptions import (  # noqa: F401 (site: a fixture)
     Pages,
-    classifier,
     links,
     outbox_record,
-    sink,
     site,
     to,
 )
