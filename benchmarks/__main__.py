@@ -13,7 +13,7 @@ import platform
 import sys
 from pathlib import Path
 
-from benchmarks import deliverability, http, mail, matching, pipeline, publishing, startup
+from benchmarks import deliverability, http, mail, matching, pipeline, publishing, readers, startup
 
 
 def main() -> int:
@@ -33,6 +33,8 @@ def main() -> int:
             deliverability.run_dkim(500, repeat=3),
             deliverability.run_bounces(2_000, repeat=3),
             http.run(seconds=2, connections=20),
+            readers.filter_feeds(2_000, seconds=2, connections=20),
+            readers.archives(5_000),
         ]
     else:
         results = [
@@ -44,6 +46,8 @@ def main() -> int:
             deliverability.run_dkim(5_000, repeat=5),
             deliverability.run_bounces(20_000, repeat=5),
             http.run(seconds=10, connections=50),
+            readers.filter_feeds(20_000, seconds=10, connections=50),
+            readers.archives(100_000),
         ]
     print(f"{'benchmark':48} {'seconds':>10} {'baseline s':>11} {'ratio':>7}")
     for result in results:

@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     adding.add_argument("--keyword", action="append", default=[], dest="keywords")
     adding.add_argument("--exclude-region", action="append", default=[], dest="exclude_regions")
     adding.add_argument("--exclude-topic", action="append", default=[], dest="exclude_topics")
-    adding.add_argument("--cadence", choices=("immediate", "daily", "weekly"), default="daily")
+    adding.add_argument(
+        "--cadence", choices=("immediate", "daily", "weekly", "feed"), default="daily"
+    )
     adding.add_argument("--hour", type=int, default=8)
     adding.add_argument("--weekday", default="mon")
     adding.add_argument("--timezone", default="UTC")

@@ -87,6 +87,14 @@ class StoreConfig(_Section):
 class FeedsConfig(_Section):
     output_dir: Path = Path("../feeds")
     max_items: Annotated[int, Field(gt=0, le=10_000)] = 50
+    # Entries per archive page (RFC 5005); 0: no archives.
+    archive_size: Annotated[int, Field(ge=0, le=1_000)] = 100
+    # Seconds feed readers are told to cache feeds and pages (Cache-Control max-age); 0:
+    # store.reload_interval, since nothing changes faster.
+    cache_seconds: Annotated[int, Field(ge=0, le=7 * 24 * 3600)] = 0
+    # Answer 429 to a client polling one feed more than this many times per
+    # store.reload_interval (0: never).
+    polls_per_interval: Annotated[int, Field(ge=0, le=10_000)] = 0
     websub_hub: str = ""
     tag_authority: Annotated[
         str, Field(pattern=r"^([A-Za-z0-9.-]+|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+)?$")

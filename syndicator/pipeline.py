@@ -53,6 +53,7 @@ from syndicator.state import feeds as feed_marks
 from syndicator.state.coordination import CYCLE_LOCK, exclusive_turn
 from syndicator.state.db import State, join_slugs, split_slugs
 from syndicator.state.meta import classified_with, record_classifier
+from syndicator.state.readers import rotated_private_feeds
 from syndicator.store.files import ScanResult, scan
 from syndicator.store.ingest import Classes, ReadFile, classes_of, read_files
 
@@ -622,6 +623,7 @@ class Pipeline:
                 output_dir=output_dir,
                 max_items=config.feeds.max_items,
                 verify_pages=verify or fresh,
+                archive_size=config.feeds.archive_size,
                 kept=self.catalogue,
                 fresh=fresh,
             )
@@ -753,6 +755,7 @@ def _queue_mail(
     from syndicator.mail.suppression import drop_suppressed  # noqa: PLC0415
 
     with state.transaction() as conn:
+        mailer.feed_generations = rotated_private_feeds(conn)
         queued = queue_due(conn, now=now, composer=mailer)
         # The suppression list wins over every subscription: such mail is never sent.
         dropped = drop_suppressed(state, conn)

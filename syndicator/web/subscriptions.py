@@ -73,6 +73,7 @@ CADENCES = (
     ("immediate", "As articles are published"),
     ("daily", "A daily digest"),
     ("weekly", "A weekly digest"),
+    ("feed", "No mail: a private feed for my feed reader"),
 )
 WEEKDAY_LABELS = tuple(
     zip(
@@ -684,9 +685,12 @@ class SubscriptionPages:
         filters, schedule = describe(record, self.settings.names)
         csrf, set_cookie = self._with_csrf(request)
         values = values or _values_of(record)
+        feed_url = self.desk.private_feed(record) if record.status in {ACTIVE, "suspended"} else ""
         response = self._page(
             "manage.html",
             "Your subscription",
+            feed_url=feed_url,
+            rotated=request.query.get("rotated") == "1",
             status=status,
             csrf=csrf,
             action=f"{self.base_path}manage/{token}",
@@ -734,6 +738,12 @@ class SubscriptionPages:
                     return self._not_found()
                 return self._page(
                     "unsubscribed.html", "You are unsubscribed", address=mask(record.email)
+                )
+            if action == "rotate_feed":
+                if await asyncio.to_thread(self.desk.rotate_feed, token) is None:
+                    return self._not_found()
+                raise web.HTTPSeeOther(
+                    f"{self.base_path}manage/{token}?rotated=1", headers=_HEADERS
                 )
             if action != "save":
                 return self._message(
