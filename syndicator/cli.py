@@ -16,9 +16,11 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO, cast
 
 from syndicator import __version__
 from syndicator.errors import SyndicatorError
+from syndicator.terminal import PrintableStream
 
 log = logging.getLogger("syndicator")
 
@@ -65,6 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"syndicator {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    init = commands.add_parser(
+        "init",
+        parents=[common],
+        help="write a new site: configuration, subscribers file, store, state and feeds",
+        description="Write a working site into DIR (which must not exist or be empty): a "
+        "commented configuration, a subscribers file, and the store, state, feeds and mail "
+        "directories. With --example, the store holds the sample WCO news and the "
+        "subscribers file three example subscribers. Nothing is overwritten.",
+    )
+    init.add_argument("directory", metavar="DIR", type=Path, help="the new site's directory")
+    init.add_argument(
+        "--example", action="store_true", help="include the sample articles and subscribers"
+    )
+    init.set_defaults(handler="syndicator.commands.init:cmd_init")
 
     run = commands.add_parser(
         "run",
@@ -168,6 +185,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("article", metavar="ID_OR_TITLE", help="an article id or part of a title")
     explain.set_defaults(handler="syndicator.commands.explain:cmd_explain")
+
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="instances sharing the state database, who runs the cycle, the outbox",
+        description="Show the instances sharing the state database (with their last "
+        "heartbeat and roles), which one is running the cycle, the outbox by status and the "
+        "messages each instance is sending, and the oldest message waiting.",
+    )
+    status.add_argument("--json", action="store_true", help="print a JSON object")
+    status.set_defaults(handler="syndicator.commands.status:cmd_status")
+
+    state = commands.add_parser(
+        "state",
+        parents=[common],
+        help="copy the state database to another (SQLite to PostgreSQL)",
+        description="Work on the state database as a whole.",
+    )
+    state_actions = state.add_subparsers(dest="action", metavar="ACTION", required=True)
+    copying = state_actions.add_parser(
+        "copy",
+        parents=[common],
+        help="copy the whole state into an empty database",
+        description="Copy every article, file, subscriber, request, match, message and the "
+        "unsubscribe secret from state.url into the empty database at URL (refused if it "
+        "holds anything). Stop the service first; then point state.url at URL.",
+    )
+    copying.add_argument(
+        "--to", required=True, metavar="URL", help="e.g. postgresql+psycopg://user@host/db"
+    )
+    copying.set_defaults(handler="syndicator.commands.state:cmd_state_copy")
     return parser
 
 
@@ -216,6 +264,18 @@ def _handler(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stdout, stderr = sys.stdout, sys.stderr
+    # Everything printed or logged shows control characters as escapes: subscriber fields
+    # and article titles come from strangers and must not steer the operator's terminal.
+    sys.stdout = cast("TextIO", PrintableStream(stdout))
+    sys.stderr = cast("TextIO", PrintableStream(stderr))
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))

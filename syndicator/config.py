@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from syndicator.errors import ConfigError
+from syndicator.mail.subscribers import check_timezone
 
 DEFAULT_CONFIG_PATHS = (
     Path("/etc/syndicator/syndicator.toml"),
@@ -176,6 +177,33 @@ class WebConfig(_Section):
     # Behind a reverse proxy every request comes from the proxy: take the client's address
     # from the last X-Forwarded-For entry (the one the proxy appended) instead.
     trust_forwarded_for: bool = False
+    # The time zone the forms propose first (an IANA name such as "Europe/Brussels").
+    default_timezone: str = "UTC"
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_timezone(value)
+
+
+class ServiceConfig(_Section):
+    """This instance among those sharing one state database."""
+
+    # Empty: "host:pid". Shown by `syndicator status`; the owner of the messages it sends.
+    instance_id: Annotated[str, Field(max_length=200, pattern=r"^[^\s]*$")] = ""
+    # What this instance does: run the cycle, deliver mail, serve HTTP.
+    roles: tuple[Literal["cycle", "deliver", "web"], ...] = ("cycle", "deliver", "web")
+    # How long a claim on a message being sent holds; past it, another instance sends it.
+    lease_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
+    # Seconds between heartbeats (an instance silent for three of them counts as gone).
+    heartbeat_seconds: Annotated[int, Field(ge=1, le=600)] = 10
+
+    @field_validator("roles")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("list each role once")
+        return value
 
 
 class SubscribersConfig(_Section):
@@ -217,6 +245,7 @@ class Config(_Section):
     mail: MailConfig = MailConfig()
     http: HttpConfig = HttpConfig()
     web: WebConfig = WebConfig()
+    service: ServiceConfig = ServiceConfig()
     subscribers: SubscribersConfig = SubscribersConfig()
     classify: ClassifyConfig = ClassifyConfig()
     source: Path | None = Field(default=None, exclude=True)

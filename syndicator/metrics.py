@@ -72,6 +72,17 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.instances = Gauge(
+            "syndicator_instances",
+            "Live instances sharing the state database, by role (cycle, deliver, web).",
+            ["role"],
+            registry=self.registry,
+        )
+        self.cycle_held = Gauge(
+            "syndicator_cycle_holder",
+            "1 while this instance is running the cycle, else 0.",
+            registry=self.registry,
+        )
         # Export every series from the start, so that rate() and alerts see a 0 rather than
         # no data before the first failure.
         for outcome in ("ok", "failed"):
@@ -113,6 +124,11 @@ class Metrics:
                 self.outbox.labels(status=status).set(0)
         for status, number in counts.items():
             self.outbox.labels(status=status).set(number)
+
+    def set_instances(self, by_role: Mapping[str, int]) -> None:
+        """Set the live instances gauge from ``{role: number of live instances}``."""
+        for role in ("cycle", "deliver", "web"):
+            self.instances.labels(role=role).set(by_role.get(role, 0))
 
     def _outbox_statuses(self) -> list[str]:
         return [

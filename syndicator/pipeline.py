@@ -45,10 +45,12 @@ from syndicator.publish.publisher import (
     prime_catalogue,
     publish,
     settings_signature,
+    write_if_changed,
 )
 from syndicator.publish.websub import ping as websub_ping
 from syndicator.state import articles as stored_articles
 from syndicator.state import feeds as feed_marks
+from syndicator.state.coordination import CYCLE_LOCK, exclusive_turn
 from syndicator.state.db import State, join_slugs, split_slugs
 from syndicator.state.meta import classified_with, record_classifier
 from syndicator.store.files import ScanResult, scan
@@ -138,7 +140,8 @@ def _check_topics(classifier: Classifier, raw: RawArticle) -> StoreError | None:
         return None
     return StoreError(
         raw.source,
-        f"topics: unknown topic {unknown[0]!r} (see config/topics.toml); article skipped",
+        f"topics: unknown topic {unknown[0]!r} (syndicator check names the taxonomy in use); "
+        "article skipped",
         kind=ErrorKind.UNKNOWN_NAME,
         line=raw.line,
     )
@@ -404,6 +407,9 @@ def reload_store(
 # --- the whole cycle -----------------------------------------------------------------------
 
 
+SKIPPED_LINE = "another instance is running the cycle; skipped this round"
+
+
 @dataclass(slots=True)
 class CycleResult:
     reload: ReloadResult
@@ -411,8 +417,11 @@ class CycleResult:
     websub_failed: list[str] = field(default_factory=list)
     queued: list[int] = field(default_factory=list)
     publish_error: str = ""  # publishing failed (disk full...): the old files stay
+    skipped: bool = False  # another instance was running the cycle
 
     def summary(self) -> str:
+        if self.skipped:
+            return SKIPPED_LINE
         feeds = (
             f"{len(self.publish.written)} files written ({self.publish.channels_rendered} "
             f"channels, {self.publish.pages_rendered} pages)"
@@ -510,7 +519,28 @@ class Pipeline:
         now: datetime | None = None,
         ping: Callable[[str, list[str]], list[str]] | None = None,
     ) -> CycleResult:
-        """Reload the store and the subscribers, publish what changed, queue the mail due."""
+        """Reload the store and the subscribers, publish what changed, queue the mail due.
+
+        One instance at a time: when another instance sharing the database is running the
+        cycle, this one skips the round (``skipped``), only publishing its own files again
+        if they are behind the database.
+        """
+        with exclusive_turn(self.state, CYCLE_LOCK) as mine:
+            if mine:
+                return self._cycle(now=now, ping=ping)
+        return self.catch_up()
+
+    def catch_up(self) -> CycleResult:
+        """The round of an instance that does not run the cycle: publish this instance's
+        files again if they are behind the articles in state."""
+        return catch_up_feeds(self.config, self.classifier, self.state)
+
+    def _cycle(
+        self,
+        *,
+        now: datetime | None,
+        ping: Callable[[str, list[str]], list[str]] | None,
+    ) -> CycleResult:
         now = self.clock() if now is None else now
         config, classifier, state = self.config, self.classifier, self.state
         listed, problems, held = self.subscribers_file()
@@ -537,7 +567,7 @@ class Pipeline:
         if hub:
             changed = result.publish.changed_feed_urls if result.publish else []
             result.websub_failed = _notify_hub(state, hub, changed, ping)
-        result.queued = self.queue_mail(now=now)
+        result.queued = _queue_mail(config, classifier, state, now=now)
         return result
 
     def _publish(self, result: CycleResult) -> None:
@@ -555,7 +585,18 @@ class Pipeline:
                 or marks.settings != settings
                 or not (output_dir / "index.html").is_file()
             )
-            dirty = marks.dirty or result.reload.changed or verify
+            revision = state.articles_revision(conn)
+            published_as = _published_as(config, classifier, revision)
+            changes = state.article_changes
+            before = (
+                changes[0]
+                if result.reload.changed and changes is not None and changes[1] == revision
+                else revision
+            )
+            # This directory was behind the database before this cycle (another instance
+            # published the last changes): the signatures in state are not this directory's.
+            fresh = _files_behind(config, _published_as(config, classifier, before))
+            dirty = marks.dirty or result.reload.changed or verify or fresh
             if dirty:
                 # Recorded before acting: a crash while publishing makes the next cycle rebuild.
                 feed_marks.mark_publishing(conn)
@@ -569,9 +610,11 @@ class Pipeline:
                 channels=channels_from(classifier),
                 output_dir=output_dir,
                 max_items=config.feeds.max_items,
-                verify_pages=verify,
+                verify_pages=verify or fresh,
                 kept=self.catalogue,
+                fresh=fresh,
             )
+            write_if_changed(_marker(config), published_as.encode())
         except OSError as exc:
             # A full or unwritable disk: every file already there stays whole (writes are
             # atomic), mail still goes out, and the next cycle publishes again (still dirty).
@@ -583,7 +626,8 @@ class Pipeline:
                 feed_marks.mark_published(conn, settings)
 
     def queue_mail(self, *, now: datetime | None = None) -> list[int]:
-        """Compose and store the messages due at ``now`` (immediate ones and due digests)."""
+        """Compose and store the messages due at ``now`` (immediate ones and due digests),
+        under the cycle's lock: a due digest is queued by one instance, once."""
         now = self.clock() if now is None else now
         return queue_mail(self.config, self.classifier, self.state, now=now)
 
@@ -616,6 +660,57 @@ class Pipeline:
         )
 
 
+# In the output directory: the articles revision and settings its files were built from.
+# Several instances share the database but not their output directories: each one that
+# finds its own files behind the database publishes them again.
+PUBLISHED_MARKER = ".published-revision"
+
+
+def _published_as(config: Config, classifier: Classifier, revision: str) -> str:
+    site = site_from_config(config)
+    settings = settings_signature(site, names_from(classifier), config.feeds.max_items)
+    return f"{revision} {settings}"
+
+
+def _marker(config: Config) -> Path:
+    return config.feeds.output_dir / PUBLISHED_MARKER
+
+
+def _files_behind(config: Config, wanted: str) -> bool:
+    try:
+        return _marker(config).read_text(encoding="utf-8") != wanted
+    except OSError:
+        return True
+
+
+def catch_up_feeds(config: Config, classifier: Classifier, state: State) -> CycleResult:
+    """Publish this instance's files again if they are behind the articles in state (the
+    round of an instance that does not run the cycle)."""
+    result = CycleResult(ReloadResult(), skipped=True)
+    with state.engine.connect() as conn:
+        wanted = _published_as(config, classifier, state.articles_revision(conn))
+    if not _files_behind(config, wanted):
+        return result
+    try:
+        result.publish = publish(
+            state,
+            site=site_from_config(config),
+            names=names_from(classifier),
+            channels=channels_from(classifier),
+            output_dir=config.feeds.output_dir,
+            max_items=config.feeds.max_items,
+            verify_pages=True,
+            fresh=True,
+            record=False,
+        )
+        write_if_changed(_marker(config), wanted.encode())
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        result.publish_error = f"publishing failed: {exc.strerror or exc}{where}"
+        log.error("%s", result.publish_error)
+    return result
+
+
 def run_cycle(
     config: Config,
     classifier: Classifier,
@@ -629,7 +724,19 @@ def run_cycle(
 
 
 def queue_mail(config: Config, classifier: Classifier, state: State, *, now: datetime) -> list[int]:
-    """Compose and store the messages due at ``now`` (immediate ones and due digests)."""
+    """Compose and store the messages due at ``now`` (immediate ones and due digests).
+
+    Under the cycle's lock: a due digest is queued by one instance, once.
+    """
+    with exclusive_turn(state, CYCLE_LOCK) as mine:
+        if not mine:
+            return []
+        return _queue_mail(config, classifier, state, now=now)
+
+
+def _queue_mail(
+    config: Config, classifier: Classifier, state: State, *, now: datetime
+) -> list[int]:
     secret = load_secret(state, config.mail.unsubscribe_secret_file)
     mailer = Mailer(config, names_from(classifier), secret)
     with state.transaction() as conn:
@@ -655,6 +762,8 @@ async def deliver_due(
             clock=clock,
             concurrency=config.mail.smtp.pool_size if config.mail.transport == "smtp" else 1,
             should_stop=should_stop,
+            owner=state.instance_id,
+            lease=timedelta(seconds=config.service.lease_seconds),
         )
     finally:
         if own:

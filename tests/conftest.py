@@ -1,12 +1,17 @@
-"""Shared fixtures: paths of the example configuration and a throwaway installation."""
+"""Shared fixtures: paths of the example configuration, a throwaway installation, and the
+state database it uses (SQLite, and PostgreSQL for the tests that touch the database)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests import pg
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
@@ -14,8 +19,63 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 SAMPLE_STORE = ROOT / "articles" / "wco-news-sample.txt"
 
 
+SQLITE_URL = "sqlite:///../state/syndicator.db"
+# Tests of these modules (and folders) run on both databases: every test there that asks
+# for ``db_url`` (or for ``install``, which uses it) is run once per database.
+BOTH_DATABASES = (
+    "tests/state/",
+    "tests/test_cycle.py",
+    "tests/test_cli.py",
+    "tests/mail/test_outbox.py",
+    "tests/web/test_subscriptions.py",
+    "tests/faults/",
+    "tests/service/",
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "db_url" not in metafunc.fixturenames:
+        return
+    where = Path(metafunc.definition.path).relative_to(ROOT).as_posix()
+    both = any(where.startswith(prefix) for prefix in BOTH_DATABASES)
+    if metafunc.definition.get_closest_marker("postgresql_only") is not None:
+        metafunc.parametrize("db_url", ["postgresql"], indirect=True)
+    elif both and metafunc.definition.get_closest_marker("sqlite_only") is None:
+        metafunc.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg.Cluster | None]:
+    """One throwaway PostgreSQL cluster for the whole session (None if not installed)."""
+    with pg.cluster() as running:
+        yield running
+
+
 @pytest.fixture
-def install(tmp_path: Path) -> Path:
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The ``state.url`` of a test: SQLite in the installation's own directory, or a fresh
+    database of the session's PostgreSQL cluster."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        return SQLITE_URL
+    cluster = request.getfixturevalue("postgres")
+    if cluster is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not installed (initdb, pg_ctl), and CI needs it")
+        pytest.skip("PostgreSQL is not installed here (initdb, pg_ctl)")
+    return str(cluster.database())
+
+
+@pytest.fixture
+def state_url(tmp_path: Path, db_url: str) -> str:
+    """``db_url`` made absolute: a test's own state database, to open directly."""
+    if db_url == SQLITE_URL:
+        return f"sqlite:///{tmp_path / 'state' / 'syndicator.db'}"
+    return db_url
+
+
+@pytest.fixture
+def install(tmp_path: Path, db_url: str) -> Path:
     """A copy of the example configuration in ``tmp_path/config`` with its own store and state.
 
     Returns the path of the configuration file; the store is ``tmp_path/articles``.
@@ -40,12 +100,12 @@ def install(tmp_path: Path) -> Path:
             output_dir = "../feeds"
 
             [state]
-            url = "sqlite:///../state/syndicator.db"
+            url = "{db_url}"
 
             [mail]
             maildir = "../mail"
             """
-        ),
+        ).format(db_url=db_url),
         encoding="utf-8",
     )
     return config

@@ -29,8 +29,8 @@ def classifier() -> Classifier:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[State]:
-    opened = State.open(f"sqlite:///{tmp_path / 'state' / 'db.sqlite'}")
+def state(state_url: str) -> Iterator[State]:
+    opened = State.open(state_url)
     yield opened
     opened.close()
 

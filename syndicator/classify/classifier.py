@@ -1,11 +1,11 @@
 """Which WCO regions and which topics an article is about, and why.
 
-The gazetteer (``config/regions.toml``) lists, for every region, the names of
-its groupings, and for every country its names, adjectives, places and customs
-agencies; it also lists *neutral* phrases (instruments named after cities,
-funders, seats of international organisations) that contain place names but do
-not make an article about those places. The taxonomy (``config/topics.toml``)
-lists cue phrases per topic.
+The gazetteer (``syndicator/data/regions.toml``, or ``classify.regions``) lists, for
+every region, the names of its groupings, and for every country its names, adjectives,
+places and customs agencies; it also lists *neutral* phrases (instruments named after
+cities, funders, seats of international organisations) that contain place names but do
+not make an article about those places. The taxonomy (``syndicator/data/topics.toml``, or
+``classify.topics``) lists cue phrases per topic.
 
 Matching is one pass of an Aho-Corasick automaton over normalised text (see
 :mod:`syndicator.classify.tokens`), keeping whole words only and, where matches overlap,

@@ -38,4 +38,7 @@ def open_all(args: argparse.Namespace) -> tuple[Config, Classifier, State]:
 
     config = load(args)
     classifier = classifier_of(config)
-    return config, classifier, State.open(config.state.url)
+    state = State.open(config.state.url)
+    if config.service.instance_id:
+        state.instance_id = config.service.instance_id
+    return config, classifier, state

@@ -8,6 +8,7 @@ import sys
 from syndicator.commands.common import EXIT_OK, now, open_all
 from syndicator.errors import NotFoundError
 from syndicator.mail import roster
+from syndicator.mail.addresses import lookup_address
 from syndicator.mail.mailer import Mailer
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.pipeline import names_from
@@ -18,7 +19,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     config, classifier, state = open_all(args)
     try:
         with state.engine.connect() as conn:
-            record = roster.find_subscriber(conn, args.email)
+            record = roster.find_subscriber(conn, lookup_address(args.email))
             articles = pending_articles(conn, record.id) if record else []
         if record is None:
             raise NotFoundError(

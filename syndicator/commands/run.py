@@ -19,7 +19,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.once:
             with state.transaction() as conn:
-                recovered = release_inflight(conn)
+                recovered = release_inflight(conn, me=state.instance_id)
             if recovered:
                 log.warning("%s messages were in flight at the last stop; sending again", recovered)
             pipeline = Pipeline(config, classifier, state, clock=now)

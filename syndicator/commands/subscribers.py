@@ -15,6 +15,7 @@ from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, load, now
 from syndicator.config import Config
 from syndicator.errors import NotFoundError, SyndicatorError
 from syndicator.mail import roster
+from syndicator.mail.addresses import lookup_address
 from syndicator.mail.roster import add_subscriber, remove_subscriber, resubscribe, sync_subscribers
 from syndicator.mail.signup import open_requests
 from syndicator.mail.subscribers import (
@@ -143,9 +144,12 @@ def _subscriber_from_args(args: argparse.Namespace) -> Subscriber:
             }
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise SyndicatorError(f"{field}: {first['msg'].removeprefix('Value error, ')}") from exc
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: "
+            + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors()
+        )
+        raise SyndicatorError(f"subscriber {args.email.strip()[:80]!r}: {problems}") from exc
 
 
 def cmd_subscribers_add(args: argparse.Namespace) -> int:
@@ -172,7 +176,7 @@ def cmd_subscribers_remove(args: argparse.Namespace) -> int:
     state = _subscriber_state(args)[2]
     try:
         with state.transaction() as conn:
-            remove_subscriber(conn, args.email)
+            remove_subscriber(conn, lookup_address(args.email))
     finally:
         state.close()
     print(f"{args.email}: removed")
@@ -183,7 +187,7 @@ def cmd_subscribers_resubscribe(args: argparse.Namespace) -> int:
     state = _subscriber_state(args)[2]
     try:
         with state.transaction() as conn:
-            resubscribe(conn, args.email, now=now())
+            resubscribe(conn, lookup_address(args.email), now=now())
     finally:
         state.close()
     print(f"{args.email}: subscribed again (only articles seen from now on)")

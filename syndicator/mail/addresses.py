@@ -39,6 +39,10 @@ _INVISIBLE = re.compile(
 )
 
 
+def _refused(shown: str, why: str, *, address: str) -> AddressError:
+    return AddressError(f"{shown} is not an email address: {why}", address=address)
+
+
 class AddressError(SyndicatorError, ValueError):
     """``address`` is not an email address syndicator accepts; the message says why."""
 
@@ -58,42 +62,50 @@ def normalize_address(text: str) -> str:
     if not value:
         raise AddressError("an email address is required", address=value)
     if len(value) > MAX_LENGTH:
-        raise AddressError(
-            f"{shown}... is longer than {MAX_LENGTH} characters", address=value[:MAX_LENGTH]
+        raise _refused(
+            shown,
+            f"longer than {MAX_LENGTH} characters",
+            address=value[:MAX_LENGTH],
         )
     if _INVISIBLE.search(value):
-        raise AddressError(
-            f"{shown} contains spaces or control characters; give the address alone, "
+        raise _refused(
+            shown,
+            "it contains spaces or control characters; give the address alone, "
             "e.g. jane@example.org",
             address=value,
         )
     if value.count("@") != 1:
-        raise AddressError(
-            f"{shown} is not an email address: it needs exactly one @, e.g. jane@example.org",
+        raise _refused(
+            shown,
+            "it needs exactly one @, e.g. jane@example.org",
             address=value,
         )
     local, domain = value.split("@")
     if any(char in value for char in '()<>[]",;:\\'):
-        raise AddressError(
-            f"{shown}: comments, quotes, brackets and display names are not accepted; "
+        raise _refused(
+            shown,
+            "comments, quotes, brackets and display names are not accepted; "
             "give the address alone, e.g. jane@example.org",
             address=value,
         )
     if not local.isascii():
-        raise AddressError(
-            f"{shown}: addresses with non-ASCII letters before the @ are not supported; "
-            "please use an ASCII address",
+        raise _refused(
+            shown,
+            "letters outside ASCII before the @ are not supported (mail to them needs "
+            "SMTPUTF8); please give an ASCII address",
             address=value,
         )
     if not _LOCAL.match(local):
-        raise AddressError(
-            f"{shown}: the part before the @ must be letters, digits or !#$%&'*+/=?^_`{{|}}~-, "
+        raise _refused(
+            shown,
+            "the part before the @ must be letters, digits or !#$%&'*+/=?^_`{|}~-, "
             "with single dots between them",
             address=value,
         )
     if len(local) > MAX_LOCAL_LENGTH:
-        raise AddressError(
-            f"{shown}: the part before the @ is longer than {MAX_LOCAL_LENGTH} characters",
+        raise _refused(
+            shown,
+            f"the part before the @ is longer than {MAX_LOCAL_LENGTH} characters",
             address=value,
         )
     return f"{local}@{_normalize_domain(domain, shown, value)}"
@@ -107,16 +119,16 @@ def _normalize_domain(domain: str, shown: str, value: str) -> str:
         try:
             host = host.encode("idna").decode("ascii")
         except UnicodeError:
-            raise AddressError(
-                f"{shown}: {domain!r} is not a valid domain", address=value
-            ) from None
+            raise _refused(shown, f"{domain!r} is not a valid domain", address=value) from None
     labels = host.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        raise AddressError(
-            f"{shown}: the part after the @ must be a domain such as example.org", address=value
+        raise _refused(
+            shown,
+            "the part after the @ must be a domain such as example.org",
+            address=value,
         )
     if labels[-1].isdigit():
-        raise AddressError(f"{shown}: {domain!r} is not a domain name", address=value)
+        raise _refused(shown, f"{domain!r} is not a domain name", address=value)
     return host
 
 
@@ -126,3 +138,12 @@ def address_key(address: str) -> str:
     Used wherever addresses are compared (duplicates, rate limits, suppression).
     """
     return normalize_address(address).lower()
+
+
+def lookup_address(text: str) -> str:
+    """``text`` normalised for finding a stored subscriber, or as given when it is no valid
+    address (an entry stored before today's rules may still be named that way)."""
+    try:
+        return normalize_address(text)
+    except AddressError:
+        return text.strip()

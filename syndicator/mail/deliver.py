@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
-from typing import Protocol
+from typing import Any, Protocol
 
 from syndicator.mail.transport import Delivery, Outcome, Transport
 from syndicator.state.db import State
-from syndicator.state.outbox import ClaimedMessage, Failed, Outbox, Outcomes, Retry
+from syndicator.state.outbox import LEASE, ClaimedMessage, Failed, Outbox, Outcomes, Retry
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ MAX_ATTEMPTS = 8  # temporary failures before a message is given up
 BACKOFF_FIRST = timedelta(minutes=1)
 BACKOFF_LIMIT = timedelta(hours=6)
 BATCH_SIZE = 64
+UNRECORDED_LIMIT = 16  # messages handed to the transport and not yet recorded, at most
+LINGER = 0.005  # seconds an outcome may wait for others to share its commit
 
 
 class MessageStore(Protocol):
@@ -40,6 +42,8 @@ class MessageStore(Protocol):
     def record(
         self, outcomes: Outcomes, now: datetime, *, claim_next: int = 0
     ) -> tuple[list[ClaimedMessage], list[ClaimedMessage]]: ...
+
+    def release(self, messages: Sequence[ClaimedMessage]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -93,70 +97,124 @@ async def deliver(
     batch_size: int = BATCH_SIZE,
     concurrency: int = 4,
     should_stop: Callable[[], bool] = lambda: False,
+    owner: str = "",
+    lease: timedelta = LEASE,
+    window: int = UNRECORDED_LIMIT,
+    linger: float = LINGER,
 ) -> DeliveryReport:
-    """Send every message that is due, batch by batch, recording each batch's outcomes.
+    """Send every message that is due, recording outcomes in small group commits.
 
-    A batch is claimed (durably) before its SMTP conversations start, and its
-    outcomes are recorded once they are all known. Two batches are in flight at
-    once, so the connections keep sending while the database records one batch
-    and claims the next (in a thread): at most ``2 * batch_size`` messages are
-    ever in ``sending``, which bounds what a crash could send twice.
+    Messages are claimed in batches (``sending``, under a lease held by ``owner``) before
+    any SMTP conversation starts. At most ``window`` messages are ever handed to the
+    transport and not yet recorded: outcomes are committed together as soon as
+    ``window`` of them wait, or the oldest has waited ``linger`` seconds, or nothing else
+    is being sent; each commit also renews the leases still held and claims the next
+    batch. A crash can therefore repeat at most ``window`` messages, with the same
+    Message-ID. Stopping (``should_stop``) lets the messages in conversation finish and
+    be recorded, and gives the claimed ones not yet started back to the queue.
     """
-    outbox = Outbox(state, suspend_after=SUSPEND_AFTER) if isinstance(state, State) else state
+    outbox = (
+        Outbox(state, suspend_after=SUSPEND_AFTER, owner=owner, lease=lease)
+        if isinstance(state, State)
+        else state
+    )
     rng = rng or random.Random()
+    window = max(1, window)
     report = DeliveryReport()
     limit = asyncio.Semaphore(max(1, concurrency))
+    loop = asyncio.get_running_loop()
 
     async def send(message: ClaimedMessage) -> Delivery:
         async with limit:
             return await transport.send(message.body, sender=sender, recipient=message.recipient)
 
-    def start(
-        messages: list[ClaimedMessage],
-    ) -> tuple[list[ClaimedMessage], list[asyncio.Task[Delivery]]]:
-        return messages, [asyncio.ensure_future(send(message)) for message in messages]
+    def record(
+        batch: list[tuple[ClaimedMessage, Delivery]], finished: datetime, claim_next: int
+    ) -> list[ClaimedMessage]:
+        outcomes = judge(
+            [message for message, _ in batch],
+            [delivery for _, delivery in batch],
+            finished=finished,
+            rng=rng,
+        )
+        suspended, claimed = outbox.record(outcomes, finished, claim_next=claim_next)
+        report.sent += len(outcomes.sent)
+        report.retry += len(outcomes.retry)
+        report.failed += len(outcomes.failed)
+        for message in suspended:
+            log.warning(
+                "subscriber %s suspended after %s permanent failures",
+                message.subscriber_id,
+                SUSPEND_AFTER,
+            )
+            report.suspended.append(message.recipient)
+        return claimed
 
-    in_flight: deque[tuple[list[ClaimedMessage], list[asyncio.Task[Delivery]]]] = deque()
+    claimed: deque[ClaimedMessage] = deque()
+    sending: dict[asyncio.Future[Delivery], ClaimedMessage] = {}
+    finished: list[tuple[ClaimedMessage, Delivery]] = []
+    recording: asyncio.Future[list[ClaimedMessage]] | None = None
+    recorded_size = 0  # outcomes in the commit under way
+    asked = 0  # messages the commit under way also claims
+    oldest = 0.0  # loop time of the oldest outcome waiting for a commit
+    exhausted = should_stop()
     try:
-        first = [] if should_stop() else outbox.claim(clock(), batch_size)
-        if first:
-            in_flight.append(start(first))
-            second = (
-                [] if should_stop() else await asyncio.to_thread(outbox.claim, clock(), batch_size)
+        if not exhausted:
+            first = await asyncio.to_thread(outbox.claim, clock(), batch_size)
+            claimed.extend(first)
+            exhausted = len(first) < batch_size
+        while claimed or sending or finished or recording is not None:
+            stopping = should_stop()
+            if stopping and claimed:
+                # Never handed to the transport: back to the queue, for anyone.
+                await asyncio.to_thread(outbox.release, list(claimed))
+                claimed.clear()
+            while claimed and len(sending) + len(finished) + recorded_size < window:
+                message = claimed.popleft()
+                sending[asyncio.ensure_future(send(message))] = message
+            if recording is None and finished:
+                full = len(sending) + len(finished) >= window
+                if full or not sending or loop.time() - oldest >= linger:
+                    batch, finished = finished, []
+                    recorded_size = len(batch)
+                    asked = (
+                        batch_size
+                        if not exhausted and not stopping and len(claimed) < batch_size
+                        else 0
+                    )
+                    recording = loop.run_in_executor(None, record, batch, clock(), asked)
+            waiting: set[asyncio.Future[Any]] = set(sending)
+            if recording is not None:
+                waiting.add(recording)
+            if not waiting:
+                if not finished and not claimed and not exhausted and not stopping:
+                    more = await asyncio.to_thread(outbox.claim, clock(), batch_size)
+                    claimed.extend(more)
+                    exhausted = len(more) < batch_size
+                continue
+            timeout = None
+            if finished and recording is None:
+                timeout = max(0.0, oldest + linger - loop.time())
+            done, _ = await asyncio.wait(
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
-            if second:
-                in_flight.append(start(second))
-        more = len(in_flight) == 2
-        while in_flight:
-            messages, tasks = in_flight.popleft()
-            deliveries = list(await asyncio.gather(*tasks))
-            finished = clock()
-            outcomes = judge(messages, deliveries, finished=finished, rng=rng)
-            # One transaction records this batch and claims the next, while the other
-            # batch keeps the connections busy.
-            suspended, claimed = await asyncio.to_thread(
-                outbox.record,
-                outcomes,
-                finished,
-                claim_next=batch_size if more and not should_stop() else 0,
-            )
-            report.sent += len(outcomes.sent)
-            report.retry += len(outcomes.retry)
-            report.failed += len(outcomes.failed)
-            for message in suspended:
-                log.warning(
-                    "subscriber %s suspended after %s permanent failures",
-                    message.subscriber_id,
-                    SUSPEND_AFTER,
-                )
-                report.suspended.append(message.recipient)
-            more = bool(claimed)
-            if claimed:
-                in_flight.append(start(claimed))
+            for future in done:
+                if future is recording:
+                    recording = None
+                    recorded_size = 0
+                    more = future.result()
+                    claimed.extend(more)
+                    if asked and len(more) < asked:
+                        exhausted = True
+                    asked = 0
+                else:
+                    if not finished:
+                        oldest = loop.time()
+                    finished.append((sending.pop(future), future.result()))
     finally:
-        # Cancelled (shutting down): what was claimed stays in ``sending`` and goes out
-        # again, with the same Message-ID, at the next start.
-        for _, tasks in in_flight:
-            for task in tasks:
-                task.cancel()
+        # Cancelled (shutting down) or failed: what was claimed stays in ``sending`` under
+        # this instance's lease; it goes out again, with the same Message-ID, when the lease
+        # expires or this instance starts again.
+        for future in sending:
+            future.cancel()
     return report

@@ -176,7 +176,8 @@ def queue_due(conn: Connection, *, now: datetime, composer: Composer) -> list[in
             # their matches stay pending for the next cycle.
             log.error("cannot compose mail for %s: %s", record.email, exc)
             continue
-        batch.append(NewMessage(record.id, record.cadence, message_id, record.email, body))
+        slot = None if record.cadence == "immediate" else record.next_digest_at
+        batch.append(NewMessage(record.id, record.cadence, message_id, record.email, body, slot))
         if len(batch) == QUEUE_BATCH:
             stored += queue_messages(conn, batch, now=now)
             batch = []

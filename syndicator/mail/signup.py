@@ -21,6 +21,7 @@ its own purpose, so no kind of token passes for another:
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import re
 import secrets
@@ -30,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
 from syndicator.config import Config
@@ -155,6 +157,7 @@ class SignupSettings:
     subscribe_per_hour_per_email: int = 3
     changes_per_hour_per_client: int = 60
     trust_forwarded_for: bool = False
+    default_timezone: str = "UTC"
 
     @classmethod
     def from_config(cls, config: Config, names: Names) -> SignupSettings:
@@ -175,6 +178,7 @@ class SignupSettings:
             subscribe_per_hour_per_email=web.subscribe_per_hour_per_email,
             changes_per_hour_per_client=web.changes_per_hour_per_client,
             trust_forwarded_for=web.trust_forwarded_for,
+            default_timezone=web.default_timezone,
         )
 
     @property
@@ -361,10 +365,16 @@ class SignupDesk:
             return LinkProblem.INVALID
         if self.clock().timestamp() > expires:
             return LinkProblem.EXPIRED
+        try:
+            subscriber = Subscriber.model_validate_json(row.settings)
+        except ValidationError:
+            # Stored before the rules that refuse it now: it cannot be confirmed.
+            log.warning("request %s holds settings no longer accepted; link refused", row.id)
+            return LinkProblem.INVALID
         return PendingRequest(
             id=row.id,
             email=row.email,
-            subscriber=Subscriber.model_validate_json(row.settings),
+            subscriber=subscriber,
             requested_at=row.requested_at,
             expires_at=datetime.fromtimestamp(expires, UTC),
             confirmed=row.confirmed_at is not None,
@@ -374,6 +384,15 @@ class SignupDesk:
         """The request a confirmation link names; changes nothing."""
         with self.state.engine.connect() as conn:
             return self._request_of(conn, token)
+
+    def confirmed(self, request: PendingRequest) -> Confirmation | None:
+        """What a confirmed request led to, if its address is still subscribed; else None
+        (unsubscribed since, or ended by the operator)."""
+        with self.state.engine.connect() as conn:
+            record = roster.find_subscriber(conn, request.email)
+        if record is None or record.status not in (roster.ACTIVE, roster.SUSPENDED):
+            return None
+        return Confirmation("already", record, self.manage_url(record))
 
     def confirm(self, token: str) -> Confirmation | LinkProblem:
         """Confirm the request a link names (idempotent)."""
@@ -436,13 +455,22 @@ class SignupDesk:
             return roster.get_subscriber(conn, record.id)
 
 
+def _as_stored(settings: str) -> Subscriber:
+    """The settings of a request as stored, for listing: validated if they still pass,
+    else as they are (stored before today's rules; they can no longer be confirmed)."""
+    try:
+        return Subscriber.model_validate_json(settings)
+    except ValidationError:
+        return Subscriber.model_construct(**json.loads(settings))
+
+
 def open_requests(conn: Connection, *, now: datetime, ttl: timedelta) -> list[PendingRequest]:
     """Requests not confirmed yet whose link still works, oldest first."""
     return [
         PendingRequest(
             id=row.id,
             email=row.email,
-            subscriber=Subscriber.model_validate_json(row.settings),
+            subscriber=_as_stored(row.settings),
             requested_at=row.requested_at,
             expires_at=row.requested_at + ttl,
             confirmed=False,

@@ -17,7 +17,15 @@ from syndicator.errors import ConfigError, ErrorKind
 from syndicator.mail.addresses import AddressError, normalize_address
 from syndicator.models import REGION_SLUGS
 
-_UNSAFE = re.compile(r"[\r\n\x00\u2028\u2029\x85]")
+# Control characters (C0, DEL, C1), line and paragraph separators, and the invisible
+# bidi and zero-width format characters: none belongs in a name or a keyword, and they
+# could rewrite an operator's terminal or a header.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+# IANA zone names are at most 32 characters ("America/Argentina/ComodRivadavia") of
+# letters, digits, "_", "+" and "-", in parts joined by "/"; anything else is refused
+# before ZoneInfo sees it (a long name is a file-system error there, not a lookup miss).
+_ZONE_NAME = re.compile(r"^[A-Za-z0-9_+-]{1,64}(/[A-Za-z0-9_+-]{1,64}){0,3}$")
+MAX_ZONE_NAME = 64
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -49,8 +57,8 @@ class Subscriber(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if _UNSAFE.search(value):
-            raise ValueError("must be one line (no line breaks or NUL)")
+        if _CONTROL.search(value):
+            raise ValueError("must be one line of text (no line breaks or control characters)")
         return value.strip()
 
     @field_validator("regions", "exclude_regions")
@@ -58,27 +66,44 @@ class Subscriber(BaseModel):
     def _regions(cls, value: list[str]) -> list[str]:
         for slug in value:
             if slug not in REGION_SLUGS:
-                raise ValueError(f"unknown region {slug!r}; known: {', '.join(REGION_SLUGS)}")
+                raise ValueError(
+                    f"unknown region {shorten(slug)}; known: {', '.join(REGION_SLUGS)}"
+                )
         return value
 
     @field_validator("keywords")
     @classmethod
     def _keywords(cls, value: list[str]) -> list[str]:
         for keyword in value:
-            if _UNSAFE.search(keyword) or not keyword.strip():
-                raise ValueError(f"keyword {keyword!r} must be non-empty text on one line")
+            if _CONTROL.search(keyword) or not keyword.strip():
+                raise ValueError(
+                    f"keyword {shorten(keyword)} must be non-empty text on one line, "
+                    "without control characters"
+                )
         return [keyword.strip() for keyword in value]
 
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {value!r}; use an IANA name such as Europe/Brussels"
-            ) from None
-        return value
+        return check_timezone(value)
+
+
+def check_timezone(value: str) -> str:
+    """``value`` if it names an IANA time zone, else ValueError saying so (never OSError)."""
+    value = value.strip()
+    problem = f"unknown time zone {shorten(value)}; use an IANA name such as Europe/Brussels"
+    if not _ZONE_NAME.match(value):
+        raise ValueError(problem)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(problem) from None
+    return value
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message: control characters escaped, at most ``limit`` shown."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 class SubscriberEntryError(ConfigError):
@@ -133,24 +158,27 @@ def check_entry(
     Problems map the field (``email``, ``hour``, ``keywords.2`` ...) to what is wrong with
     it, first problem first.
     """
+    problems: dict[str, str] = {}
+    subscriber: Subscriber | None = None
     try:
         subscriber = Subscriber.model_validate(entry)
     except ValidationError as exc:
-        problems: dict[str, str] = {}
         for error in exc.errors():
             key = ".".join(str(part) for part in error["loc"]) or "entry"
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown key"
             problems.setdefault(key, message)
+    if known_topics is not None and isinstance(entry, dict):
+        for key in ("topics", "exclude_topics"):
+            given = entry.get(key)
+            if not isinstance(given, list) or key in problems:
+                continue
+            unknown = [t for t in given if isinstance(t, str) and t not in known_topics]
+            if unknown:
+                problems[key] = f"unknown topic {shorten(unknown[0])}"
+    if problems:
         return None, problems
-    unknown = [
-        topic
-        for topic in subscriber.topics + subscriber.exclude_topics
-        if known_topics is not None and topic not in known_topics
-    ]
-    if unknown:
-        return None, {"topics": f"unknown topic {unknown[0]!r}"}
     return subscriber, {}
 
 

@@ -79,14 +79,21 @@ class PublishResult:
     duration: float = 0.0
 
 
-def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) -> bool:
+def write_if_changed(
+    path: Path, data: bytes, *, sync_directory: bool = True, modified: datetime | None = None
+) -> bool:
     """Atomically replace ``path`` with ``data`` unless it already holds exactly that.
 
     With ``sync_directory=False`` the caller fsyncs the directory itself, once for
-    many files.
+    many files. ``modified`` becomes the file's modification time (a feed's own updated
+    date, so that every instance serving it says the same ``Last-Modified``).
     """
+    stamp = None if modified is None else int(modified.timestamp()) * 1_000_000_000
     try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
+        current = path.stat()
+        if current.st_size == len(data) and path.read_bytes() == data:
+            if stamp is not None and current.st_mtime_ns != stamp:
+                os.utime(path, ns=(stamp, stamp))
             return False
     except FileNotFoundError:
         pass
@@ -101,6 +108,8 @@ def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) ->
             handle.flush()
             os.fsync(handle.fileno())
         Path(temporary).chmod(0o644)
+        if stamp is not None:
+            os.utime(temporary, ns=(stamp, stamp))
         Path(temporary).replace(path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -466,6 +475,8 @@ def publish(
     max_items: int,
     verify_pages: bool = True,
     kept: KeptCatalogue | None = None,
+    fresh: bool = False,
+    record: bool = True,
 ) -> PublishResult:
     """Bring ``output_dir`` in line with the articles in state.
 
@@ -474,6 +485,11 @@ def publish(
     server renders any other article's page when it is asked for. ``kept`` is the
     catalogue kept from the last publish through ``state`` (none: read every article).
     With ``verify_pages``, every page file is checked on disk too (a forced rebuild).
+
+    ``fresh``: the signatures in state describe another instance's output directory, not
+    this one; every channel and linked page is rendered (only files whose bytes differ
+    are written). Without ``record`` the signatures in state are left as they are (an
+    instance catching up while another runs the cycle).
     """
     started = time.perf_counter()
     result = PublishResult()
@@ -481,7 +497,7 @@ def publish(
     site_signature = settings_signature(site, names, max_items)
     with state.engine.connect() as conn, conn.begin():
         catalogue, changed, touched = _catalogue(state, conn, kept, rebuild=verify_pages)
-        stored = feed_signatures(conn)
+        stored = {} if fresh else feed_signatures(conn)
         awaiting_mail = articles_awaiting_mail(conn)
     catalogue.choose(channels, max_items, touched)
     plan = plan_publish(
@@ -495,14 +511,17 @@ def publish(
         awaiting_mail=awaiting_mail,
         changed=changed,
     )
+    if fresh:
+        plan.pages = set(plan.page_signatures)
     with state.engine.connect() as conn:
         full = articles_by_id(conn, plan.articles_needed)
     pages = Pages(site, names, channels)
     for channel, items in plan.feeds.items():
         channel_articles = [full[item.id] for item in items]
+        channel_updated = feed_updated(channel_articles)
         for fmt, data in render_all(site, channel, channel_articles, names).items():
             relative = f"{channel.path}.{fmt}"
-            if write_if_changed(output_dir / relative, data):
+            if write_if_changed(output_dir / relative, data, modified=channel_updated):
                 result.written.append(relative)
                 result.changed_feed_urls.append(feed_url(site, channel, fmt))
         result.channels_rendered += 1
@@ -511,7 +530,7 @@ def publish(
         ("index.html", pages.index([full[item.id] for item in plan.latest])),
         ("feeds.opml", render_opml(site, channels, updated)),
     ):
-        if write_if_changed(output_dir / relative, data):
+        if write_if_changed(output_dir / relative, data, modified=updated):
             result.written.append(relative)
     result.written += _write_pages(output_dir, pages, [full[i] for i in sorted(plan.pages)])
     result.pages_rendered += len(plan.pages)
@@ -522,6 +541,9 @@ def publish(
     result.removed = [article_page_path(i) for i in unpublished]
     if verify_pages:  # a rebuild, as after a crash: clear what a killed writer left
         result.removed += remove_leftovers(output_dir)
+    if not record:
+        result.duration = time.perf_counter() - started
+        return result
     with state.transaction() as conn:
         record_feed_signatures(
             conn, {channel.path: plan.feed_signatures[channel.path] for channel in plan.feeds}

@@ -32,10 +32,11 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -51,6 +52,7 @@ from syndicator.metrics import Metrics
 from syndicator.pipeline import CycleResult, Pipeline, names_from
 from syndicator.publish.publisher import PageOnDemand
 from syndicator.service.systemd import Notifier
+from syndicator.state import coordination
 from syndicator.state.db import State
 from syndicator.state.outbox import count_by_status, release_inflight
 from syndicator.web.app import Health, create_app, serve
@@ -60,6 +62,37 @@ log = logging.getLogger(__name__)
 
 MAIL_INTERVAL = 60  # seconds between digest and retry checks
 STOP_TIMEOUT = 30.0  # seconds the work in flight may take to finish after SIGTERM
+
+
+class Coalescing:
+    """Runs ``job`` once at a time: asking while it runs (or waits) makes one more run,
+    however often it was asked, so bursts queue instead of piling up or being refused."""
+
+    def __init__(self, job: Callable[[], Awaitable[object]], stopping: Callable[[], bool]) -> None:
+        self.job = job
+        self.stopping = stopping
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def request(self) -> None:
+        if self.stopping():
+            return
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        self._again = True
+        while self._again and not self.stopping():
+            self._again = False
+            await self.job()
+
+    async def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 class Service:
@@ -97,6 +130,13 @@ class Service:
         self._secret = b""
         self._pages: tuple[Config, Classifier, PageOnDemand] | None = None
         self._subscriptions: SubscriptionPages | None = None
+        if config.service.instance_id:
+            state.instance_id = config.service.instance_id
+        self.instance_id = state.instance_id
+        self.roles = config.service.roles
+        # The scheduler and the pages only ask for runs; these run them one at a time.
+        self._cycles = Coalescing(self.cycle, lambda: self.stopping)
+        self._mails = Coalescing(self.mail, lambda: self.stopping)
 
     @property
     def config(self) -> Config:
@@ -131,6 +171,8 @@ class Service:
         if self.stopping:
             return None
         async with self.busy:
+            if self.stopping:  # asked to stop while waiting for the work in flight
+                return None
             self._working = asyncio.current_task()
             try:
                 return await self._cycle()
@@ -140,7 +182,12 @@ class Service:
     async def _cycle(self) -> CycleResult | None:
         started = time.perf_counter()
         try:
-            result = await asyncio.to_thread(self.pipeline.cycle, now=self.clock())
+            if "cycle" in self.roles:
+                result = await asyncio.to_thread(self.pipeline.cycle, now=self.clock())
+            else:
+                # The store and the queue are other instances' work; this one publishes
+                # its own files when they fall behind the database.
+                result = await asyncio.to_thread(self.pipeline.catch_up)
         except SyndicatorError as exc:
             log.error("cycle failed: %s", exc)
             self._record(ok=False, started=started, error=str(exc))
@@ -151,6 +198,16 @@ class Service:
             return None
         report = await self._deliver()
         duration = time.perf_counter() - started
+        if result.skipped:
+            log.info(
+                "cycle: %s; mail %s sent, %s to retry, %s failed",
+                result.summary(),
+                report.sent,
+                report.retry,
+                report.failed,
+            )
+            self._record(ok=not result.publish_error, started=started, error=result.publish_error)
+            return result
         line = (
             f"{result.summary()}; mail {report.sent} sent, {report.retry} to retry, "
             f"{report.failed} failed; {duration:.2f}s"
@@ -171,6 +228,8 @@ class Service:
         if self.stopping:
             return
         async with self.busy:
+            if self.stopping:
+                return
             self._working = asyncio.current_task()
             try:
                 await self._mail()
@@ -179,7 +238,11 @@ class Service:
 
     async def _mail(self) -> None:
         try:
-            queued = await asyncio.to_thread(self.pipeline.queue_mail, now=self.clock())
+            queued = (
+                await asyncio.to_thread(self.pipeline.queue_mail, now=self.clock())
+                if "cycle" in self.roles
+                else []
+            )
         except SyndicatorError as exc:
             log.error("queueing mail failed: %s", exc)
             return
@@ -194,6 +257,8 @@ class Service:
             )
 
     async def _deliver(self) -> DeliveryReport:
+        if "deliver" not in self.roles:
+            return DeliveryReport()
         try:
             report = await self.pipeline.deliver(should_stop=lambda: self.stopping)
         except SyndicatorError as exc:
@@ -240,10 +305,38 @@ class Service:
     def _watchdog(self) -> None:
         self.notifier.watchdog()
 
+    async def _heartbeat(self) -> None:
+        """Beat this instance's heartbeat; note who else is alive (health, metrics)."""
+        now = self.clock()
+        try:
+            found = await asyncio.to_thread(self._beat, now)
+        except SyndicatorError as exc:
+            log.warning("heartbeat failed: %s", exc)
+            return
+        period = timedelta(seconds=self.config.service.heartbeat_seconds)
+        live = [instance for instance in found if instance.alive(now, period)]
+        by_role = {
+            role: sum(role in instance.roles for instance in live) for role in coordination.ROLES
+        }
+        self.metrics.set_instances(by_role)
+        self.health.cycle_instances = by_role["cycle"]
+
+    def _beat(self, now: datetime) -> list[coordination.InstanceRecord]:
+        coordination.heartbeat(self.state, self.instance_id, now=now)
+        with self.state.engine.connect() as conn:
+            return coordination.instances(conn)
+
     def _mail_soon(self) -> None:
         """A subscription page queued a mail: run the mail job now, not at its next minute."""
-        if self.scheduler is not None and self.scheduler.running and not self.stopping:
-            self.scheduler.modify_job("mail", next_run_time=self.clock())
+        self._mails.request()
+
+    async def _cycle_due(self) -> None:
+        """The scheduler's cycle job: ask for a cycle and return at once. A job that waited
+        for the work in flight would meet its one-instance limit and log a warning."""
+        self._cycles.request()
+
+    async def _mail_due(self) -> None:
+        self._mails.request()
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -269,6 +362,8 @@ class Service:
             unsubscribe=UnsubscribeDesk(self.state, self._secret, self.clock),
             subscriptions=self._subscription_pages(config, self.classifier),
             site_title=config.site.title,
+            language=config.site.language,
+            base_path=urlsplit(config.site.base_url).path or "/",
             write_page=self._write_page,
         )
         runner = await serve(app, config.http.host, config.http.port)
@@ -320,6 +415,9 @@ class Service:
         log.info("configuration reloaded from %s", path)
         self.notifier.ready("configuration reloaded")
 
+    def _serves_http(self, config: Config) -> bool:
+        return config.http.enabled and "web" in self.roles
+
     async def _rebind(self, previous: Config, config: Config) -> None:
         same = (previous.http.enabled, previous.http.listen) == (
             config.http.enabled,
@@ -328,7 +426,7 @@ class Service:
         if same and self._runner is not None:
             return
         old = self._runner
-        self._runner = await self._serve(config) if config.http.enabled else None
+        self._runner = await self._serve(config) if self._serves_http(config) else None
         if old is not None:
             await old.cleanup()
 
@@ -339,13 +437,17 @@ class Service:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
+            coordination.register_instance(
+                self.state, self.instance_id, self.roles, now=self.clock()
+            )
             with self.state.transaction() as conn:
-                recovered = release_inflight(conn)
+                recovered = release_inflight(conn, me=self.instance_id)
             if recovered:
                 log.warning("%s messages were in flight at the last stop; sending again", recovered)
             self._secret = load_secret(self.state, self.config.mail.unsubscribe_secret_file)
-            if self.config.http.enabled:
+            if self._serves_http(self.config):
                 self._runner = await self._serve(self.config)
+            await self._heartbeat()
             # In a task of its own, which a second SIGINT may cancel.
             first = asyncio.create_task(self.cycle())
             await asyncio.wait({first})
@@ -386,6 +488,10 @@ class Service:
 
     def _start_scheduler(self) -> None:
         interval = self.config.store.reload_interval
+        if not log.isEnabledFor(logging.DEBUG):
+            # "Running job ..." and "... executed successfully" for every run: the cycle
+            # logs one line of its own. Its warnings and errors still come through.
+            logging.getLogger("apscheduler").setLevel(logging.WARNING)
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={
@@ -395,13 +501,19 @@ class Service:
             },
         )
         self.scheduler.add_job(
-            self.cycle,
+            self._cycle_due,
             "interval",
             seconds=interval,
             id="cycle",
             next_run_time=self.clock() + timedelta(seconds=interval),
         )
-        self.scheduler.add_job(self.mail, "interval", seconds=MAIL_INTERVAL, id="mail")
+        self.scheduler.add_job(self._mail_due, "interval", seconds=MAIL_INTERVAL, id="mail")
+        self.scheduler.add_job(
+            self._heartbeat,
+            "interval",
+            seconds=self.config.service.heartbeat_seconds,
+            id="heartbeat",
+        )
         if self.notifier.watchdog_interval:
             self.scheduler.add_job(
                 self._watchdog,
@@ -416,19 +528,28 @@ class Service:
         self.notifier.stopping()
         self.stopping = True
         if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            # No new runs; the run in flight is not cancelled by the scheduler but sees
+            # ``stopping``.
+            self.scheduler.pause()
         # Let the work in flight finish (a second SIGINT has cancelled it); past the timeout,
-        # abandon it (its messages stay in 'sending' and go out again, with the same
-        # Message-ID, at the next start).
+        # abandon it (its messages stay in 'sending' under this instance's lease and go out
+        # again, with the same Message-ID, at the next start or when the lease expires).
         try:
             await asyncio.wait_for(self.busy.acquire(), timeout=STOP_TIMEOUT)
         except TimeoutError:
             log.warning("work still running after %ss: abandoning it", STOP_TIMEOUT)
         else:
             self.busy.release()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        # Runs asked for and not started were waiting for the work above: drop them.
+        await self._cycles.cancel()
+        await self._mails.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        with contextlib.suppress(SyndicatorError):
+            await asyncio.to_thread(coordination.unregister_instance, self.state, self.instance_id)
         self.state.close()
 
 

@@ -9,7 +9,10 @@ each waits up to ``busy_timeout`` for the other.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import secrets
+import socket
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,6 +26,8 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Engine,
+    Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -33,17 +38,19 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, CursorResult
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
 from syndicator.errors import StateError
 from syndicator.models import Article
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_SECONDS = 30
 
 
@@ -182,7 +189,53 @@ messages_table = Table(
     Column("created_at", AwareDateTime, nullable=False),
     Column("sent_at", AwareDateTime, nullable=True),
     Column("last_error", Text, nullable=False, default=""),
+    # While ``sending``: the instance that claimed the message and until when its claim
+    # holds; past that, any live instance may claim it again.
+    Column("lease_owner", String(255), nullable=True, index=True),
+    Column("lease_expires_at", AwareDateTime, nullable=True),
+    # A digest's due time: one digest per subscriber and due time, whoever queues it
+    # (NULL for every other kind of message).
+    Column("digest_slot", AwareDateTime, nullable=True),
+    Index("messages_one_digest_per_slot", "subscriber_id", "digest_slot", unique=True),
 )
+
+# The instances sharing this database, each with its heartbeat (see state.coordination).
+instances_table = Table(
+    "instances",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("roles", String(64), nullable=False),
+    Column("started_at", AwareDateTime, nullable=False),
+    Column("heartbeat_at", AwareDateTime, nullable=False),
+    # Set while this instance holds the cycle.
+    Column("cycle_since", AwareDateTime, nullable=True),
+)
+
+# Token buckets of the web's rate limits, shared by every instance (state.ratelimits).
+rate_limits_table = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(400), primary_key=True),  # purpose:client or purpose:address
+    Column("tokens", Float, nullable=False),
+    Column("at", Float, nullable=False, index=True),  # Unix seconds of the last take
+)
+
+# Columns added to tables after their first release: (table, column), added by migration.
+_ADDED_COLUMNS = (
+    ("messages", "lease_owner"),
+    ("messages", "lease_expires_at"),
+    ("messages", "digest_slot"),
+)
+SCHEMA_LOCK = "schema"
+
+
+def advisory_key(name: str) -> int:
+    """The 64-bit key of the PostgreSQL advisory lock ``name`` (the same everywhere)."""
+    digest = hashlib.sha256(f"syndicator:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
 
 # What each published feed file was built from, so unchanged channels are not rebuilt.
 feeds_table = Table(
@@ -339,6 +392,9 @@ class State:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Who this process is among the instances sharing the database (see
+        # state.coordination); the service sets it from ``service.instance_id``.
+        self.instance_id = f"{socket.gethostname()}:{os.getpid()}"
         # The last change of articles this handle made: (revision before, revision after,
         # the ids changed), so a publisher in this process can apply just that change.
         self.article_changes: tuple[str, str, frozenset[str]] | None = None
@@ -370,7 +426,14 @@ class State:
 
     def _create_schema(self) -> None:
         with self.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                # Instances started together on an empty database take turns here: the
+                # first creates the tables, the others then find them.
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(SCHEMA_LOCK)}
+                )
             metadata.create_all(conn)
+            _add_missing_columns(conn)
             # Indexes added since a table was first created (create_all skips those).
             for table in metadata.sorted_tables:
                 for index in table.indexes:
@@ -387,6 +450,8 @@ class State:
                 conn.execute(
                     meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
                 )
+            elif int(version) < SCHEMA_VERSION:
+                self.set_meta(conn, "schema_version", str(SCHEMA_VERSION))
             elif int(version) > SCHEMA_VERSION:
                 raise StateError(
                     f"the state database has schema version {version}, newer than this "
@@ -402,11 +467,22 @@ class State:
                 conn.execution_options(syndicator_write=True)
                 with conn.begin():
                     yield conn
-        except OperationalError as exc:
+        except IntegrityError as exc:
+            # Another instance wrote the same row first: nothing was changed here.
             raise StateError(
-                f"state database error: {exc.orig}",
+                f"state database conflict: {_first_line(exc.orig)}",
+                hint="another instance changed the same rows; the next attempt sees them",
+            ) from exc
+        except DBAPIError as exc:
+            raise StateError(
+                f"state database error: {_first_line(exc.orig)}",
                 hint="another process may hold it locked; try again",
             ) from exc
+
+    def insert_ignoring_conflict(self, conn: Connection, table: Table, row: dict[str, Any]) -> bool:
+        """Insert ``row`` unless its key is taken (by a concurrent writer too); whether it was
+        inserted."""
+        return insert_rows(conn, table, [row], skip_existing=True) == 1
 
     # --- meta ----------------------------------------------------------------------------
 
@@ -492,6 +568,22 @@ class State:
             return True
         with self.engine.connect() as conn:
             return conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+def _first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Add the columns of ``_ADDED_COLUMNS`` to tables created before them."""
+    inspector = inspect(conn)
+    for table_name, column_name in _ADDED_COLUMNS:
+        present = {column["name"] for column in inspector.get_columns(table_name)}
+        if column_name in present:
+            continue
+        column = metadata.tables[table_name].c[column_name]
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {column_name} {kind}")
 
 
 def _configure_sqlite(engine: Engine) -> None:

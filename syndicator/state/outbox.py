@@ -10,34 +10,42 @@ The order of things is the promise to subscribers:
    only after the server accepted it for its recipient
    (:func:`syndicator.mail.deliver.deliver`).
 
-A crash anywhere loses nothing: on restart :func:`release_inflight` puts messages left
-in ``sending`` back in the queue, and they go out again with the same bytes and the same
-``Message-ID``: the only duplicates possible are those in flight.
+A crash anywhere loses nothing: a message is claimed under a lease (the instance and an
+expiry); when its instance dies, the lease expires and any live instance claims it again,
+or the instance itself takes it back when it starts again (:func:`release_inflight`). It
+then goes out with the same bytes and the same ``Message-ID``: the only duplicates
+possible are those in flight.
 
 Every statement on ``messages`` is here. A claim is one transaction that picks the due
-messages and marks them ``sending``; on SQLite that transaction holds the write lock
-(``BEGIN IMMEDIATE``), so two processes never claim the same message. Several instances
-on PostgreSQL will claim with ``SELECT ... FOR UPDATE SKIP LOCKED`` and a lease (the
-claiming instance and an expiry) in place of the bare ``sending`` status, and an expired
-lease will be claimed again where a restart now releases ``sending``: the
-:class:`Outbox` verbs stay as they are.
+messages and marks them ``sending`` under a lease: on PostgreSQL with ``SELECT ... FOR
+UPDATE SKIP LOCKED``, so instances claiming together take different messages and never
+wait for each other; on SQLite that transaction holds the write lock (``BEGIN
+IMMEDIATE``), so two processes never claim the same message.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
+from syndicator.state.coordination import (
+    claim_messages,
+    release_dead_leases,
+    release_messages,
+    renew_leases,
+)
 from syndicator.state.db import State, insert_rows, matches_table, messages_table
 from syndicator.state.subscribers import count_permanent_failure
 
 NO_SUBSCRIBER = 0  # messages.subscriber_id of a confirmation mail
+LEASE = timedelta(seconds=60)  # how long a claim holds unless renewed
 
 
 class MessageStatus(StrEnum):
@@ -61,6 +69,8 @@ class NewMessage:
     message_id: str
     recipient: str
     body: bytes
+    # A digest's due time: one digest per subscriber and due time (a unique key).
+    digest_slot: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +125,7 @@ def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
         "attempts": 0,
         "created_at": now,
         "last_error": "",
+        "digest_slot": message.digest_slot,
     }
 
 
@@ -175,34 +186,14 @@ def cancel_queued(conn: Connection, subscriber_id: int, *, reason: str) -> None:
 # --- delivery ------------------------------------------------------------------------------
 
 
-def claim_due_messages(conn: Connection, now: datetime, limit: int) -> list[ClaimedMessage]:
-    """Mark up to ``limit`` messages due at ``now`` ``sending``, oldest first, and return
-    them. Run it in a write transaction: the claim is what keeps two senders apart."""
-    due = conn.execute(
-        select(
-            messages_table.c.id,
-            messages_table.c.recipient,
-            messages_table.c.body,
-            messages_table.c.attempts,
-            messages_table.c.subscriber_id,
-        )
-        .where(
-            (messages_table.c.status == MessageStatus.PENDING)
-            | (
-                (messages_table.c.status == MessageStatus.RETRY)
-                & (messages_table.c.next_attempt_at <= now)
-            )
-        )
-        .order_by(messages_table.c.id)
-        .limit(limit)
-    ).all()
-    if not due:
-        return []
-    conn.execute(
-        update(messages_table)
-        .where(messages_table.c.id.in_([row.id for row in due]))
-        .values(status=MessageStatus.SENDING, attempts=messages_table.c.attempts + 1)
-    )
+def claim_due_messages(
+    conn: Connection, now: datetime, limit: int, *, owner: str = "", lease: timedelta = LEASE
+) -> list[ClaimedMessage]:
+    """Claim up to ``limit`` messages due at ``now``, oldest first, for ``owner`` until
+    ``now + lease``, and return them. Due: pending, a retry whose time came, or
+    ``sending`` under a lease that expired (its instance died or hung). Run it in a write
+    transaction (see :func:`syndicator.state.coordination.claim_messages`)."""
+    due = claim_messages(conn, now, limit, owner=owner, lease=lease)
     return [
         ClaimedMessage(
             id=row.id,
@@ -227,7 +218,13 @@ def record_outcomes(
         conn.execute(
             update(messages_table)
             .where(messages_table.c.id.in_([message.id for message in outcomes.sent]))
-            .values(status=MessageStatus.SENT, sent_at=now, last_error="")
+            .values(
+                status=MessageStatus.SENT,
+                sent_at=now,
+                last_error="",
+                lease_owner=None,
+                lease_expires_at=None,
+            )
         )
     if outcomes.retry:
         conn.execute(
@@ -237,6 +234,8 @@ def record_outcomes(
                 status=MessageStatus.RETRY,
                 next_attempt_at=bindparam("at"),
                 last_error=bindparam("error"),
+                lease_owner=None,
+                lease_expires_at=None,
             ),
             [
                 {"key": retry.message.id, "at": retry.at, "error": retry.error}
@@ -247,7 +246,12 @@ def record_outcomes(
         conn.execute(
             update(messages_table)
             .where(messages_table.c.id == bindparam("key"))
-            .values(status=MessageStatus.FAILED, last_error=bindparam("error")),
+            .values(
+                status=MessageStatus.FAILED,
+                last_error=bindparam("error"),
+                lease_owner=None,
+                lease_expires_at=None,
+            ),
             [{"key": failed.message.id, "error": failed.error} for failed in outcomes.failed],
         )
     return [
@@ -258,16 +262,11 @@ def record_outcomes(
     ]
 
 
-def release_inflight(conn: Connection) -> int:
-    """Messages left in ``sending`` by a crash go out again, with the same Message-ID."""
-    return int(
-        conn.execute(
-            update(messages_table)
-            .where(messages_table.c.status == MessageStatus.SENDING)
-            .values(status=MessageStatus.PENDING)
-        ).rowcount
-        or 0
-    )
+def release_inflight(conn: Connection, *, me: str) -> int:
+    """Messages left in ``sending`` by a crash of this instance (or of a dead process of
+    this host) go out again, with the same Message-ID; those under the live lease of
+    another instance stay theirs (see ``coordination.release_dead_leases``)."""
+    return release_dead_leases(conn, me=me, host=socket.gethostname())
 
 
 def count_by_status(conn: Connection) -> dict[str, int]:
@@ -281,26 +280,47 @@ def count_by_status(conn: Connection) -> dict[str, int]:
 
 
 class Outbox:
-    """The outbox as delivery sees it: claim due messages, record what became of them.
+    """The outbox as delivery sees it: claim due messages, record what became of them,
+    give back what was claimed and not sent. Claims are leased to ``owner`` for
+    ``lease``; each record renews the leases ``owner`` still holds.
 
     Each verb is one write transaction of ``state``.
     """
 
-    def __init__(self, state: State, *, suspend_after: int) -> None:
+    def __init__(
+        self,
+        state: State,
+        *,
+        suspend_after: int,
+        owner: str = "",
+        lease: timedelta = LEASE,
+    ) -> None:
         self.state = state
         self.suspend_after = suspend_after
+        self.owner = owner or state.instance_id
+        self.lease = lease
 
     def claim(self, now: datetime, limit: int) -> list[ClaimedMessage]:
         """Claim up to ``limit`` messages due at ``now`` (durably) and return them."""
         with self.state.transaction() as conn:
-            return claim_due_messages(conn, now, limit)
+            return claim_due_messages(conn, now, limit, owner=self.owner, lease=self.lease)
 
     def record(
         self, outcomes: Outcomes, now: datetime, *, claim_next: int = 0
     ) -> tuple[list[ClaimedMessage], list[ClaimedMessage]]:
-        """Record a batch's outcomes and, in the same transaction, claim up to
-        ``claim_next`` more messages: ``(suspended by this batch, claimed)``."""
+        """Record a batch's outcomes, renew the leases still held and, in the same
+        transaction, claim up to ``claim_next`` more messages: ``(suspended, claimed)``."""
         with self.state.transaction() as conn:
             suspended = record_outcomes(conn, outcomes, now=now, suspend_after=self.suspend_after)
-            claimed = claim_due_messages(conn, now, claim_next) if claim_next else []
+            renew_leases(conn, owner=self.owner, until=now + self.lease)
+            claimed = (
+                claim_due_messages(conn, now, claim_next, owner=self.owner, lease=self.lease)
+                if claim_next
+                else []
+            )
         return suspended, claimed
+
+    def release(self, messages: Sequence[ClaimedMessage]) -> None:
+        """Give back claimed messages never handed to the transport."""
+        with self.state.transaction() as conn:
+            release_messages(conn, [message.id for message in messages], owner=self.owner)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import html
+import hashlib
 import os
 import re
 import stat
@@ -39,6 +39,7 @@ from aiohttp import hdrs, web
 from syndicator.errors import SyndicatorError
 from syndicator.mail.unsubscribe import UnsubscribeDesk
 from syndicator.metrics import Metrics
+from syndicator.web.pages import EMPTY_FORM, read_form, render_page
 from syndicator.web.subscriptions import SubscriptionPages
 
 STALE_AFTER_INTERVALS = 3
@@ -93,6 +94,9 @@ class Health:
     last_success_at: datetime | None = None
     last_error: str = ""
     articles: int = 0
+    # Live instances sharing the state database that have the cycle role (None: unknown
+    # yet). With none, nothing reads the store or queues mail: unhealthy.
+    cycle_instances: int | None = None
 
     def record(self, ok: bool, at: datetime, *, articles: int, error: str = "") -> None:
         """Record a finished cycle; ``at`` must be timezone-aware."""
@@ -109,7 +113,9 @@ class Health:
 
     def status(self, now: datetime) -> tuple[int, dict[str, Any]]:
         """The HTTP status (200 or 503) and the JSON body of ``/healthz`` at ``now``."""
-        if self.last_cycle_at is None:
+        if self.cycle_instances == 0:
+            state = "no-cycle-instance"
+        elif self.last_cycle_at is None:
             state = "starting"
         elif not self.last_cycle_ok:
             state = "failing"
@@ -126,6 +132,13 @@ class Health:
             "error": self.last_error,
             "articles": self.articles,
         }
+        if self.cycle_instances is not None:
+            body["cycle_instances"] = self.cycle_instances
+        if state == "no-cycle-instance":
+            body["error"] = (
+                "no live instance has the cycle role: the store is not read and no mail "
+                "is queued (see service.roles)"
+            )
         return (200 if state == "ok" else 503), body
 
 
@@ -223,30 +236,31 @@ class Reply:
 
 @dataclass
 class _GzipCache:
-    """Compressed bodies by path, valid while the file's size and mtime stay the same."""
+    """Compressed bodies by path, valid while the file's size and content digest stay the
+    same."""
 
     max_entries: int = GZIP_CACHE_ENTRIES
     max_bytes: int = GZIP_CACHE_BYTES
-    _entries: OrderedDict[str, tuple[int, int, bytes]] = field(default_factory=OrderedDict)
+    _entries: OrderedDict[str, tuple[int, str, bytes]] = field(default_factory=OrderedDict)
     _size: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, path: str, size: int, mtime_ns: int) -> bytes | None:
+    def get(self, path: str, size: int, digest: str) -> bytes | None:
         with self._lock:
             entry = self._entries.get(path)
-            if entry is None or entry[:2] != (size, mtime_ns):
+            if entry is None or entry[:2] != (size, digest):
                 return None
             self._entries.move_to_end(path)
             return entry[2]
 
-    def put(self, path: str, size: int, mtime_ns: int, body: bytes) -> None:
+    def put(self, path: str, size: int, digest: str, body: bytes) -> None:
         if len(body) > self.max_bytes // 4:
             return
         with self._lock:
             old = self._entries.pop(path, None)
             if old is not None:
                 self._size -= len(old[2])
-            self._entries[path] = (size, mtime_ns, body)
+            self._entries[path] = (size, digest, body)
             self._size += len(body)
             while len(self._entries) > self.max_entries or self._size > self.max_bytes:
                 _, (_, _, evicted) = self._entries.popitem(last=False)
@@ -263,6 +277,11 @@ class FileServer:
     def __init__(self, output_dir: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.output_dir = output_dir
         self._gzip_cache = _GzipCache()
+        # Content digests by path, valid while the file's inode, size and mtime stay the
+        # same: the ETag of a file is its content's, so every instance serving the same
+        # bytes gives the same ETag.
+        self._digests: dict[str, tuple[tuple[int, int, int], str]] = {}
+        self._digest_lock = threading.Lock()
         self._clock = clock
         # Resolved paths, kept for a second: feed readers ask for the same few files, and
         # resolving symbolic links costs more than the rest of a 304.
@@ -308,7 +327,20 @@ class FileServer:
         # if the file is replaced (renamed over) meanwhile.
         with os.fdopen(fd, "rb") as file:
             use_gzip = accepts_gzip(conditions.accept_encoding)
-            validator = f"{info.st_size:x}-{info.st_mtime_ns:x}" + ("-gzip" if use_gzip else "")
+            version = (info.st_ino, info.st_size, info.st_mtime_ns)
+            content: bytes | None = None
+            with self._digest_lock:
+                known = self._digests.get(target)
+            if known is not None and known[0] == version:
+                digest = known[1]
+            else:
+                content = file.read()
+                digest = hashlib.sha256(content).hexdigest()[:32]
+                with self._digest_lock:
+                    if len(self._digests) >= _LOCATED_MAX:
+                        self._digests.clear()
+                    self._digests[target] = (version, digest)
+            validator = digest + ("-gzip" if use_gzip else "")
             modified = datetime.fromtimestamp(info.st_mtime_ns // 1_000_000_000, UTC)
             headers: dict[str, str] = {
                 hdrs.ETAG: f'"{validator}"',
@@ -327,12 +359,13 @@ class FileServer:
                 del headers[hdrs.CONTENT_TYPE]
                 return Reply(304, headers)
             if not use_gzip:
-                return Reply(200, headers, file.read())
+                return Reply(200, headers, file.read() if content is None else content)
             headers[hdrs.CONTENT_ENCODING] = "gzip"
-            body = self._gzip_cache.get(target, info.st_size, info.st_mtime_ns)
+            body = self._gzip_cache.get(target, info.st_size, digest)
             if body is None:
-                body = gzip.compress(file.read(), compresslevel=GZIP_LEVEL, mtime=0)
-                self._gzip_cache.put(target, info.st_size, info.st_mtime_ns, body)
+                raw = file.read() if content is None else content
+                body = gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0)
+                self._gzip_cache.put(target, info.st_size, digest, body)
             return Reply(200, headers, body)
 
 
@@ -357,6 +390,8 @@ def create_app(
     unsubscribe: UnsubscribeDesk | None = None,
     subscriptions: SubscriptionPages | None = None,
     site_title: str = "syndicator",
+    language: str = "en",
+    base_path: str = "/",
     write_page: Callable[[str], bool] | None = None,
 ) -> web.Application:
     """The web application; it reads ``output_dir`` on every request and keeps no globals.
@@ -408,40 +443,54 @@ def create_app(
             headers={hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: "no-store"},
         )
 
+    def page(name: str, heading: str, *, status: int = 200, **context: Any) -> web.Response:
+        return render_page(
+            name,
+            site_title=site_title,
+            heading=heading,
+            language=language,
+            base_path=base_path,
+            status=status,
+            **context,
+        )
+
+    def invalid_link() -> web.Response:
+        return page(
+            "message.html",
+            "This link is not valid",
+            status=404,
+            paragraphs=(
+                "This unsubscribe link is not valid. Use the link in your latest mail, "
+                "or reply to it.",
+            ),
+            link=None,
+        )
+
     async def unsubscribe_page(request: web.Request) -> web.Response:
         """GET shows a button and never unsubscribes by itself (mail scanners follow links)."""
         token = request.match_info["token"]
         address = await asyncio.to_thread(unsubscribe.check, token) if unsubscribe else None
         if address is None:
-            return _page(site_title, "This link is not valid", _INVALID_LINK, status=404)
-        form = (
-            f"<p>Stop all mail from {html.escape(site_title)} to "
-            f"<strong>{html.escape(address)}</strong>?</p>"
-            '<form method="post"><input type="hidden" name="List-Unsubscribe" '
-            'value="One-Click"><button type="submit">Unsubscribe</button></form>'
-        )
-        return _page(site_title, "Unsubscribe", form)
+            return invalid_link()
+        # The form posts back to this very URL, token and all.
+        return page("unsubscribe.html", "Unsubscribe", address=address)
 
     async def unsubscribe_post(request: web.Request) -> web.Response:
         """RFC 8058 one-click: POST with List-Unsubscribe=One-Click unsubscribes at once."""
         token = request.match_info["token"]
-        form = await request.post()
+        form = await read_form(request) or EMPTY_FORM
         if form.get("List-Unsubscribe") != "One-Click":
-            return _page(
-                site_title,
+            return page(
+                "message.html",
                 "Unsubscribe",
-                "<p>Send <code>List-Unsubscribe=One-Click</code> to unsubscribe.</p>",
                 status=400,
+                paragraphs=("Send List-Unsubscribe=One-Click to unsubscribe.",),
+                link=None,
             )
         address = await asyncio.to_thread(unsubscribe.unsubscribe, token) if unsubscribe else None
         if address is None:
-            return _page(site_title, "This link is not valid", _INVALID_LINK, status=404)
-        return _page(
-            site_title,
-            "You are unsubscribed",
-            f"<p>{html.escape(address)} will receive no more mail from "
-            f"{html.escape(site_title)}.</p>",
-        )
+            return invalid_link()
+        return page("unsubscribed.html", "You are unsubscribed", address=address)
 
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app.router.add_get("/unsubscribe/{token}", unsubscribe_page)
@@ -455,30 +504,6 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
     return app
-
-
-_INVALID_LINK = (
-    "<p>This unsubscribe link is not valid. Use the link in your latest mail, or reply to it.</p>"
-)
-
-
-def _page(site_title: str, heading: str, content: str, *, status: int = 200) -> web.Response:
-    """A small self-contained HTML page (no external assets)."""
-    body = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(heading)} — {html.escape(site_title)}</title>"
-        "<style>body{font:1rem/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;"
-        "padding:0 1rem}button{font:inherit;padding:.5rem 1rem}</style></head><body>"
-        f"<h1>{html.escape(heading)}</h1>{content}</body></html>"
-    )
-    return web.Response(
-        status=status,
-        text=body,
-        content_type="text/html",
-        charset="utf-8",
-        headers={hdrs.CACHE_CONTROL: "no-store", "Referrer-Policy": "no-referrer"},
-    )
 
 
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -11,11 +11,11 @@ first), so a flood of distinct keys cannot exhaust memory.
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections import OrderedDict
 from datetime import datetime
 
-HOUR = 3600.0
+from syndicator.state.ratelimits import HOUR, spend
+
 MAX_KEYS = 100_000
 
 
@@ -51,16 +51,10 @@ class RateLimiter:
         if self.per_hour == 0:
             return 0.0
         moment = now.timestamp()
-        rate = self.per_hour / HOUR  # tokens per second
         tokens, at = self._buckets.pop(key, (float(self.per_hour), moment))
-        tokens = min(float(self.per_hour), tokens + max(0.0, moment - at) * rate)
-        if tokens >= 1.0:
-            tokens -= 1.0
-            wait = 0.0
-        else:
-            wait = float(max(1, math.ceil((1.0 - tokens) / rate)))
+        tokens, wait = spend(self.per_hour, tokens, at, moment)
         self._buckets[key] = (tokens, moment)
-        self._prune(moment, rate)
+        self._prune(moment, self.per_hour / HOUR)
         return wait
 
     def _prune(self, moment: float, rate: float) -> None:

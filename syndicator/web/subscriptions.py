@@ -21,16 +21,17 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 from aiohttp import hdrs, web
-from jinja2 import Environment, PackageLoader, Template, select_autoescape
 from multidict import MultiDictProxy
 
 from syndicator.errors import SyndicatorError
+from syndicator.mail.addresses import address_key
 from syndicator.mail.signing import signature, signature_matches
 from syndicator.mail.signup import (
     Confirmation,
@@ -39,10 +40,12 @@ from syndicator.mail.signup import (
     SignupSettings,
     describe,
 )
-from syndicator.mail.subscribers import WEEKDAYS, Subscriber, check_entry
+from syndicator.mail.subscribers import WEEKDAYS, Subscriber, check_entry, check_timezone
 from syndicator.mail.unsubscribe import mask
+from syndicator.state.ratelimits import SharedRateLimiter
 from syndicator.state.subscribers import ACTIVE, OPERATOR_SOURCES, SubscriberRecord
-from syndicator.web.ratelimit import RateLimiter, client_key
+from syndicator.web.pages import EMPTY_FORM, PAGE_HEADERS, read_form, render_page
+from syndicator.web.ratelimit import client_key
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +55,7 @@ MAX_KEYWORDS = 20
 MAX_KEYWORD_LENGTH = 80
 MAX_KEYWORDS_FIELD = MAX_KEYWORDS * (MAX_KEYWORD_LENGTH + 2)
 _COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_-]{32}$")
-_HEADERS = {
-    hdrs.CACHE_CONTROL: "no-store",
-    # Links carry tokens: never leak them to another site.
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-}
+_HEADERS = PAGE_HEADERS
 FIELD_LABELS = {
     "email": "Email address",
     "regions": "Regions",
@@ -73,6 +66,8 @@ FIELD_LABELS = {
     "weekday": "Day of the week",
     "timezone": "Time zone",
 }
+# What confirming did, as the page after the redirect is told it (anything else: "already").
+CONFIRM_OUTCOMES = frozenset({"subscribed", "updated", "operator", "already"})
 CADENCES = (
     ("immediate", "As articles are published"),
     ("daily", "A daily digest"),
@@ -98,21 +93,6 @@ DEFAULTS: dict[str, Any] = {
 
 
 @lru_cache(maxsize=1)
-def _environment() -> Environment:
-    environment = Environment(
-        loader=PackageLoader("syndicator", "templates"),
-        autoescape=select_autoescape(["html"]),
-        keep_trailing_newline=True,
-    )
-    environment.filters["sentence"] = lambda text: str(text)[:1].upper() + str(text)[1:]
-    return environment
-
-
-def _template(name: str) -> Template:
-    return _environment().get_template(f"web/{name}")
-
-
-@lru_cache(maxsize=1)
 def timezone_names() -> tuple[str, ...]:
     """IANA zone names to choose from: UTC, then every Area/Location zone."""
     names = sorted(
@@ -121,6 +101,125 @@ def timezone_names() -> tuple[str, ...]:
         if "/" in name and not name.startswith(("Etc/", "SystemV/", "posix/", "right/"))
     )
     return ("UTC", *names) if names else ()
+
+
+# The shipped topics in a few groups, so the form stays short (each group folds away);
+# topics an operator adds go under "More topics".
+TOPIC_GROUPS = (
+    (
+        "Procedures and trade facilitation",
+        (
+            "trade-facilitation",
+            "revised-kyoto-convention",
+            "single-window",
+            "transit",
+            "aeo",
+            "customs-brokers",
+            "customs-business-partnership",
+            "e-commerce",
+            "regional-integration",
+        ),
+    ),
+    (
+        "Control and enforcement",
+        (
+            "risk-management",
+            "security",
+            "post-clearance-audit",
+            "integrity",
+            "plant-health",
+            "health-safety",
+            "environment",
+        ),
+    ),
+    (
+        "Revenue, tariff and origin",
+        ("revenue", "customs-valuation", "harmonized-system", "rules-of-origin"),
+    ),
+    ("Technology and data", ("digital-customs", "data-exchange")),
+    (
+        "People and development",
+        ("capacity-building", "fragile-states", "gender-diversity"),
+    ),
+)
+OTHER_TOPICS = "More topics"
+
+
+def topic_groups(topics: Mapping[str, str]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """``topics`` (slug to name) in :data:`TOPIC_GROUPS` order; the rest by name at the end."""
+    groups: list[tuple[str, list[tuple[str, str]]]] = []
+    placed: set[str] = set()
+    for label, slugs in TOPIC_GROUPS:
+        members = [(slug, topics[slug]) for slug in slugs if slug in topics]
+        placed.update(slug for slug, _ in members)
+        if members:
+            groups.append((label, members))
+    rest = sorted(
+        ((slug, name) for slug, name in topics.items() if slug not in placed),
+        key=lambda item: item[1].casefold(),
+    )
+    if rest:
+        groups.append((OTHER_TOPICS, rest))
+    return groups
+
+
+# Offered first, after the site's default: where most readers of customs news live.
+COMMON_TIMEZONES = (
+    "UTC",
+    "Europe/London",
+    "Europe/Brussels",
+    "Europe/Moscow",
+    "America/New_York",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "America/Mexico_City",
+    "America/Bogota",
+    "America/Sao_Paulo",
+    "Africa/Lagos",
+    "Africa/Cairo",
+    "Africa/Nairobi",
+    "Africa/Johannesburg",
+    "Asia/Dubai",
+    "Asia/Kolkata",
+    "Asia/Bangkok",
+    "Asia/Shanghai",
+    "Asia/Singapore",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+)
+
+
+def zone_choices(default: str, selected: str) -> list[tuple[str, list[tuple[str, bool]]]]:
+    """The time zone menu: (group label, [(zone, selected)]) for the site's default and the
+    common zones, then every zone; ``selected`` is marked once, in the first group holding it.
+    An empty list when the system has no zone database (the form asks for a name then)."""
+    every = timezone_names()
+    if not every:
+        return []
+    known = set(every)
+    first = [zone for zone in dict.fromkeys((default, *COMMON_TIMEZONES)) if zone in known]
+    rest = list(every)
+    if selected not in known and _is_zone(selected):
+        first.insert(0, selected)  # a zone this system lists under another name: keep it
+    marked = False
+    groups: list[tuple[str, list[tuple[str, bool]]]] = []
+    for label, zones in (("Common time zones", first), ("All time zones", rest)):
+        options = []
+        for zone in zones:
+            here = zone == selected and not marked
+            marked = marked or here
+            options.append((zone, here))
+        groups.append((label, options))
+    return groups
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        check_timezone(name)
+    except ValueError:
+        return False
+    return True
 
 
 def client_address(request: web.Request, *, trust_forwarded_for: bool) -> str:
@@ -144,7 +243,7 @@ def _texts(form: MultiDictProxy[Any], name: str) -> list[str]:
 
 
 def entry_from_form(
-    form: MultiDictProxy[Any], *, email: str | None = None
+    form: MultiDictProxy[Any], *, email: str | None = None, default_timezone: str = "UTC"
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """``(entry for check_entry, values to show again, problems by field)`` of a form.
 
@@ -172,7 +271,7 @@ def entry_from_form(
         "cadence": _text(form, "cadence", "daily"),
         "hour": _text(form, "hour", "8").strip(),
         "weekday": _text(form, "weekday", "mon"),
-        "timezone": _text(form, "timezone", "UTC").strip(),
+        "timezone": _text(form, "timezone", default_timezone).strip(),
     }
     values = {
         **entry,
@@ -230,11 +329,24 @@ class SubscriptionPages:
         if limits == self._limits:
             return  # keep the buckets: a reload must not reset them
         self._limits = limits
-        self.subscribe_by_client = RateLimiter(limits[0])
-        self.subscribe_by_email = RateLimiter(limits[1])
-        self.changes_by_client = RateLimiter(limits[2])
+        # In the state database, so that every instance serving the pages counts the same.
+        state = self.desk.state
+        self.subscribe_by_client = SharedRateLimiter(state, "subscribe-client", limits[0])
+        self.subscribe_by_email = SharedRateLimiter(state, "subscribe-email", limits[1])
+        self.changes_by_client = SharedRateLimiter(state, "changes-client", limits[2])
+
+    @staticmethod
+    async def _take(limiter: SharedRateLimiter, key: str, now: datetime) -> float:
+        try:
+            return await asyncio.to_thread(limiter.take, key, now)
+        except SyndicatorError as exc:
+            # The database is busy or away: let the request through rather than fail it
+            # (the request itself then meets the same database and says so).
+            log.warning("rate limit not checked: %s", exc)
+            return 0.0
 
     def add_routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/subscribe/", self.with_slash)
         app.router.add_get("/subscribe", self.subscribe_form)
         app.router.add_post("/subscribe", self.subscribe)
         app.router.add_get("/subscribe/sent", self.sent)
@@ -265,6 +377,7 @@ class SubscriptionPages:
             "heading": heading,
             "regions": list(names.regions.items()),
             "topics": sorted(names.topics.items(), key=lambda item: item[1].casefold()),
+            "topic_groups": topic_groups(names.topics),
             "cadences": CADENCES,
             "weekdays": WEEKDAY_LABELS,
             "keywords_max": MAX_KEYWORDS_FIELD,
@@ -273,14 +386,7 @@ class SubscriptionPages:
             "errors": {},
             "values": DEFAULTS,
         }
-        body = _template(template).render({**defaults, **context})
-        return web.Response(
-            status=status,
-            text=body,
-            content_type="text/html",
-            charset="utf-8",
-            headers=_HEADERS,
-        )
+        return render_page(template, status=status, **{**defaults, **context})
 
     def _message(
         self,
@@ -384,6 +490,22 @@ class SubscriptionPages:
             status=403,
         )
 
+    def _checked(
+        self, entry: dict[str, Any], limits: dict[str, str]
+    ) -> tuple[Subscriber | None, dict[str, str]]:
+        """The subscriber a form asks for, or every problem at once, in the form's order.
+
+        The limits of the form (``limits``) win over what validation says of the same field.
+        """
+        subscriber, found = check_entry(entry, self.settings.known_topics)
+        problems: dict[str, str] = {}
+        for key, message in found.items():
+            problems.setdefault(key.split(".")[0], message)
+        problems.update(limits)
+        ordered = {name: problems[name] for name in FIELD_LABELS if name in problems}
+        ordered.update((name, message) for name, message in problems.items() if name not in ordered)
+        return (None if ordered else subscriber), ordered
+
     def _client(self, request: web.Request) -> str:
         return client_key(
             client_address(request, trust_forwarded_for=self.settings.trust_forwarded_for)
@@ -395,11 +517,13 @@ class SubscriptionPages:
         self,
         request: web.Request,
         *,
-        values: Mapping[str, Any] = DEFAULTS,
+        values: Mapping[str, Any] | None = None,
         errors: Mapping[str, str] | None = None,
         status: int = 200,
     ) -> web.Response:
         csrf, set_cookie = self._with_csrf(request)
+        if values is None:
+            values = {**DEFAULTS, "timezone": self.settings.default_timezone}
         response = self._page(
             "subscribe.html",
             "Subscribe by email",
@@ -407,10 +531,16 @@ class SubscriptionPages:
             csrf=csrf,
             values=values,
             errors=errors or {},
-            timezones=timezone_names(),
+            timezones=zone_choices(self.settings.default_timezone, str(values["timezone"])),
         )
         set_cookie(response)
         return response
+
+    async def with_slash(self, request: web.Request) -> web.StreamResponse:
+        """``/subscribe/`` is ``/subscribe``: 308 keeps the method (and a form's body)."""
+        if not self.enabled:
+            raise web.HTTPNotFound()
+        raise web.HTTPPermanentRedirect(f"{self.base_path}subscribe", headers=_HEADERS)
 
     async def subscribe_form(self, request: web.Request) -> web.Response:
         if not self.enabled:
@@ -420,20 +550,20 @@ class SubscriptionPages:
     async def subscribe(self, request: web.Request) -> web.StreamResponse:
         if not self.enabled:
             raise web.HTTPNotFound()
-        form = await request.post()
+        form = await read_form(request) or EMPTY_FORM
         if not self._csrf_ok(request, form):
             return self._csrf_refused()
-        entry, values, problems = entry_from_form(form)
-        subscriber: Subscriber | None = None
-        if not problems:
-            subscriber, found = check_entry(entry, self.settings.known_topics)
-            problems = {key.split(".")[0]: message for key, message in found.items()}
+        entry, values, limits = entry_from_form(
+            form, default_timezone=self.settings.default_timezone
+        )
+        subscriber, problems = self._checked(entry, limits)
         if subscriber is None or problems:
             return self._form_page(request, values=values, errors=problems, status=400)
         now = self.desk.clock()
-        wait = self.subscribe_by_client.take(self._client(request), now)
+        wait = await self._take(self.subscribe_by_client, self._client(request), now)
         if not wait:
-            wait = self.subscribe_by_email.take(subscriber.email.lower(), now)
+            # The normalised address: two spellings of one mailbox share one bucket.
+            wait = await self._take(self.subscribe_by_email, address_key(subscriber.email), now)
         if wait:
             return self._too_many(wait)
         try:
@@ -465,12 +595,22 @@ class SubscriptionPages:
         if isinstance(found, LinkProblem):
             return self._link_problem(found)
         if found.confirmed:
-            return self._message(
-                "Already confirmed",
-                f"The subscription of {mask(found.email)} is confirmed. Every mail has a link "
-                "to change or end it.",
-                status=200,
-            )
+            try:
+                done = await asyncio.to_thread(self.desk.confirmed, found)
+            except SyndicatorError as exc:
+                return self._unavailable(exc)
+            if done is None:
+                return self._message(
+                    "This subscription has ended",
+                    f"{mask(found.email)} was subscribed with this link, and is not any more: "
+                    "it receives no mail. To receive mail again, subscribe again.",
+                    status=410,
+                    link=("Subscribe again", f"{self.base_path}subscribe"),
+                )
+            outcome = request.query.get("done", "already")
+            if outcome in CONFIRM_OUTCOMES:
+                done = Confirmation(outcome, done.record, done.manage_url)
+            return self._confirmed(done)
         filters, schedule = describe(found.subscriber, self.settings.names)
         csrf, set_cookie = self._with_csrf(request)
         response = self._page(
@@ -488,10 +628,10 @@ class SubscriptionPages:
     async def confirm(self, request: web.Request) -> web.Response:
         if not self.enabled:
             raise web.HTTPNotFound()
-        wait = self.changes_by_client.take(self._client(request), self.desk.clock())
+        wait = await self._take(self.changes_by_client, self._client(request), self.desk.clock())
         if wait:
             return self._too_many(wait)
-        form = await request.post()
+        form = await read_form(request) or EMPTY_FORM
         if not self._csrf_ok(request, form):
             return self._csrf_refused()
         try:
@@ -500,18 +640,29 @@ class SubscriptionPages:
             return self._unavailable(exc)
         if isinstance(done, LinkProblem):
             return self._link_problem(done)
-        return self._confirmed(done)
+        # Post/Redirect/Get: the page can be reloaded and bookmarked without posting again.
+        raise web.HTTPSeeOther(
+            f"{self.base_path}confirm/{request.match_info['token']}?done={done.outcome}",
+            headers=_HEADERS,
+        )
 
     def _confirmed(self, done: Confirmation) -> web.Response:
-        filters, schedule = describe(done.record, self.settings.names)
+        record = done.record
+        filters, schedule = describe(record, self.settings.names)
         heading = "You are subscribed" if done.outcome != "operator" else "Already subscribed"
+        first_digest = ""
+        if record.cadence != "immediate" and record.next_digest_at is not None:
+            local = record.next_digest_at.astimezone(ZoneInfo(record.timezone))
+            first_digest = f"{local:%A %d %B %Y, %H:%M} ({record.timezone})"
         return self._page(
             "confirmed.html",
             heading,
             outcome=done.outcome,
-            address=mask(done.record.email),
+            address=mask(record.email),
+            cadence=record.cadence,
             filters=filters,
             schedule=schedule,
+            first_digest=first_digest,
             manage_url=done.manage_url,
         )
 
@@ -530,9 +681,7 @@ class SubscriptionPages:
         token = request.match_info["token"]
         filters, schedule = describe(record, self.settings.names)
         csrf, set_cookie = self._with_csrf(request)
-        zones = timezone_names()
-        if zones and record.timezone not in zones:
-            zones = (*zones, record.timezone)
+        values = values or _values_of(record)
         response = self._page(
             "manage.html",
             "Your subscription",
@@ -544,10 +693,10 @@ class SubscriptionPages:
             editable=record.source not in OPERATOR_SOURCES and record.status == ACTIVE,
             filters=filters,
             schedule=schedule,
-            values=values or _values_of(record),
+            values=values,
             errors=errors or {},
             saved=saved,
-            timezones=zones,
+            timezones=zone_choices(self.settings.default_timezone, str(values["timezone"])),
         )
         set_cookie(response)
         return response
@@ -566,10 +715,10 @@ class SubscriptionPages:
     async def manage(self, request: web.Request) -> web.StreamResponse:
         if not self.enabled:
             raise web.HTTPNotFound()
-        wait = self.changes_by_client.take(self._client(request), self.desk.clock())
+        wait = await self._take(self.changes_by_client, self._client(request), self.desk.clock())
         if wait:
             return self._too_many(wait)
-        form = await request.post()
+        form = await read_form(request) or EMPTY_FORM
         if not self._csrf_ok(request, form):
             return self._csrf_refused()
         token = request.match_info["token"]
@@ -589,11 +738,10 @@ class SubscriptionPages:
             record = await asyncio.to_thread(self.desk.subscription, token)
             if record is None:
                 return self._not_found()
-            entry, values, problems = entry_from_form(form, email=record.email)
-            subscriber: Subscriber | None = None
-            if not problems:
-                subscriber, found = check_entry(entry, self.settings.known_topics)
-                problems = {key.split(".")[0]: message for key, message in found.items()}
+            entry, values, limits = entry_from_form(
+                form, email=record.email, default_timezone=self.settings.default_timezone
+            )
+            subscriber, problems = self._checked(entry, limits)
             if subscriber is None or problems:
                 return self._manage_page(
                     request, record, values=values, errors=problems, status=400

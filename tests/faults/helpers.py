@@ -10,6 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy import create_engine, text
+
+from syndicator.config import load_config
+from syndicator.state.db import State
 from tests.conftest import SAMPLE_STORE, write
 
 PYTHON = sys.executable
@@ -71,3 +75,22 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def query(config: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of ``sql`` run on the installation's state database (SQLite or PostgreSQL)."""
+    engine = create_engine(load_config(config).state.url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def integrity_ok(config: Path) -> bool:
+    """SQLite's ``PRAGMA integrity_check`` (PostgreSQL has no such check to run)."""
+    state = State.open(load_config(config).state.url)
+    try:
+        return state.integrity_ok()
+    finally:
+        state.close()

@@ -10,7 +10,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -21,7 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import ENV, add_article, command, immediate, run, use_smtp, wait_for
+from tests.faults.helpers import (
+    ENV,
+    add_article,
+    command,
+    immediate,
+    integrity_ok,
+    query,
+    run,
+    use_smtp,
+    wait_for,
+)
 from tests.faults.helpers import with_sample_store as sample_store
 from tests.smtp_sink import Sink, SinkHandler
 
@@ -55,20 +64,10 @@ def _written_or_ended(
     return written_since(output, started_ns) >= wanted or process.poll() is not None
 
 
-def database(install: Path) -> Path:
-    return install.parent.parent / "state" / "syndicator.db"
-
-
 def in_flight(install: Path) -> set[str]:
     """Recipients of messages left in 'sending': what the crash may have sent already."""
-    with sqlite3.connect(database(install)) as conn:
-        rows = conn.execute("SELECT recipient FROM messages WHERE status = 'sending'").fetchall()
-    return {row[0] for row in rows}
-
-
-def integrity(install: Path) -> str:
-    with sqlite3.connect(database(install)) as conn:
-        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    rows = query(install, "SELECT recipient FROM messages WHERE status = 'sending'")
+    return {str(row[0]) for row in rows}
 
 
 def test_sigkill_five_times_during_delivery_to_300_subscribers(install: Path) -> None:
@@ -124,9 +123,9 @@ def test_sigkill_five_times_during_delivery_to_300_subscribers(install: Path) ->
     for item in received:
         message_ids.setdefault(item.recipients[0], set()).add(str(item.message["Message-ID"]))
     assert all(len(ids) == 1 for ids in message_ids.values()), context  # resent as it was
-    assert integrity(install) == "ok", context
-    with sqlite3.connect(database(install)) as conn:
-        statuses = dict(conn.execute("SELECT status, count(*) FROM messages GROUP BY status"))
+    assert integrity_ok(install), context
+    rows = query(install, "SELECT status, count(*) FROM messages GROUP BY status")
+    statuses = {str(status): count for status, count in rows}
     assert statuses == {"sent": SUBSCRIBERS}, context
 
 
@@ -245,7 +244,7 @@ def test_sigkill_while_publishing_leaves_old_or_new_files(tmp_path: Path, instal
     assert published(output) == new, kills
     # What the killed writers left behind (hidden temporary files) is cleared too.
     assert [p.name for p in output.rglob(".*")] == [], kills
-    assert integrity(install) == "ok"
+    assert integrity_ok(install)
 
 
 class Crash(BaseException):

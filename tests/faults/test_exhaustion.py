@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ class FullDisk:
         if not self.real:
             write = publish.write_if_changed
 
-            def failing(path: Path, data: bytes, **kwargs: bool) -> bool:
+            def failing(path: Path, data: bytes, **kwargs: Any) -> bool:
                 if self._full and path.is_relative_to(mount):
                     if path.is_file() and path.read_bytes() == data:
                         return False  # nothing to write, nothing to fail
@@ -168,6 +169,7 @@ def finish(process: subprocess.Popen[str]) -> int:
     return process.returncode
 
 
+@pytest.mark.sqlite_only  # SQLite's own write lock and busy timeout
 def test_state_database_locked_by_another_process(
     install: Path,
     capsys: pytest.CaptureFixture[str],

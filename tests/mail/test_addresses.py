@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from syndicator.mail.addresses import AddressError, address_key, normalize_address
+from tests.test_cli import syndicator
 
 
 @pytest.mark.parametrize(
@@ -30,7 +34,7 @@ def test_one_spelling_per_mailbox(given: str, expected: str) -> None:
         ("victim@(c)example.org", "comments"),
         ('"victim"@example.org', "quotes"),
         ("Victim <victim@example.org>", "spaces"),
-        ("josé@example.org", "non-ASCII"),
+        ("josé@example.org", "outside ASCII"),
         ("jane@example", "domain such as"),
         ("jane@example..org", "domain such as"),
         ("jane@-example.org", "domain such as"),
@@ -53,3 +57,15 @@ def test_refused_with_the_reason(given: str, why: str) -> None:
 
 def test_spellings_of_one_mailbox_share_a_key() -> None:
     assert address_key("Jane@Example.org.") == address_key("jane@example.org") == "jane@example.org"
+
+
+def test_the_command_line_finds_a_subscriber_by_any_spelling(tmp_path: Path) -> None:
+    config = tmp_path / "site" / "syndicator.toml"
+    assert syndicator("init", str(config.parent)).returncode == 0
+    added = syndicator("--config", str(config), "subscribers", "add", "Ana@Example.ORG.")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("Ana@example.org: ")
+    removed = syndicator("--config", str(config), "subscribers", "remove", "ana@EXAMPLE.org.")
+    assert removed.returncode == 0, removed.stderr
+    listed = syndicator("--config", str(config), "subscribers", "list", "--json")
+    assert [row["status"] for row in json.loads(listed.stdout)] in ([], ["removed"])

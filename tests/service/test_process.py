@@ -3,8 +3,11 @@ SIGINT (twice: without waiting for the work in flight)."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import http.cookiejar
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -12,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -27,7 +31,7 @@ from tests.faults.helpers import (
     use_smtp,
     with_sample_store,
 )
-from tests.smtp_sink import free_port
+from tests.smtp_sink import Sink, free_port
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -110,6 +114,70 @@ def test_run_serves_feeds_and_stops_on_sigterm(install: Path) -> None:
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "stopped" in err
+
+
+def test_one_log_line_per_cycle_and_sign_up_bursts_queue_quietly(install: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/"
+    with Sink() as sink:
+        text = install.read_text().replace("https://news.example.org/", base)
+        text = text.replace("[mail]\n", '[mail]\ntransport = "smtp"\n')
+        text += f'\n[mail.smtp]\nhost = "127.0.0.1"\nport = {sink.port}\ntimeout = 5\n'
+        text += f'\n[http]\nlisten = "127.0.0.1:{port}"\n'
+        install.write_text(text)
+        (install.parent.parent / "articles" / "sample.txt").write_bytes(SAMPLE_STORE.read_bytes())
+        process = subprocess.Popen(
+            [sys.executable, "-m", "syndicator", "--config", str(install), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            wait_healthy(base, process)
+            # Eight sign-ups at once, as a burst of visitors would send them.
+            jar = http.cookiejar.CookieJar()
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+            with opener.open(f"{base}subscribe", timeout=5) as response:
+                found = re.search(r'name="csrf" value="([^"]+)"', response.read().decode())
+            assert found is not None
+
+            def sign_up(number: int) -> int:
+                data = urllib.parse.urlencode(
+                    {"csrf": found.group(1), "email": f"reader{number}@example.org"}
+                ).encode()
+                with opener.open(f"{base}subscribe", data=data, timeout=10) as answer:
+                    return int(answer.status)
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                assert list(pool.map(sign_up, range(8))) == [200] * 8
+            deadline = time.monotonic() + 30
+            while len(sink.received) < 8:
+                assert time.monotonic() < deadline, f"{len(sink.received)} of 8 mails"
+                time.sleep(0.1)
+            time.sleep(3)  # a few more cycles (reload_interval = 1)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    lines = err.splitlines()
+    assert sorted(r for item in sink.received for r in item.recipients) == sorted(
+        f"reader{n}@example.org" for n in range(8)
+    )
+    assert not [line for line in lines if "apscheduler" in line], err
+    assert "maximum number of running instances" not in err
+    cycles = [line for line in lines if " INFO syndicator.service.daemon: cycle: " in line]
+    assert len(cycles) >= 3
+    # What else is said at INFO: the start, HTTP requests, the sign-up mail and the stop.
+    others = [
+        line
+        for line in lines
+        if " INFO " in line
+        and line not in cycles
+        and " aiohttp.access: " not in line
+        and not re.search(r"INFO syndicator\.service\.daemon: (serving|mail: |stopped)", line)
+    ]
+    assert others == [], "\n".join(others)
 
 
 def test_a_second_sigint_abandons_the_work_in_flight_and_shuts_down_in_order(

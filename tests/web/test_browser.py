@@ -134,9 +134,12 @@ def daemon(install: Path) -> Iterator[tuple[str, Path, Sink]]:
             sys.stderr.write(log.read_text()[-4000:])
 
 
-def screenshots(driver: WebDriver, name: str) -> None:
-    """The whole page at each width into ``SCREENSHOTS``; no sideways scrolling on a phone."""
+def screenshots(driver: WebDriver, name: str) -> dict[str, int]:
+    """The whole page at each width into ``SCREENSHOTS``; no sideways scrolling on a phone.
+
+    Returns the page's height at each width."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    heights: dict[str, int] = {}
     for label, (width, mobile) in WIDTHS.items():
         driver.execute_cdp_cmd(
             "Emulation.setDeviceMetricsOverride",
@@ -145,6 +148,7 @@ def screenshots(driver: WebDriver, name: str) -> None:
         scroll_width = driver.execute_script("return document.documentElement.scrollWidth")
         assert scroll_width <= width, f"{name} scrolls sideways at {width}px ({scroll_width}px)"
         height = driver.execute_script("return document.documentElement.scrollHeight")
+        heights[label] = height
         shot = driver.execute_cdp_cmd(
             "Page.captureScreenshot",
             {
@@ -155,6 +159,11 @@ def screenshots(driver: WebDriver, name: str) -> None:
         )
         (SCREENSHOTS / f"{name}-{label}.png").write_bytes(base64.b64decode(shot["data"]))
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    return heights
+
+
+def shown(driver: WebDriver, selector: str) -> bool:
+    return bool(driver.find_element(By.CSS_SELECTOR, selector).is_displayed())
 
 
 def mail_to(sink: Sink, email: str, count: int) -> list[Received]:
@@ -200,7 +209,11 @@ def test_subscribe_confirm_receive_manage_and_leave_in_a_browser(
     driver.find_element(By.LINK_TEXT, "Get the news by email").click()
     assert driver.current_url == base + "subscribe"
     assert driver.find_element(By.TAG_NAME, "h1").text == "Subscribe by email"
-    screenshots(driver, "1-subscribe")
+    assert "How your choices combine" in driver.page_source
+    heights = screenshots(driver, "1-subscribe")
+    # Topics fold into groups: at 360 px the form is about 2,300 px tall (it was ~2,900).
+    assert heights["phone"] < 2400, heights
+    sys.stderr.write(f"subscribe form height: {heights}\n")
 
     # By keyboard alone: Tab to the address, type it, Tab to the first region, Space.
     body = driver.find_element(By.TAG_NAME, "body")
@@ -214,7 +227,21 @@ def test_subscribe_confirm_receive_manage_and_leave_in_a_browser(
     assert state["outline"] == "solid" and state["width"] == "3px"  # a visible focus ring
     driver.switch_to.active_element.send_keys(Keys.SPACE)
     assert driver.find_element(By.ID, "region-americas").is_selected()
+    # The default is a daily digest: hour and zone shown, the day of the week not.
+    assert shown(driver, "#hour") and shown(driver, "#timezone")
+    assert not shown(driver, "#weekday")
+    driver.find_element(By.CSS_SELECTOR, "label[for=cadence-weekly]").click()
+    assert shown(driver, "#weekday") and shown(driver, "#hour")
     driver.find_element(By.CSS_SELECTOR, "label[for=cadence-immediate]").click()
+    # "As articles are published": no digest fields at all (CSS only, no script).
+    assert not shown(driver, "#hour") and not shown(driver, "#timezone")
+    assert not shown(driver, "#weekday")
+    assert driver.execute_script("return document.scripts.length") == 0
+    # A topic group opens to show its topics.
+    assert not shown(driver, "#topic-transit")
+    driver.find_element(By.XPATH, "//summary[starts-with(., 'Procedures')]").click()
+    assert shown(driver, "#topic-transit")
+    screenshots(driver, "1-subscribe-immediate-open-group")
     keywords = driver.find_element(By.ID, "keywords")
     keywords.send_keys("green lane", Keys.ENTER)  # Enter submits the form
 
@@ -230,8 +257,12 @@ def test_subscribe_confirm_receive_manage_and_leave_in_a_browser(
     screenshots(driver, "3-confirm")
     assert record_of(config_path, ADDRESS) is None  # opening the link confirmed nothing
 
+    confirm_url = driver.current_url
     driver.find_element(By.XPATH, "//button[text()='Confirm subscription']").click()
     wait_for("the confirmation", lambda: "You are subscribed" in driver.page_source)
+    # Reached by a redirect after the POST: reloading it posts nothing again.
+    assert driver.current_url == confirm_url + "?done=subscribed"
+    assert "as each new article that matches your choice is published" in driver.page_source
     screenshots(driver, "4-confirmed")
     record = record_of(config_path, ADDRESS)
     assert record is not None and (record.status, record.source) == ("active", "web")
@@ -273,5 +304,26 @@ def test_subscribe_confirm_receive_manage_and_leave_in_a_browser(
     assert "Email address: 'reader at example.org' is not an email address" in summary
     assert driver.find_element(By.ID, "email").get_attribute("aria-invalid") == "true"
     screenshots(driver, "7-subscribe-error")
-    shots = sorted(path.name for path in SCREENSHOTS.glob("[1-7]-*.png"))
-    assert len(shots) == 14
+    # Every problem at once: the address and the keywords.
+    driver.get(base + "subscribe")
+    driver.find_element(By.ID, "keywords").send_keys(",".join(f"k{n}" for n in range(25)))
+    driver.find_element(By.ID, "email").send_keys("reader(1)@example.org", Keys.ENTER)
+    wait_for("the error summary", lambda: driver.find_elements(By.CLASS_NAME, "errors"))
+    items = [item.text for item in driver.find_elements(By.CSS_SELECTOR, ".errors li")]
+    assert [item.split(":")[0] for item in items] == ["Email address", "Keywords"]
+    screenshots(driver, "8-subscribe-errors")
+
+    # The old confirmation link, after unsubscribing, says the subscription has ended.
+    driver.get(confirm_url)
+    assert driver.find_element(By.TAG_NAME, "h1").text == "This subscription has ended"
+    screenshots(driver, "9-ended")
+
+    # The one-click unsubscribe page of the news mail has the look of the others.
+    unsubscribe = re.search(r"<(http://[^>]+/unsubscribe/[^>]+)>", news.message["List-Unsubscribe"])
+    assert unsubscribe is not None
+    driver.get(unsubscribe.group(1))
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Unsubscribe"
+    assert driver.find_element(By.TAG_NAME, "header").text == "WCO News"
+    screenshots(driver, "9-one-click-unsubscribe")
+    shots = sorted(path.name for path in SCREENSHOTS.glob("[1-9]-*.png"))
+    assert len(shots) == 22
