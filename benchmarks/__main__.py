@@ -13,7 +13,7 @@ import platform
 import sys
 from pathlib import Path
 
-from benchmarks import http, mail, matching, pipeline, publishing, startup
+from benchmarks import deliverability, http, mail, matching, pipeline, publishing, startup
 
 
 def main() -> int:
@@ -30,6 +30,8 @@ def main() -> int:
             publishing.run(5_000, 500, 3),
             matching.run(100_000),
             mail.run(500, repeat=3),
+            deliverability.run_dkim(500, repeat=3),
+            deliverability.run_bounces(2_000, repeat=3),
             http.run(seconds=2, connections=20),
         ]
     else:
@@ -39,6 +41,8 @@ def main() -> int:
             publishing.run(100_000, 5_000, 5),
             matching.run(1_000_000),
             mail.run(5_000, repeat=5),
+            deliverability.run_dkim(5_000, repeat=5),
+            deliverability.run_bounces(20_000, repeat=5),
             http.run(seconds=10, connections=50),
         ]
     print(f"{'benchmark':48} {'seconds':>10} {'baseline s':>11} {'ratio':>7}")

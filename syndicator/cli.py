@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     again.add_argument("email")
     again.set_defaults(handler="syndicator.commands.subscribers:cmd_subscribers_resubscribe")
+    # bounces, mail, suppress, and subscribers export/forget
+    from syndicator.commands.deliverability import add_commands  # noqa: PLC0415
+
+    add_commands(commands, common, actions)
 
     preview = commands.add_parser(
         "preview",

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import Config
@@ -55,6 +55,9 @@ from syndicator.state.db import State, join_slugs, split_slugs
 from syndicator.state.meta import classified_with, record_classifier
 from syndicator.store.files import ScanResult, scan
 from syndicator.store.ingest import Classes, ReadFile, classes_of, read_files
+
+if TYPE_CHECKING:
+    from syndicator.mail.feedback import FeedbackReport
 
 log = logging.getLogger(__name__)
 
@@ -418,6 +421,7 @@ class CycleResult:
     queued: list[int] = field(default_factory=list)
     publish_error: str = ""  # publishing failed (disk full...): the old files stay
     skipped: bool = False  # another instance was running the cycle
+    feedback: FeedbackReport | None = None  # bounces and complaints read this cycle
 
     def summary(self) -> str:
         if self.skipped:
@@ -430,10 +434,16 @@ class CycleResult:
             if self.publish_error
             else "feeds unchanged"
         )
-        return (
+        summary = (
             f"{self.reload.summary()}; {feeds}; {self.reload.matched} matches, "
             f"{len(self.queued)} mails queued"
         )
+        if self.feedback is not None and self.feedback.read:
+            summary += (
+                f"; {self.feedback.read} bounce reports ({len(self.feedback.suspended)} "
+                f"suspended, {len(self.feedback.unsubscribed)} unsubscribed)"
+            )
+        return summary
 
 
 def site_from_config(config: Config) -> Site:
@@ -567,6 +577,7 @@ class Pipeline:
         if hub:
             changed = result.publish.changed_feed_urls if result.publish else []
             result.websub_failed = _notify_hub(state, hub, changed, ping)
+        result.feedback = process_feedback(config, state, now=now)
         result.queued = _queue_mail(config, classifier, state, now=now)
         return result
 
@@ -739,8 +750,26 @@ def _queue_mail(
 ) -> list[int]:
     secret = load_secret(state, config.mail.unsubscribe_secret_file)
     mailer = Mailer(config, names_from(classifier), secret)
+    from syndicator.mail.suppression import drop_suppressed  # noqa: PLC0415
+
     with state.transaction() as conn:
-        return queue_due(conn, now=now, composer=mailer)
+        queued = queue_due(conn, now=now, composer=mailer)
+        # The suppression list wins over every subscription: such mail is never sent.
+        dropped = drop_suppressed(state, conn)
+    return [key for key in queued if key not in dropped] if dropped else queued
+
+
+def process_feedback(config: Config, state: State, *, now: datetime) -> FeedbackReport | None:
+    """Read the configured bounces and complaints, then check the reputation breaker."""
+    if config.bounces.maildir is None and not config.bounces.imap.host:
+        return None
+    from syndicator.mail import breaker  # noqa: PLC0415
+    from syndicator.mail.feedback import process_configured  # noqa: PLC0415
+
+    secret = load_secret(state, config.mail.unsubscribe_secret_file)
+    report = process_configured(config, state, secret=secret, now=now)
+    breaker.evaluate(state, config.bounces)
+    return report
 
 
 async def deliver_due(
@@ -752,13 +781,33 @@ async def deliver_due(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> DeliveryReport:
     """Send every queued message that is due (the async right edge of the cycle)."""
+    # Imported here: only delivery needs DKIM, pacing and the breaker.
+    from syndicator.mail import breaker  # noqa: PLC0415
+    from syndicator.mail.dkim import SigningTransport, signer_from_config  # noqa: PLC0415
+    from syndicator.mail.pacing import PacedTransport  # noqa: PLC0415
+    from syndicator.mail.verp import return_path  # noqa: PLC0415
+
+    paused = breaker.paused(state)
+    if paused is not None:
+        log.debug("sending is paused: %s", paused)
+        return DeliveryReport()
+    signer = signer_from_config(config)
+    secret = load_secret(state, config.mail.unsubscribe_secret_file)
+    bounce_address = config.mail.bounce_address
+    fixed_sender = envelope_sender(config.mail.from_)
     own = transport is None
     used = transport or transport_from_config(config)
+    if signer is not None:
+        used = SigningTransport(used, signer)
+    used = PacedTransport(used, config.mail.rate_limits)
     try:
         return await deliver(
             state,
             used,
-            sender=envelope_sender(config.mail.from_),
+            # With mail.bounce_address, a return path per message (VERP); else mail.from.
+            sender=(lambda key: return_path(bounce_address, secret, key))
+            if bounce_address
+            else fixed_sender,
             clock=clock,
             concurrency=config.mail.smtp.pool_size if config.mail.transport == "smtp" else 1,
             should_stop=should_stop,

@@ -7,16 +7,45 @@ import os
 import shutil
 import textwrap
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from syndicator.classify.classifier import Classifier
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
 from tests import pg
+from tests.smtp_sink import Sink
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SAMPLE_STORE = ROOT / "articles" / "wco-news-sample.txt"
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday: the tests' "now"
+
+
+class Clock:
+    """A clock the test moves by hand: ``clock.now = ...``; calling it reads the time."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture(scope="session")
+def classifier() -> Classifier:
+    """The shipped gazetteer and taxonomy (read-only, so one for the whole session)."""
+    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, recording what it accepts."""
+    with Sink() as running:
+        yield running
 
 
 SQLITE_URL = "sqlite:///../state/syndicator.db"

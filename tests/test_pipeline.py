@@ -18,14 +18,7 @@ from syndicator.state import articles
 from syndicator.state.db import State
 from syndicator.store.files import scan
 from syndicator.store.ingest import read_files
-from tests.conftest import CONFIG_DIR, SAMPLE_STORE, write
-
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
+from tests.conftest import CONFIG_DIR, SAMPLE_STORE, T0, write
 
 
 @pytest.fixture

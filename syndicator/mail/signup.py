@@ -39,6 +39,7 @@ from syndicator.mail import roster
 from syndicator.mail.roster import SubscriberRecord
 from syndicator.mail.signing import signature, signature_matches
 from syndicator.mail.subscribers import Subscriber
+from syndicator.mail.suppression import is_suppressed
 from syndicator.mail.unsubscribe import UnsubscribeDesk, mask
 from syndicator.state import requests
 from syndicator.state.db import State
@@ -260,6 +261,10 @@ class SignupDesk:
         try:
             with self.state.transaction() as conn:
                 requests.forget_requests_before(conn, now - settings.confirm_ttl - KEEP_EXPIRED)
+                if is_suppressed(self.state, conn, subscriber.email):
+                    # Answered as for any address (no enumeration); nothing is sent.
+                    log.info("subscription request for a suppressed address: nothing sent")
+                    return False
                 record = roster.find_subscriber(conn, subscriber.email)
                 if record is not None and record.status in (roster.ACTIVE, roster.SUSPENDED):
                     self._queue_already_subscribed(conn, record, now)

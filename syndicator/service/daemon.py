@@ -269,7 +269,25 @@ class Service:
         self.metrics.record_mail("failed", report.failed)
         with contextlib.suppress(SyndicatorError), self.state.engine.connect() as conn:
             self.metrics.set_outbox(count_by_status(conn))
+        self._show_deliverability()
         return report
+
+    def _show_deliverability(self) -> None:
+        """Bounces, complaints and the breaker's state, into /metrics and /healthz."""
+        from syndicator.mail import breaker  # noqa: PLC0415
+
+        try:
+            now = breaker.snapshot(self.state, self.config.bounces.window)
+        except SyndicatorError as exc:
+            log.error("cannot read bounce statistics: %s", exc)
+            return
+        self.metrics.set_deliverability(
+            now.counts,
+            bounce_rate=now.rates.bounce_rate,
+            complaint_rate=now.rates.complaint_rate,
+            paused=now.paused is not None,
+        )
+        self.health.mail_paused = now.paused or ""
 
     def _record(
         self,

@@ -425,6 +425,9 @@ class State:
         self.engine.dispose()
 
     def _create_schema(self) -> None:
+        # The deliverability tables live in their own module; importing it registers them.
+        import syndicator.state.bounces  # noqa: F401, PLC0415
+
         with self.transaction() as conn:
             if conn.dialect.name == "postgresql":
                 # Instances started together on an empty database take turns here: the

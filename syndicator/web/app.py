@@ -94,6 +94,8 @@ class Health:
     last_success_at: datetime | None = None
     last_error: str = ""
     articles: int = 0
+    # Why the reputation circuit breaker paused sending ("" while mail flows).
+    mail_paused: str = ""
     # Live instances sharing the state database that have the cycle role (None: unknown
     # yet). With none, nothing reads the store or queues mail: unhealthy.
     cycle_instances: int | None = None
@@ -132,6 +134,9 @@ class Health:
             "error": self.last_error,
             "articles": self.articles,
         }
+        if self.mail_paused:
+            # Feeds are still served and mail still queued: the status stays as it is.
+            body["mail"] = f"sending paused: {self.mail_paused}"
         if self.cycle_instances is not None:
             body["cycle_instances"] = self.cycle_instances
         if state == "no-cycle-instance":

@@ -17,6 +17,7 @@ rate-limited per client address and requests also per email address (HTTP 429 wi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import secrets
@@ -354,6 +355,7 @@ class SubscriptionPages:
         app.router.add_post("/confirm/{token}", self.confirm)
         app.router.add_get("/manage/{token}", self.manage_form)
         app.router.add_post("/manage/{token}", self.manage)
+        app.router.add_get("/manage/{token}/export", self.export)
 
     # --- rendering -------------------------------------------------------------------------
 
@@ -724,6 +726,8 @@ class SubscriptionPages:
         token = request.match_info["token"]
         action = _text(form, "action")
         try:
+            if action in ("forget", "forget-confirmed"):
+                return await self._forget(request, token, confirmed=action == "forget-confirmed")
             if action == "unsubscribe":
                 record = await asyncio.to_thread(self.desk.unsubscribe, token)
                 if record is None:
@@ -760,3 +764,57 @@ class SubscriptionPages:
                 link=("Back to your subscription", f"{self.base_path}manage/{token}"),
             )
         raise web.HTTPSeeOther(f"{self.base_path}manage/{token}?saved=1", headers=_HEADERS)
+
+    # --- data rights -----------------------------------------------------------------------
+
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        """Everything held about the address a manage link names, as a JSON download."""
+        if not self.enabled:
+            raise web.HTTPNotFound()
+        from syndicator.mail.rights import export_address  # noqa: PLC0415
+
+        token = request.match_info["token"]
+        try:
+            record = await asyncio.to_thread(self.desk.subscription, token)
+            if record is None:
+                return self._not_found()
+            held = await asyncio.to_thread(export_address, self.desk.state, record.email)
+        except SyndicatorError as exc:
+            return self._unavailable(exc)
+        return web.Response(
+            body=json.dumps(held, indent=2, sort_keys=True).encode("utf-8"),
+            content_type="application/json",
+            headers={
+                **_HEADERS,
+                hdrs.CONTENT_DISPOSITION: 'attachment; filename="my-subscription-data.json"',
+            },
+        )
+
+    async def _forget(self, request: web.Request, token: str, *, confirmed: bool) -> web.Response:
+        from syndicator.mail.rights import forget_address  # noqa: PLC0415
+
+        record = await asyncio.to_thread(self.desk.subscription, token)
+        if record is None:
+            return self._not_found()
+        if not confirmed:
+            csrf, set_cookie = self._with_csrf(request)
+            response = self._page(
+                "forget.html",
+                "Delete everything about you?",
+                csrf=csrf,
+                action=f"{self.base_path}manage/{token}",
+                address=mask(record.email),
+                back=f"{self.base_path}manage/{token}",
+            )
+            set_cookie(response)
+            return response
+        await asyncio.to_thread(
+            forget_address, self.desk.state, record.email, now=self.desk.clock(), always=True
+        )
+        return self._message(
+            "Everything about you is deleted",
+            f"{self.settings.mail.site_title} no longer holds your address, your subscription "
+            "or its history, and sends you no more mail. To prevent mail ever reaching you "
+            "again, only a one-way fingerprint of the address is kept.",
+            status=200,
+        )

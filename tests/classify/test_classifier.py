@@ -10,15 +10,9 @@ import pytest
 
 from benchmarks.generate import article_texts
 from syndicator.classify.classifier import Classifier, Gazetteer, Taxonomy
-from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
 from syndicator.errors import ConfigError
 from syndicator.store.files import read_file
 from tests.conftest import DATA_DIR, SAMPLE_STORE
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 def _labelled(store: Path, labels: Path) -> list[Any]:

@@ -14,12 +14,13 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import T0
 from tests.faults.helpers import (
     ENV,
     add_article,
@@ -37,7 +38,6 @@ from tests.smtp_sink import Sink, SinkHandler
 pytestmark = pytest.mark.faults
 
 KILLS = 5
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SUBSCRIBERS = 300
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
+from syndicator.config import load_config
 from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State
+from tests.conftest import T0
 from tests.faults.helpers import add_article, immediate, use_smtp, with_sample_store
 from tests.smtp_sink import Sink
 
 pytestmark = pytest.mark.faults
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DESK, OTHER = "desk@example.org", "other@example.org"
 
 TITLES = {
@@ -100,11 +100,6 @@ def html_fragments(path: Path) -> list[str]:
         if tag in {"description", "content", "summary", "encoded"} and element.text:
             texts.append(element.text)
     return texts
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 def test_hostile_titles_and_bodies_end_to_end(install: Path, classifier: Classifier) -> None:

@@ -16,14 +16,13 @@ import socket
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
+from syndicator.config import load_config
 from syndicator.mail import roster
 from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret, make_token
 from syndicator.metrics import Metrics
@@ -31,11 +30,11 @@ from syndicator.pipeline import run_cycle
 from syndicator.state.db import State, messages_table
 from syndicator.web import app as web
 from syndicator.web.app import Health, create_app, serve
+from tests.conftest import T0
 from tests.faults.helpers import immediate, with_sample_store
 
 pytestmark = pytest.mark.faults
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SECRET = b"SECRET outside the output directory"
 
 
@@ -225,11 +224,6 @@ def closed_by_peer(sock: socket.socket) -> bool:
 
 
 # --- unsubscribe tokens ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 async def test_forged_replayed_and_fetched_unsubscribe_tokens(

@@ -14,17 +14,18 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
+from syndicator.config import load_config
 from syndicator.mail import roster
 from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State, messages_table
+from tests.conftest import T0
 from tests.faults.helpers import (
     ENV,
     add_article,
@@ -38,13 +39,7 @@ from tests.smtp_sink import GreetingRefuser, Sink, SinkHandler, free_port
 
 pytestmark = pytest.mark.faults
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 A, B, C = "a@example.org", "b@example.org", "c@example.org"
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 @dataclass

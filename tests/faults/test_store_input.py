@@ -21,24 +21,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
+from syndicator.config import load_config
 from syndicator.models import ARTICLE_ID
 from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state.db import State
 from syndicator.store.files import parse_bytes
+from tests.conftest import T0
 from tests.faults.helpers import ENV, command, immediate, run, use_smtp, with_sample_store
 from tests.smtp_sink import Sink
 
 pytestmark = pytest.mark.faults
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 VIRTUAL = Path("/store/generated.txt")
 _UNWANTED = {chr(c) for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]}
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 def assert_sound(path: Path, data: bytes) -> None:

@@ -12,7 +12,7 @@ import re
 import sys
 import unicodedata
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -47,9 +47,8 @@ from syndicator.mail.compose import (
 )
 from syndicator.models import Article
 from syndicator.publish.feeds import Names, plain_title
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, T0
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 GOLDEN = DATA_DIR / "golden"
 NAMES = Names(
     regions={"americas": "Americas and Caribbean", "europe": "Europe", "global": "Global"},

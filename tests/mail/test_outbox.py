@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
+from syndicator.config import Config, load_config
 from syndicator.mail import deliver, roster
 from syndicator.mail.match import Candidate, Filter, FilterIndex
 from syndicator.mail.schedule import next_due
@@ -33,21 +33,8 @@ from syndicator.mail.unsubscribe import load_secret, make_token
 from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state import outbox
 from syndicator.state.db import State, messages_table
-from tests.conftest import SAMPLE_STORE, write
+from tests.conftest import SAMPLE_STORE, T0, write
 from tests.smtp_sink import Sink, SinkHandler
-
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    with Sink() as running:
-        yield running
 
 
 def configure(install: Path, sink: Sink, subscribers: str) -> Config:

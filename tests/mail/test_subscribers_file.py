@@ -8,14 +8,14 @@ the subscriptions that result must be the same, and as promised.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from syndicator import pipeline
 from syndicator.classify.classifier import Classifier
-from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, load_config
+from syndicator.config import load_config
 from syndicator.errors import ConfigError, ErrorKind
 from syndicator.mail import roster
 from syndicator.mail import subscribers as subscribers_file
@@ -26,8 +26,8 @@ from syndicator.mail.subscribers import (
     load_subscribers,
 )
 from syndicator.state.db import State
+from tests.conftest import T0
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 BOTH = '[[subscriber]]\nemail = "desk@example.org"\n\n[[subscriber]]\nemail = "peer@example.org"\n'
 FILE_WORDS = "subscribers file not found; cannot read; invalid TOML; must be an array"
 
@@ -85,11 +85,6 @@ def reworded(error: ConfigError) -> ConfigError:
             FILE_WORDS, address=error.address, path=error.path or Path(), line=error.line
         )
     return ConfigError("all is well", path=error.path, line=error.line, kind=error.kind)
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 def _statuses_after(

@@ -6,7 +6,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -22,9 +22,8 @@ from syndicator.models import Article
 from syndicator.pipeline import channels_from, run_cycle
 from syndicator.publish.feeds import Names, Site, body_html, plain_title, render_json
 from syndicator.state.db import State
-from tests.conftest import DATA_DIR, SAMPLE_STORE, write
+from tests.conftest import DATA_DIR, SAMPLE_STORE, T0, write
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 GOLDEN = DATA_DIR / "golden"
 HOSTILE_TITLE = '<script>alert("t")</script>Customs <b onmouseover="x()">Update</b> &lt;i&gt;'
 HOSTILE_BODY = (
@@ -32,11 +31,6 @@ HOSTILE_BODY = (
     '<a href="javascript:alert(1)">click</a> <img src="x.png" onerror="alert(2)"> '
     '<a href="data:text/html;base64,PHNjcmlwdD4=">data</a> <a href="/relative/page">rel</a>'
 )
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -24,9 +24,8 @@ from syndicator.publish.publisher import (
 from syndicator.state.db import State
 from syndicator.state.feeds import feed_signatures
 from syndicator.web.app import Health, create_app, serve
-from tests.conftest import write
+from tests.conftest import T0, write
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PLACES = ["Kenya", "Ghana", "Chile", "Japan", "Morocco", "France", "Peru", "Fiji"]
 TOPICS = ["AEO Programme", "Single Window", "Transit Corridor", "Risk Management Unit"]
 

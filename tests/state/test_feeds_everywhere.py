@@ -5,26 +5,20 @@ instance ran the cycle. Every test here runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from aiohttp import hdrs
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
+from syndicator.config import Config, load_config
 from syndicator.pipeline import catch_up_feeds, run_cycle
 from syndicator.state.coordination import CYCLE_LOCK, exclusive_turn
 from syndicator.state.db import State
 from syndicator.web.app import Conditions, FileServer
+from tests.conftest import T0
 from tests.faults.helpers import add_article, with_sample_store
-
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,9 +22,9 @@ from syndicator.mail.transport import SmtpTransport
 from syndicator.state import coordination
 from syndicator.state.db import State, messages_table
 from syndicator.state.outbox import NewMessage, queue_message
+from tests.conftest import T0
 from tests.smtp_sink import Sink, SinkHandler
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 
 

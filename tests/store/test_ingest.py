@@ -10,15 +10,9 @@ from pathlib import Path
 import pytest
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
 from syndicator.errors import StoreError
 from syndicator.store.files import scan
 from syndicator.store.ingest import PARALLEL_MIN_FILES, ReadFile, read_files
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 def test_store_errors_survive_pickling() -> None:

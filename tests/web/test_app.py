@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -28,8 +28,8 @@ from syndicator.web.app import (
     public_parts,
     serve,
 )
+from tests.conftest import T0, Clock
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 INTERVAL = 300.0
 SECRET = b"the secret outside output_dir\n"
 # Long enough for gzip to be worth it and to tell a compressed body from the original.
@@ -44,16 +44,6 @@ FILES = {
     "sitemap.xml": (b"<urlset/>", "application/xml; charset=utf-8"),
     "topics/aeo.rss": (b"<rss>aeo</rss>", "application/rss+xml; charset=utf-8"),
 }
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass

@@ -29,11 +29,10 @@ from syndicator.mail.signup import manage_token
 from syndicator.mail.unsubscribe import make_token
 from syndicator.state.db import subscription_requests_table
 from syndicator.web.pages import PAGE_HEADERS
+from tests.conftest import T0
 from tests.smtp_sink import Sink
-from tests.web.test_subscriptions import T0, Pages, links, start, to
-from tests.web.test_subscriptions import classifier as classifier  # noqa: PLC0414 - a fixture
+from tests.web.test_subscriptions import Pages, links, start, to
 from tests.web.test_subscriptions import root_logging as root_logging  # noqa: PLC0414
-from tests.web.test_subscriptions import sink as sink  # noqa: PLC0414 - a fixture
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 
 from syndicator.classify.classifier import Classifier
 from syndicator.cli import main
-from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config, load_config
+from syndicator.config import Config, load_config
 from syndicator.errors import ConfigError
 from syndicator.mail import roster
 from syndicator.mail.signup import (
@@ -50,10 +50,9 @@ from syndicator.state.outbox import NewMessage, queue_message
 from syndicator.web.app import Health, create_app, serve
 from syndicator.web.ratelimit import RateLimiter, client_key
 from syndicator.web.subscriptions import SubscriptionPages, timezone_names
-from tests.conftest import SAMPLE_STORE, write
+from tests.conftest import SAMPLE_STORE, T0, Clock, write
 from tests.smtp_sink import Received, Sink, SinkHandler
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 FILE_SUBSCRIBERS = """
     [[subscriber]]
     email = "desk@example.org"
@@ -62,19 +61,6 @@ FILE_SUBSCRIBERS = """
     cadence = "immediate"
 """
 LINK = re.compile(r"https?://\S+/(confirm|manage|unsubscribe)/([0-9A-Za-z._-]+)")
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def classifier() -> Classifier:
-    return Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
 
 
 def configure(install: Path, sink: Sink, web: str = "") -> Config:
@@ -154,12 +140,6 @@ class Pages:
     def record(self, email: str) -> roster.SubscriberRecord | None:
         with self.state.engine.connect() as conn:
             return roster.find_subscriber(conn, email)
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    with Sink() as running:
-        yield running
 
 
 async def start(
