@@ -13,7 +13,17 @@ import platform
 import sys
 from pathlib import Path
 
-from benchmarks import classification, http, mail, matching, pipeline, publishing, startup
+from benchmarks import (
+    classification,
+    deliverability,
+    http,
+    mail,
+    matching,
+    pipeline,
+    publishing,
+    readers,
+    startup,
+)
 
 
 def main() -> int:
@@ -31,7 +41,11 @@ def main() -> int:
             publishing.run(5_000, 500, 3),
             matching.run(100_000),
             mail.run(500, repeat=3),
+            deliverability.run_dkim(500, repeat=3),
+            deliverability.run_bounces(2_000, repeat=3),
             http.run(seconds=2, connections=20),
+            readers.filter_feeds(2_000, seconds=2, connections=20),
+            readers.archives(5_000),
         ]
     else:
         results = [
@@ -41,7 +55,11 @@ def main() -> int:
             publishing.run(100_000, 5_000, 5),
             matching.run(1_000_000),
             mail.run(5_000, repeat=5),
+            deliverability.run_dkim(5_000, repeat=5),
+            deliverability.run_bounces(20_000, repeat=5),
             http.run(seconds=10, connections=50),
+            readers.filter_feeds(20_000, seconds=10, connections=50),
+            readers.archives(100_000),
         ]
     print(f"{'benchmark':48} {'seconds':>10} {'baseline s':>11} {'ratio':>7}")
     for result in results:

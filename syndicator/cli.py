@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     adding.add_argument("--keyword", action="append", default=[], dest="keywords")
     adding.add_argument("--exclude-region", action="append", default=[], dest="exclude_regions")
     adding.add_argument("--exclude-topic", action="append", default=[], dest="exclude_topics")
-    adding.add_argument("--cadence", choices=("immediate", "daily", "weekly"), default="daily")
+    adding.add_argument(
+        "--cadence", choices=("immediate", "daily", "weekly", "feed"), default="daily"
+    )
     adding.add_argument("--hour", type=int, default=8)
     adding.add_argument("--weekday", default="mon")
     adding.add_argument("--timezone", default="UTC")
@@ -145,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     again.add_argument("email")
     again.set_defaults(handler="syndicator.commands.subscribers:cmd_subscribers_resubscribe")
+    # bounces, mail, suppress, and subscribers export/forget
+    from syndicator.commands.deliverability import add_commands  # noqa: PLC0415
+
+    add_commands(commands, common, actions)
 
     preview = commands.add_parser(
         "preview",

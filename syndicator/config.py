@@ -38,6 +38,7 @@ SHIPPED_REGIONS = SHIPPED_DATA / "regions.toml"
 SHIPPED_TOPICS = SHIPPED_DATA / "topics.toml"
 SMTP_PASSWORD_ENV = "SYNDICATOR_SMTP_PASSWORD"  # noqa: S105 - the name of a variable
 SMTP_USERNAME_ENV = "SYNDICATOR_SMTP_USERNAME"
+IMAP_PASSWORD_ENV = "SYNDICATOR_IMAP_PASSWORD"  # noqa: S105 - the name of a variable
 
 _HEADER_UNSAFE = re.compile(r"[\r\n\x00\u2028\u2029\x85]")
 
@@ -86,6 +87,14 @@ class StoreConfig(_Section):
 class FeedsConfig(_Section):
     output_dir: Path = Path("../feeds")
     max_items: Annotated[int, Field(gt=0, le=10_000)] = 50
+    # Entries per archive page (RFC 5005); 0: no archives.
+    archive_size: Annotated[int, Field(ge=0, le=1_000)] = 100
+    # Seconds feed readers are told to cache feeds and pages (Cache-Control max-age); 0:
+    # store.reload_interval, since nothing changes faster.
+    cache_seconds: Annotated[int, Field(ge=0, le=7 * 24 * 3600)] = 0
+    # Answer 429 to a client polling one feed more than this many times per
+    # store.reload_interval (0: never).
+    polls_per_interval: Annotated[int, Field(ge=0, le=10_000)] = 0
     websub_hub: str = ""
     tag_authority: Annotated[
         str, Field(pattern=r"^([A-Za-z0-9.-]+|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+)?$")
@@ -121,13 +130,56 @@ class SmtpConfig(_Section):
         return _none_if_empty(value)
 
 
+class DkimConfig(_Section):
+    """DKIM signing of every message (off while ``domain`` is empty)."""
+
+    domain: Annotated[str, Field(pattern=r"^([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)?$")] = ""
+    selector: Annotated[str, Field(pattern=r"^([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)?$")] = ""
+    key_file: Path | None = None
+
+    @field_validator("key_file", mode="before")
+    @classmethod
+    def _no_key_file(cls, value: Any) -> Any:
+        return _none_if_empty(value)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.domain)
+
+
 class MailConfig(_Section):
     from_: Annotated[str, Field(alias="from")] = "WCO News <news@example.org>"
     transport: Literal["maildir", "smtp"] = "maildir"
     maildir: Path = Path("../mail")
     list_id: Annotated[str, Field(pattern=r"^([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)?$")] = ""
     unsubscribe_secret_file: Path | None = None
+    # Envelope sender of every message, as local+token@domain (VERP); empty: the address
+    # of mail.from, the same for every message.
+    bounce_address: str = ""
+    # Messages per second: "*" for all mail together, a domain for its recipients.
+    rate_limits: dict[str, Annotated[float, Field(gt=0, le=100_000)]] = {}
     smtp: SmtpConfig = SmtpConfig()
+    dkim: DkimConfig = DkimConfig()
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _bounce_address(cls, value: str) -> str:
+        if not value:
+            return value
+        local, at, domain = value.rpartition("@")
+        if not at or not local or ("." not in domain and domain != "localhost"):
+            raise ValueError(f"{value!r} is not an address, e.g. 'bounces@news.example.org'")
+        if "+" in local or any(c.isspace() or c in '<>"' for c in value):
+            raise ValueError(f"{value!r} must be a plain address with no '+', spaces or quotes")
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _domains(cls, value: dict[str, float]) -> dict[str, float]:
+        for domain in value:
+            if domain != "*" and not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", domain):
+                raise ValueError(f"{domain!r} is neither '*' nor a domain, e.g. 'gmail.com'")
+        return {domain.lower(): rate for domain, rate in value.items()}
 
     @field_validator("unsubscribe_secret_file", mode="before")
     @classmethod
@@ -142,6 +194,46 @@ class MailConfig(_Section):
         if "@" not in value:
             raise ValueError(f"{value!r} is not an address, e.g. 'WCO News <news@example.org>'")
         return value
+
+
+class ImapConfig(_Section):
+    """A mailbox of bounces and complaints on an IMAP server."""
+
+    host: str = ""
+    port: Annotated[int, Field(gt=0, lt=65536)] = 993
+    security: Literal["tls", "starttls"] = "tls"
+    username: str = ""
+    password_file: Path | None = None
+    mailbox: str = "INBOX"
+    # Where processed messages go; empty: they stay, flagged \\Seen and $Processed.
+    move_to: str = ""
+    timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+    @field_validator("password_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return _none_if_empty(value)
+
+
+class BouncesConfig(_Section):
+    """Where bounces and complaints arrive, and what they do."""
+
+    maildir: Path | None = None
+    imap: ImapConfig = ImapConfig()
+    # Soft bounces (4.x.x) that suspend a subscriber when they come within soft_days.
+    soft_limit: Annotated[int, Field(gt=0, le=1000)] = 5
+    soft_days: Annotated[int, Field(gt=0, le=365)] = 14
+    # The circuit breaker: over the last `window` messages sent, once at least
+    # `min_messages` were, sending pauses past these rates.
+    max_bounce_rate: Annotated[float, Field(gt=0, le=1)] = 0.05
+    max_complaint_rate: Annotated[float, Field(gt=0, le=1)] = 0.003
+    window: Annotated[int, Field(gt=0, le=1_000_000)] = 1000
+    min_messages: Annotated[int, Field(gt=0, le=1_000_000)] = 200
+
+    @field_validator("maildir", mode="before")
+    @classmethod
+    def _no_maildir(cls, value: Any) -> Any:
+        return _none_if_empty(value)
 
 
 class HttpConfig(_Section):
@@ -245,6 +337,7 @@ class Config(_Section):
     feeds: FeedsConfig = FeedsConfig()
     state: StateConfig = StateConfig()
     mail: MailConfig = MailConfig()
+    bounces: BouncesConfig = BouncesConfig()
     http: HttpConfig = HttpConfig()
     web: WebConfig = WebConfig()
     service: ServiceConfig = ServiceConfig()
@@ -286,6 +379,26 @@ class Config(_Section):
     def list_id(self) -> str:
         """``mail.list_id``, else "news." + the host of ``base_url``."""
         return self.mail.list_id or f"news.{urlsplit(self.site.base_url).hostname or 'localhost'}"
+
+    def imap_password(self, environ: dict[str, str] | None = None) -> str:
+        """The IMAP password: environment, then systemd credential, then ``password_file``."""
+        env = os.environ if environ is None else environ
+        if env.get(IMAP_PASSWORD_ENV):
+            return env[IMAP_PASSWORD_ENV]
+        credentials = env.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / "imap-password").is_file():
+            return (Path(credentials) / "imap-password").read_text(encoding="utf-8").strip()
+        password_file = self.bounces.imap.password_file
+        if password_file is None:
+            return ""
+        try:
+            return password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read {password_file}: {exc.strerror}",
+                path=self.source,
+                key="bounces.imap.password_file",
+            ) from exc
 
     def smtp_username(self, environ: dict[str, str] | None = None) -> str:
         env = os.environ if environ is None else environ
@@ -395,10 +508,31 @@ def load_config(path: Path) -> Config:
                     "unsubscribe_secret_file": _resolve(base, config.mail.unsubscribe_secret_file)
                     if config.mail.unsubscribe_secret_file
                     else None,
+                    "dkim": config.mail.dkim.model_copy(
+                        update={
+                            "key_file": _resolve(base, config.mail.dkim.key_file)
+                            if config.mail.dkim.key_file
+                            else None
+                        }
+                    ),
                     "smtp": config.mail.smtp.model_copy(
                         update={
                             "password_file": _resolve(base, config.mail.smtp.password_file)
                             if config.mail.smtp.password_file
+                            else None
+                        }
+                    ),
+                }
+            ),
+            "bounces": config.bounces.model_copy(
+                update={
+                    "maildir": _resolve(base, config.bounces.maildir)
+                    if config.bounces.maildir
+                    else None,
+                    "imap": config.bounces.imap.model_copy(
+                        update={
+                            "password_file": _resolve(base, config.bounces.imap.password_file)
+                            if config.bounces.imap.password_file
                             else None
                         }
                     ),

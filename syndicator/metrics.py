@@ -72,6 +72,29 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.bounces = Gauge(
+            "syndicator_bounce_reports",
+            "Bounces and complaints about our messages recorded in state, by kind "
+            "(hard, soft, complaint).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.recent_rate = Gauge(
+            "syndicator_recent_rate",
+            "Share of the last bounces.window messages sent that hard-bounced (kind=bounce) "
+            "or drew a complaint (kind=complaint).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.sending_paused = Gauge(
+            "syndicator_sending_paused",
+            "1 while the reputation circuit breaker holds sending (mail is still queued).",
+            registry=self.registry,
+        )
+        for kind in ("hard", "soft", "complaint"):
+            self.bounces.labels(kind=kind)
+        for rate_kind in ("bounce", "complaint"):
+            self.recent_rate.labels(kind=rate_kind)
         self.instances = Gauge(
             "syndicator_instances",
             "Live instances sharing the state database, by role (cycle, deliver, web).",
@@ -124,6 +147,21 @@ class Metrics:
                 self.outbox.labels(status=status).set(0)
         for status, number in counts.items():
             self.outbox.labels(status=status).set(number)
+
+    def set_deliverability(
+        self,
+        counts: Mapping[str, int],
+        *,
+        bounce_rate: float,
+        complaint_rate: float,
+        paused: bool,
+    ) -> None:
+        """Bounce and complaint counts by kind, the recent rates, and the breaker's state."""
+        for kind in ("hard", "soft", "complaint"):
+            self.bounces.labels(kind=kind).set(counts.get(kind, 0))
+        self.recent_rate.labels(kind="bounce").set(bounce_rate)
+        self.recent_rate.labels(kind="complaint").set(complaint_rate)
+        self.sending_paused.set(1 if paused else 0)
 
     def set_instances(self, by_role: Mapping[str, int]) -> None:
         """Set the live instances gauge from ``{role: number of live instances}``."""

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import Config
@@ -53,8 +53,12 @@ from syndicator.state import feeds as feed_marks
 from syndicator.state.coordination import CYCLE_LOCK, exclusive_turn
 from syndicator.state.db import State, join_slugs, split_slugs
 from syndicator.state.meta import classified_with, record_classifier
+from syndicator.state.readers import rotated_private_feeds
 from syndicator.store.files import ScanResult, scan
 from syndicator.store.ingest import Classes, ReadFile, classes_of, read_files
+
+if TYPE_CHECKING:
+    from syndicator.mail.feedback import FeedbackReport
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +439,7 @@ class CycleResult:
     queued: list[int] = field(default_factory=list)
     publish_error: str = ""  # publishing failed (disk full...): the old files stay
     skipped: bool = False  # another instance was running the cycle
+    feedback: FeedbackReport | None = None  # bounces and complaints read this cycle
 
     def summary(self) -> str:
         if self.skipped:
@@ -447,10 +452,16 @@ class CycleResult:
             if self.publish_error
             else "feeds unchanged"
         )
-        return (
+        summary = (
             f"{self.reload.summary()}; {feeds}; {self.reload.matched} matches, "
             f"{len(self.queued)} mails queued"
         )
+        if self.feedback is not None and self.feedback.read:
+            summary += (
+                f"; {self.feedback.read} bounce reports ({len(self.feedback.suspended)} "
+                f"suspended, {len(self.feedback.unsubscribed)} unsubscribed)"
+            )
+        return summary
 
 
 def site_from_config(config: Config) -> Site:
@@ -584,6 +595,7 @@ class Pipeline:
         if hub:
             changed = result.publish.changed_feed_urls if result.publish else []
             result.websub_failed = _notify_hub(state, hub, changed, ping)
+        result.feedback = process_feedback(config, state, now=now)
         result.queued = _queue_mail(config, classifier, state, now=now)
         return result
 
@@ -628,6 +640,7 @@ class Pipeline:
                 output_dir=output_dir,
                 max_items=config.feeds.max_items,
                 verify_pages=verify or fresh,
+                archive_size=config.feeds.archive_size,
                 kept=self.catalogue,
                 fresh=fresh,
             )
@@ -756,8 +769,27 @@ def _queue_mail(
 ) -> list[int]:
     secret = load_secret(state, config.mail.unsubscribe_secret_file)
     mailer = Mailer(config, names_from(classifier), secret)
+    from syndicator.mail.suppression import drop_suppressed  # noqa: PLC0415
+
     with state.transaction() as conn:
-        return queue_due(conn, now=now, composer=mailer)
+        mailer.feed_generations = rotated_private_feeds(conn)
+        queued = queue_due(conn, now=now, composer=mailer)
+        # The suppression list wins over every subscription: such mail is never sent.
+        dropped = drop_suppressed(state, conn)
+    return [key for key in queued if key not in dropped] if dropped else queued
+
+
+def process_feedback(config: Config, state: State, *, now: datetime) -> FeedbackReport | None:
+    """Read the configured bounces and complaints, then check the reputation breaker."""
+    if config.bounces.maildir is None and not config.bounces.imap.host:
+        return None
+    from syndicator.mail import breaker  # noqa: PLC0415
+    from syndicator.mail.feedback import process_configured  # noqa: PLC0415
+
+    secret = load_secret(state, config.mail.unsubscribe_secret_file)
+    report = process_configured(config, state, secret=secret, now=now)
+    breaker.evaluate(state, config.bounces)
+    return report
 
 
 async def deliver_due(
@@ -769,13 +801,33 @@ async def deliver_due(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> DeliveryReport:
     """Send every queued message that is due (the async right edge of the cycle)."""
+    # Imported here: only delivery needs DKIM, pacing and the breaker.
+    from syndicator.mail import breaker  # noqa: PLC0415
+    from syndicator.mail.dkim import SigningTransport, signer_from_config  # noqa: PLC0415
+    from syndicator.mail.pacing import PacedTransport  # noqa: PLC0415
+    from syndicator.mail.verp import return_path  # noqa: PLC0415
+
+    paused = breaker.paused(state)
+    if paused is not None:
+        log.debug("sending is paused: %s", paused)
+        return DeliveryReport()
+    signer = signer_from_config(config)
+    secret = load_secret(state, config.mail.unsubscribe_secret_file)
+    bounce_address = config.mail.bounce_address
+    fixed_sender = envelope_sender(config.mail.from_)
     own = transport is None
     used = transport or transport_from_config(config)
+    if signer is not None:
+        used = SigningTransport(used, signer)
+    used = PacedTransport(used, config.mail.rate_limits)
     try:
         return await deliver(
             state,
             used,
-            sender=envelope_sender(config.mail.from_),
+            # With mail.bounce_address, a return path per message (VERP); else mail.from.
+            sender=(lambda key: return_path(bounce_address, secret, key))
+            if bounce_address
+            else fixed_sender,
             clock=clock,
             concurrency=config.mail.smtp.pool_size if config.mail.transport == "smtp" else 1,
             should_stop=should_stop,

@@ -59,6 +59,18 @@ def cmd_check(args: argparse.Namespace) -> int:
                 f"{path}:{correction.line}: correction for {correction.article!r} names no "
                 "article of the store (check its id or title)"
             )
+    if config.mail.dkim.enabled:
+        from syndicator.mail.dkim import dns_name, dns_record, load_key  # noqa: PLC0415
+
+        try:
+            dkim_key = load_key(config.mail.dkim)
+        except SyndicatorError as exc:
+            problems.append(f"{config.source}: {exc}")
+        else:
+            print(
+                f"DKIM: {dkim_key.algorithm}, {dkim_key.bits} bits; publish this TXT record:\n"
+                f'{dns_name(config.mail.dkim)}. IN TXT "{dns_record(dkim_key)}"'
+            )
     for problem in problems:
         print(problem)
     for what, key, path, shipped in (

@@ -13,6 +13,7 @@ from syndicator.mail.mailer import Mailer
 from syndicator.mail.unsubscribe import load_secret
 from syndicator.pipeline import names_from
 from syndicator.state.matches import pending_articles
+from syndicator.state.readers import rotated_private_feeds
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -37,6 +38,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             return EXIT_OK
         with state.engine.connect() as conn:
             secret_row = state.get_meta(conn, "unsubscribe_secret")
+            generations = rotated_private_feeds(conn)
         secret = (
             bytes.fromhex(secret_row)
             if secret_row and config.mail.unsubscribe_secret_file is None
@@ -45,6 +47,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     finally:
         state.close()
     mailer = Mailer(config, names_from(classifier), secret)
+    mailer.feed_generations = generations
     _, message = mailer(record, articles, record.cadence, now())
     sys.stdout.write(message.decode("utf-8").replace("\r\n", "\n"))
     return EXIT_OK

@@ -55,6 +55,9 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
                 now=now(),
                 ttl=timedelta(hours=config.web.confirm_ttl_hours),
             )
+            from syndicator.state.bounces import latest_decisions  # noqa: PLC0415
+
+            decisions = latest_decisions(conn)
     finally:
         state.close()
     # Web requests waiting for confirmation are listed too, as "pending": they receive
@@ -74,6 +77,12 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             "next_digest_at": r.next_digest_at.isoformat() if r.next_digest_at else None,
             "permanent_failures": r.permanent_failures,
             "added_at": r.added_at.isoformat(),
+            # Why a bounce or a complaint ended the subscription, if one did.
+            "decision": (
+                f"{decisions[r.id][1]} ({decisions[r.id][2]:%Y-%m-%d %H:%M} UTC)"
+                if r.id in decisions and r.status in ("suspended", "unsubscribed")
+                else None
+            ),
         }
         for r in records
     ]
@@ -92,6 +101,7 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             "next_digest_at": None,
             "permanent_failures": 0,
             "added_at": request.requested_at.isoformat(),
+            "decision": None,
         }
         for request in requests
     ]
@@ -115,6 +125,8 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             if row[key]
         )
         failures = f", {row['permanent_failures']} failures" if row["permanent_failures"] else ""
+        if row["decision"]:
+            failures += f", {row['status']}: {row['decision']}"
         print(
             f"{row['email']:40} {row['status']:12} {row['source']:4} {when}{failures}\n"
             f"    {filters or 'everything'}"

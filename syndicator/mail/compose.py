@@ -32,7 +32,7 @@ import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.header import Header
 from email.headerregistry import Address
@@ -120,6 +120,8 @@ class Recipient:
     unsubscribe_url: str  # https URL that accepts a one-click POST (RFC 8058)
     unsubscribe_mailto: str  # "mailto:news@example.org?subject=unsubscribe%20<token>"
     manage_url: str = ""
+    feed_url: str = ""  # the reader's private Atom feed, when the site serves one
+    group_by: str = "region"  # a digest's table of contents: by "region" or by "topic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,45 @@ class _Item:
     url: str
     meta: str
     summary: str
+    number: int = 0  # its place in the message, from 1
+    anchor: str = ""  # the id the table of contents links to
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """The articles of one region (or topic), as a digest's table of contents groups them."""
+
+    name: str
+    items: list[_Item]
+
+
+# Gmail clips a message past about 102 KB of HTML: the article list stays under this, and
+# whatever does not fit is counted in an "N more articles" line linking to the site.
+SECTION_BUDGET = 80_000
+OTHER_GROUP = "Other news"
+
+
+def _groups(
+    articles: Sequence[Article], items: Sequence[_Item], names: Names, group_by: str
+) -> list[_Group]:
+    """Items grouped by their article's first region (or topic), groups in the order of
+    their first article, numbered in the order they are shown."""
+    grouped: dict[str, list[_Item]] = {}
+    for article, item in zip(articles, items, strict=True):
+        slugs = article.topics if group_by == "topic" else article.regions
+        name = names.topic(slugs[0]) if group_by == "topic" and slugs else ""
+        if group_by != "topic" and slugs:
+            name = names.region(slugs[0])
+        grouped.setdefault(_one_line(name) or OTHER_GROUP, []).append(item)
+    groups = []
+    number = 0
+    for name, members in grouped.items():
+        numbered = []
+        for item in members:
+            number += 1
+            numbered.append(replace(item, number=number, anchor=f"article-{number}"))
+        groups.append(_Group(name, numbered))
+    return groups
 
 
 # --- header text ---------------------------------------------------------------------------
@@ -309,6 +350,18 @@ def _item(article: Article, names: Names, base_url: str) -> _Item:
         meta=" · ".join(part for part in (regions, topics, published) if part),
         summary=summarize(summary, SUMMARY_LIMIT) if summary else "",
     )
+
+
+PREHEADER_LIMIT = 140
+
+
+def _preheader(articles: Sequence[Article]) -> str:
+    """The line mail clients show next to the subject: the first titles, then a count."""
+    titles = [_title(article) for article in articles[:3]]
+    line = _cut(" · ".join(titles), PREHEADER_LIMIT)
+    if len(articles) > 3:
+        line += f" (+{len(articles) - 3} more)"
+    return line
 
 
 def _wrap(text: str, initial: str = "", subsequent: str | None = None) -> str:
@@ -629,6 +682,7 @@ def _render(template: Template, block: str, context: dict[str, Any]) -> str:
 # characters: no URL or reason holds them).
 _LINK_SLOT = "\ue000unsubscribe\ue000"
 _MANAGE_SLOT = "\ue000manage\ue000"
+_FEED_SLOT = "\ue000feed\ue000"
 
 
 class Composer:
@@ -662,23 +716,26 @@ class Composer:
             "site_title": self._site_title,
         }
         self._sections: _LRU[tuple[Hashable, ...], _Section] = _LRU(cache_size)
-        self._heads: _LRU[tuple[str, str], tuple[bytes, bytes]] = _LRU(32)
-        self._feet: _LRU[tuple[str, bool], tuple[str, str]] = _LRU(cache_size)
+        self._heads: _LRU[tuple[str, str, str], tuple[bytes, bytes]] = _LRU(256)
+        self._feet: _LRU[tuple[str, bool, bool], tuple[str, str]] = _LRU(cache_size)
         self._now: datetime | None = None
         self._date = b""
 
-    def _foot(self, reason: str, unsubscribe_url: str, manage_url: str) -> tuple[str, str]:
+    def _foot(
+        self, reason: str, unsubscribe_url: str, manage_url: str, feed_url: str = ""
+    ) -> tuple[str, str]:
         """The footer of both parts: rendered once per reason (many readers share their
         filters), with each reader's own links put in."""
-        if _LINK_SLOT in reason or _MANAGE_SLOT in reason:  # cannot happen; never mistake it
-            footer = {
+        if any(slot in reason for slot in (_LINK_SLOT, _MANAGE_SLOT, _FEED_SLOT)):
+            footer = {  # cannot happen; never mistake it
                 **self._context,
                 "reason": reason,
                 "unsubscribe_url": unsubscribe_url,
                 "manage_url": manage_url,
+                "feed_url": feed_url,
             }
             return _render(self._text, "foot", footer), _render(self._html, "foot", footer)
-        key = (reason, bool(manage_url))
+        key = (reason, bool(manage_url), bool(feed_url))
         rendered = self._feet.get(key)
         if rendered is None:
             footer = {
@@ -686,16 +743,18 @@ class Composer:
                 "reason": reason,
                 "unsubscribe_url": _LINK_SLOT,
                 "manage_url": _MANAGE_SLOT if manage_url else "",
+                "feed_url": _FEED_SLOT if feed_url else "",
             }
             rendered = (_render(self._text, "foot", footer), _render(self._html, "foot", footer))
             self._feet.put(key, rendered)
         text, html_text = rendered
         # What the HTML template's autoescaping would have made of the links.
+        for slot, url in ((_LINK_SLOT, unsubscribe_url), (_MANAGE_SLOT, manage_url)):
+            text = text.replace(slot, url)
+            html_text = html_text.replace(slot, str(escape(url)))
         return (
-            text.replace(_LINK_SLOT, unsubscribe_url).replace(_MANAGE_SLOT, manage_url),
-            html_text.replace(_LINK_SLOT, str(escape(unsubscribe_url))).replace(
-                _MANAGE_SLOT, str(escape(manage_url))
-            ),
+            text.replace(_FEED_SLOT, feed_url),
+            html_text.replace(_FEED_SLOT, str(escape(feed_url))),
         )
 
     def cache_info(self) -> CacheInfo:
@@ -731,6 +790,9 @@ class Composer:
         manage_url = recipient.manage_url
         if manage_url and not _body_url(manage_url):
             raise ValueError(f"manage_url: {manage_url!r} must be an http(s) URL")
+        feed_url = recipient.feed_url
+        if feed_url and not _body_url(feed_url):
+            raise ValueError(f"feed_url: {feed_url!r} must be an http(s) URL")
         # RFC 8058 asks for HTTPS; plain HTTP still works for a local or test installation.
         unsubscribe_url = _header_url(
             recipient.unsubscribe_url, ("https", "http"), "unsubscribe_url"
@@ -744,13 +806,13 @@ class Composer:
                 raise ValueError(f"List-Unsubscribe: {line!r} cannot be a header line")
         to = _to_header(recipient)
 
-        section = self._section(articles)
-        head_text, head_html = self._head(cadence, len(articles), now)
+        section = self._section(articles, recipient.group_by)
+        head_text, head_html = self._head(cadence, len(articles), now, _preheader(articles))
         reason = (
             f"You receive this because you subscribed to {self._site_title}"
             f" ({_CADENCE_REASON[cadence]}) for {_one_line(recipient.filters)}."
         )
-        text, html_text = self._foot(reason, unsubscribe_url, manage_url)
+        text, html_text = self._foot(reason, unsubscribe_url, manage_url, feed_url)
         foot_text = _quoted_printable(text)
         foot_html = _quoted_printable(html_text)
         if now is not self._now:
@@ -785,38 +847,63 @@ class Composer:
             )
         )
 
-    def _section(self, articles: Sequence[Article]) -> _Section:
+    def _section(self, articles: Sequence[Article], group_by: str = "region") -> _Section:
         # content_hash covers title and body only: the summary, link, classification and
         # date the mail shows are part of the key too.
-        key = tuple(
-            (a.id, a.content_hash, a.title, a.summary, a.link, a.regions, a.topics, a.published)
-            for a in articles
+        key = (
+            group_by,
+            *(
+                (a.id, a.content_hash, a.title, a.summary, a.link, a.regions, a.topics, a.published)
+                for a in articles
+            ),
         )
         section = self._sections.get(key)
         if section is None:
-            context = {
-                **self._context,
-                "items": [
-                    _item(article, self.names, self.settings.base_url) for article in articles
-                ],
-            }
+            items = [_item(article, self.names, self.settings.base_url) for article in articles]
+
+            def render(shown: int) -> tuple[str, str]:
+                context = {
+                    **self._context,
+                    "items": items[:shown],
+                    "groups": _groups(articles[:shown], items[:shown], self.names, group_by),
+                    "more": len(items) - shown,
+                    "more_url": self.settings.base_url,
+                }
+                return _render(self._text, "items", context), _render(self._html, "items", context)
+
+            shown = len(items)
+            text, html_text = render(shown)
+            if len(html_text.encode("utf-8")) > SECTION_BUDGET:
+                # The most articles that fit: a binary search over how many are shown.
+                low, high = 1, shown - 1
+                while low < high:
+                    middle = (low + high + 1) // 2
+                    if len(render(middle)[1].encode("utf-8")) <= SECTION_BUDGET:
+                        low = middle
+                    else:
+                        high = middle - 1
+                shown = low
+                text, html_text = render(shown)
             section = _Section(
                 subject=_header("Subject", _subject(articles)),
-                text=_quoted_printable(_render(self._text, "items", context)),
-                html=_quoted_printable(_render(self._html, "items", context)),
+                text=_quoted_printable(text),
+                html=_quoted_printable(html_text),
             )
             self._sections.put(key, section)
         return section
 
-    def _head(self, cadence: str, count: int, now: datetime) -> tuple[bytes, bytes]:
+    def _head(
+        self, cadence: str, count: int, now: datetime, preheader: str = ""
+    ) -> tuple[bytes, bytes]:
         intro = f"{_plural(count, 'new article')} for you, {_date(now)}."
-        key = (cadence, intro)
+        key = (cadence, intro, preheader)
         head = self._heads.get(key)
         if head is None:
             context = {
                 **self._context,
                 "heading": f"{self._site_title} — {_CADENCE_HEADING[cadence]}",
                 "intro": intro,
+                "preheader": preheader,
             }
             head = (
                 _quoted_printable(_render(self._text, "head", context)),

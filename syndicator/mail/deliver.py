@@ -91,7 +91,7 @@ async def deliver(
     state: State | MessageStore,
     transport: Transport,
     *,
-    sender: str,
+    sender: str | Callable[[int], str],
     clock: Callable[[], datetime],
     rng: random.Random | None = None,
     batch_size: int = BATCH_SIZE,
@@ -112,6 +112,8 @@ async def deliver(
     batch. A crash can therefore repeat at most ``window`` messages, with the same
     Message-ID. Stopping (``should_stop``) lets the messages in conversation finish and
     be recorded, and gives the claimed ones not yet started back to the queue.
+    ``sender`` is the envelope sender, or a function of the message's row id that makes
+    one per message (a VERP return path).
     """
     outbox = (
         Outbox(state, suspend_after=SUSPEND_AFTER, owner=owner, lease=lease)
@@ -126,7 +128,8 @@ async def deliver(
 
     async def send(message: ClaimedMessage) -> Delivery:
         async with limit:
-            return await transport.send(message.body, sender=sender, recipient=message.recipient)
+            envelope = sender(message.id) if callable(sender) else sender
+            return await transport.send(message.body, sender=envelope, recipient=message.recipient)
 
     def record(
         batch: list[tuple[ClaimedMessage, Delivery]], finished: datetime, claim_next: int

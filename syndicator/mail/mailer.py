@@ -20,6 +20,7 @@ from syndicator.mail.compose import (
     describe_filters,
     make_message_id,
 )
+from syndicator.mail.private_feeds import private_feed_url
 from syndicator.mail.signup import manage_token
 from syndicator.mail.unsubscribe import make_token
 from syndicator.models import Article
@@ -43,6 +44,10 @@ class Mailer:
         self._described: dict[tuple[tuple[str, ...], ...], str] = {}
         # Every mail links to its manage page when the HTTP server offers it.
         self.manage_pages = config.subscriptions_enabled
+        # ... and to its reader's private feed when the HTTP server serves those; the
+        # generations of rotated feeds are handed in by whoever reads state.
+        self.private_feeds = config.http.enabled
+        self.feed_generations: dict[int, int] = {}
         self.sender_address = parseaddr(config.mail.from_)[1]
         self.domain = self.sender_address.rpartition("@")[2] or "localhost"
 
@@ -72,6 +77,16 @@ class Mailer:
                 f"mailto:{self.sender_address}?subject={quote('unsubscribe ' + token)}"
             ),
             manage_url=(f"{self.settings.base_url}manage/{manage}" if self.manage_pages else ""),
+            feed_url=(
+                private_feed_url(
+                    self.settings.base_url,
+                    self.secret,
+                    record.id,
+                    self.feed_generations.get(record.id, 0),
+                )
+                if self.private_feeds
+                else ""
+            ),
         )
 
     def __call__(

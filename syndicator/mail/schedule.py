@@ -17,8 +17,9 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 def next_due(
     after: datetime, *, cadence: str, hour: int, weekday: str, timezone: str
 ) -> datetime | None:
-    """The first due time strictly after ``after`` (UTC), or None for ``immediate``."""
-    if cadence == "immediate":
+    """The first due time strictly after ``after`` (UTC), or None for ``immediate`` (and
+    ``feed``, which mails nothing)."""
+    if cadence in {"immediate", "feed"}:
         return None
     zone = ZoneInfo(timezone)
     local = after.astimezone(zone)

@@ -35,14 +35,16 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
 from syndicator.config import Config
-from syndicator.mail import roster
+from syndicator.mail import private_feeds, roster
 from syndicator.mail.roster import SubscriberRecord
 from syndicator.mail.signing import signature, signature_matches
 from syndicator.mail.subscribers import Subscriber
+from syndicator.mail.suppression import is_suppressed
 from syndicator.mail.unsubscribe import UnsubscribeDesk, mask
 from syndicator.state import requests
 from syndicator.state.db import State
 from syndicator.state.outbox import NO_SUBSCRIBER, NewMessage, queue_message
+from syndicator.state.readers import rotate_private_feed
 
 if TYPE_CHECKING:
     from syndicator.mail.compose import MailSettings
@@ -113,6 +115,8 @@ def describe_schedule(cadence: str, hour: int, weekday: str, timezone: str) -> s
     """ "a daily digest at 08:00 (Europe/Brussels)", "alerts as articles are published"."""
     if cadence == "immediate":
         return "alerts as articles are published"
+    if cadence == "feed":
+        return "no mail: a private feed only"
     at = f"at {hour:02d}:00 ({timezone})"
     if cadence == "weekly":
         return f"a weekly digest on {_WEEKDAY_NAMES.get(weekday, weekday)} {at}"
@@ -260,6 +264,10 @@ class SignupDesk:
         try:
             with self.state.transaction() as conn:
                 requests.forget_requests_before(conn, now - settings.confirm_ttl - KEEP_EXPIRED)
+                if is_suppressed(self.state, conn, subscriber.email):
+                    # Answered as for any address (no enumeration); nothing is sent.
+                    log.info("subscription request for a suppressed address: nothing sent")
+                    return False
                 record = roster.find_subscriber(conn, subscriber.email)
                 if record is not None and record.status in (roster.ACTIVE, roster.SUSPENDED):
                     self._queue_already_subscribed(conn, record, now)
@@ -444,6 +452,23 @@ class SignupDesk:
             applied = roster.change_web_subscription(conn, record.id, subscriber, now=self.clock())
             after = roster.get_subscriber(conn, record.id) if applied else record
         return (after or record), applied
+
+    def private_feed(self, record: SubscriberRecord) -> str:
+        """The URL of the subscriber's private Atom feed (``.json`` for JSON Feed)."""
+        with self.state.engine.connect() as conn:
+            return private_feeds.current_url(
+                conn, self.settings.mail.base_url, self.secret, record.id
+            )
+
+    def rotate_feed(self, token: str) -> SubscriberRecord | None:
+        """A new private feed URL for the subscriber a manage link names; the old one
+        answers 410 from now on."""
+        with self.state.transaction() as conn:
+            record = self._subscriber_of(conn, token)
+            if record is None:
+                return None
+            rotate_private_feed(conn, record.id)
+        return record
 
     def unsubscribe(self, token: str) -> SubscriberRecord | None:
         """Unsubscribe the subscriber a manage link names, as one-click unsubscribe does."""

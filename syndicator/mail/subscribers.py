@@ -41,7 +41,8 @@ class Subscriber(BaseModel):
     keywords: list[str] = []
     exclude_regions: list[str] = []
     exclude_topics: list[str] = []
-    cadence: Literal["immediate", "daily", "weekly"] = "daily"
+    # "feed": no mail at all, only the private feed (the address is still confirmed).
+    cadence: Literal["immediate", "daily", "weekly", "feed"] = "daily"
     hour: Annotated[int, Field(ge=0, le=23)] = 8
     weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
     timezone: str = "UTC"

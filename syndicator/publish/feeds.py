@@ -68,6 +68,10 @@ class Channel:
     slug: str
     name: str
     description: str
+    # For a feed served on demand (a filter, a private feed): the query of its URL, or
+    # the URL itself when it has no path of its own under feeds/.
+    query: str = ""
+    url: str = ""
 
     def includes(self, article: Tagged) -> bool:
         if self.kind == "region":
@@ -127,7 +131,10 @@ def build_channels(
 
 
 def feed_url(site: Site, channel: Channel, fmt: str) -> str:
-    return f"{site.base_url}feeds/{channel.path}.{fmt}"
+    if channel.url:
+        return f"{channel.url}.{fmt}"
+    query = f"?{channel.query}" if channel.query else ""
+    return f"{site.base_url}feeds/{channel.path}.{fmt}{query}"
 
 
 def article_page_path(article_id: str) -> str:
@@ -245,7 +252,8 @@ def _generator(site: Site, channel: Channel, items: Sequence[Article], names: Na
     updated = feed_updated(items)
     fg = FeedGenerator()
     fg.load_extension("dc", atom=False, rss=True)
-    fg.id(tag_uri(site, f"feeds/{channel.path}"))
+    query = f"?{channel.query}" if channel.query else ""
+    fg.id(tag_uri(site, f"feeds/{channel.path}{query}"))
     fg.title(f"{plain_title(site.title)} — {channel.name}")
     fg.subtitle(channel.description)
     fg.author({"name": site.title})
@@ -292,11 +300,14 @@ def _generator(site: Site, channel: Channel, items: Sequence[Article], names: Na
     return fg
 
 
-def _links(fg: Any, site: Site, channel: Channel, fmt: str) -> None:
+def _links(fg: Any, site: Site, channel: Channel, fmt: str, prev_archive: str = "") -> None:
     # feedgen uses the *last* link as RSS <channel><link>: self first, then alternate.
     fg.link(href=feed_url(site, channel, fmt), rel="self", type=CONTENT_TYPES[fmt])
     if site.hub:
         fg.link(href=site.hub, rel="hub")
+    if prev_archive and fmt == "atom":
+        # RFC 5005 section 4: the newest archive document of this feed.
+        fg.link(href=prev_archive, rel="prev-archive", type=CONTENT_TYPES["atom"])
     fg.link(href=site.index_url, rel="alternate", type="text/html")
 
 
@@ -309,14 +320,23 @@ def render_atom(site: Site, channel: Channel, items: Sequence[Article], names: N
 
 
 def render_all(
-    site: Site, channel: Channel, items: Sequence[Article], names: Names
+    site: Site,
+    channel: Channel,
+    items: Sequence[Article],
+    names: Names,
+    *,
+    prev_archive: str = "",
 ) -> dict[str, bytes]:
-    """The channel in every format; the feedgen model is built once for RSS and Atom."""
+    """The channel in every format; the feedgen model is built once for RSS and Atom.
+
+    ``prev_archive`` is the URL of the channel's newest archive document (RFC 5005), linked
+    from the Atom feed.
+    """
     fg = _generator(site, channel, items, names)
     _links(fg, site, channel, "rss")
     rss: bytes = fg.rss_str(pretty=True)
     fg.link([], replace=True)
-    _links(fg, site, channel, "atom")
+    _links(fg, site, channel, "atom", prev_archive)
     atom: bytes = fg.atom_str(pretty=True)
     return {"rss": rss, "atom": atom, "json": render_json(site, channel, items, names)}
 

@@ -32,6 +32,13 @@ from sqlalchemy.engine import Connection
 
 from syndicator import __version__
 from syndicator.models import Article
+from syndicator.publish.archives import prev_archive_links, update_archives
+from syndicator.publish.channel_pages import (
+    archive_page_path,
+    channel_page_path,
+    channel_page_url,
+    render_channel_page,
+)
 from syndicator.publish.feeds import (
     CONTENT_TYPES,
     FORMATS,
@@ -205,24 +212,52 @@ class Pages:
             formats=[(fmt, CONTENT_TYPES[fmt]) for fmt in FORMATS],
             opml_url=f"{site.base_url}feeds/feeds.opml",
         )
+        environment.globals["channel_url"] = lambda channel: channel_page_url(site, channel)
+        environment.globals["channels_of"] = self._channels_of
+        self._by_slug = {(c.kind, c.slug): c for c in channels}
+        self.environment = environment
         self._index = environment.get_template("index.html")
         self._article = environment.get_template("article.html")
         all_channel = next((c for c in channels if c.kind == "all"), None)
         self._all_feed = feed_url(site, all_channel, "atom") if all_channel else ""
+
+    def _channels_of(self, article: Article) -> list[Channel]:
+        """The channels an article's page links back to: its regions, then its topics."""
+        keys = [("region", slug) for slug in article.regions]
+        keys += [("topic", slug) for slug in article.topics]
+        return [self._by_slug[key] for key in keys if key in self._by_slug]
 
     def _tags(self, article: Article) -> str:
         regions = ", ".join(self.names.region(slug) for slug in article.regions)
         topics = ", ".join(self.names.topic(slug) for slug in article.topics)
         return f"{regions}{' · ' + topics if topics else ''}"
 
-    def index(self, latest: Sequence[Article]) -> bytes:
+    def index(
+        self,
+        latest: Sequence[Article],
+        counts: dict[str, int] | None = None,
+        newest: dict[str, datetime] | None = None,
+    ) -> bytes:
+        """The index page: the latest articles first, then every channel with its number
+        of articles and the date of its newest."""
         groups = [
             ("Everything", [c for c in self.channels if c.kind == "all"]),
             ("Regions", [c for c in self.channels if c.kind == "region"]),
             ("Topics", [c for c in self.channels if c.kind == "topic"]),
         ]
-        return self._index.render(channels=self.channels, groups=groups, latest=latest).encode(
-            "utf-8"
+        return self._index.render(
+            channels=self.channels,
+            groups=groups,
+            latest=latest,
+            counts=counts or {},
+            newest=newest or {},
+        ).encode("utf-8")
+
+    def channel(
+        self, channel: Channel, articles: Sequence[Article], *, page: int = 0, older: int = 0
+    ) -> bytes:
+        return render_channel_page(
+            self.environment, channel, articles, site=self.site, page=page, older=older
         )
 
     def article(self, article: Article) -> bytes:
@@ -412,6 +447,7 @@ def plan_publish(
     page_files: Collection[str] | None,
     awaiting_mail: Collection[str],
     changed: frozenset[str] | None,
+    prev_archive: Mapping[str, str] | None = None,
 ) -> PublishPlan:
     """Which feeds and pages to render (pure: the files present are handed in).
 
@@ -420,7 +456,10 @@ def plan_publish(
     changed or, with ``page_files`` (the names in ``articles/``), its file is missing.
     Pages are kept for the articles something links to (a feed, the index, a mail
     about to be sent) and for those ``changed`` that have one (None: every changed).
+    ``prev_archive`` gives each channel's newest archive page (RFC 5005), which its feed
+    links to; a channel's HTML page counts among its files.
     """
+    prev_archive = prev_archive or {}
     feeds: dict[Channel, list[_LightArticle]] = {}
     signatures: dict[str, str] = {}
     for channel in channels:
@@ -429,9 +468,11 @@ def plan_publish(
             site_signature,
             channel,
             [(i.id, i.published, i.updated, i.content_hash, i.regions, i.topics) for i in items],
+            prev_archive.get(channel.path, ""),
         )
         signatures[channel.path] = signature
         missing = any(f"{channel.path}.{fmt}" not in feed_files for fmt in FORMATS)
+        missing = missing or channel_page_path(channel) not in feed_files
         if stored_signatures.get(channel.path) != signature or missing:
             feeds[channel] = items
     latest = catalogue.order[:INDEX_LATEST]
@@ -475,6 +516,7 @@ def publish(
     max_items: int,
     verify_pages: bool = True,
     kept: KeptCatalogue | None = None,
+    archive_size: int = 0,
     fresh: bool = False,
     record: bool = True,
 ) -> PublishResult:
@@ -500,6 +542,30 @@ def publish(
         stored = {} if fresh else feed_signatures(conn)
         awaiting_mail = articles_awaiting_mail(conn)
     catalogue.choose(channels, max_items, touched)
+    pages = Pages(site, names, channels)
+    prev_archive: dict[str, str] = {}
+    newest_page: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    if archive_size:
+        archived = update_archives(
+            state,
+            site=site,
+            names=names,
+            channels=channels,
+            output_dir=output_dir,
+            page_size=archive_size,
+            articles=catalogue.by_id,
+            changed=None if verify_pages else changed,
+            site_signature=site_signature,
+            write=write_if_changed,
+            html=lambda channel, page, items: (
+                archive_page_path(channel, page),
+                pages.channel(channel, items, page=page, older=page - 1),
+            ),
+        )
+        result.written += archived.written
+        newest_page, counts = archived.newest, archived.counts
+        prev_archive = prev_archive_links(site, channels, archived.newest)
     plan = plan_publish(
         catalogue,
         channels=channels,
@@ -510,24 +576,37 @@ def publish(
         page_files=_listing(output_dir / "articles") if verify_pages else None,
         awaiting_mail=awaiting_mail,
         changed=changed,
+        prev_archive=prev_archive,
     )
     if fresh:
         plan.pages = set(plan.page_signatures)
     with state.engine.connect() as conn:
         full = articles_by_id(conn, plan.articles_needed)
-    pages = Pages(site, names, channels)
     for channel, items in plan.feeds.items():
         channel_articles = [full[item.id] for item in items]
         channel_updated = feed_updated(channel_articles)
-        for fmt, data in render_all(site, channel, channel_articles, names).items():
+        rendered = render_all(
+            site, channel, channel_articles, names, prev_archive=prev_archive.get(channel.path, "")
+        )
+        for fmt, data in rendered.items():
             relative = f"{channel.path}.{fmt}"
             if write_if_changed(output_dir / relative, data, modified=channel_updated):
                 result.written.append(relative)
                 result.changed_feed_urls.append(feed_url(site, channel, fmt))
+        page = pages.channel(channel, channel_articles, older=newest_page.get(channel.path, 0))
+        if write_if_changed(output_dir / channel_page_path(channel), page):
+            result.written.append(channel_page_path(channel))
         result.channels_rendered += 1
     updated = feed_updated([full[item.id] for item in plan.latest])
     for relative, data in (
-        ("index.html", pages.index([full[item.id] for item in plan.latest])),
+        (
+            "index.html",
+            pages.index(
+                [full[item.id] for item in plan.latest],
+                counts,
+                {path: items[0].published for path, items in catalogue.selections.items() if items},
+            ),
+        ),
         ("feeds.opml", render_opml(site, channels, updated)),
     ):
         if write_if_changed(output_dir / relative, data, modified=updated):
@@ -573,7 +652,9 @@ def _listing(directory: Path, *, files_only: bool = False) -> set[str]:
 def _present_feeds(output_dir: Path) -> set[str]:
     """The files in ``output_dir`` and ``topics/``, relative to it."""
     present = _listing(output_dir, files_only=True)
-    present |= {f"topics/{name}" for name in _listing(output_dir / "topics", files_only=True)}
+    for directory in ("topics", "regions"):
+        listed = _listing(output_dir / directory, files_only=True)
+        present |= {f"{directory}/{name}" for name in listed}
     return present
 
 

@@ -49,13 +49,15 @@ from syndicator.mail.deliver import DeliveryReport
 from syndicator.mail.signup import SignupDesk, SignupSettings
 from syndicator.mail.unsubscribe import UnsubscribeDesk, load_secret
 from syndicator.metrics import Metrics
-from syndicator.pipeline import CycleResult, Pipeline, names_from
+from syndicator.pipeline import CycleResult, Pipeline, names_from, site_from_config
 from syndicator.publish.publisher import PageOnDemand
 from syndicator.service.systemd import Notifier
 from syndicator.state import coordination
 from syndicator.state.db import State
 from syndicator.state.outbox import count_by_status, release_inflight
 from syndicator.web.app import Health, create_app, serve
+from syndicator.web.filter_feeds import ReaderFeeds, cache_seconds
+from syndicator.web.polling import PollLimit
 from syndicator.web.subscriptions import SubscriptionPages
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,7 @@ class Service:
         self._listen = ""
         self._secret = b""
         self._pages: tuple[Config, Classifier, PageOnDemand] | None = None
+        self._feeds: ReaderFeeds | None = None
         self._subscriptions: SubscriptionPages | None = None
         if config.service.instance_id:
             state.instance_id = config.service.instance_id
@@ -269,7 +272,25 @@ class Service:
         self.metrics.record_mail("failed", report.failed)
         with contextlib.suppress(SyndicatorError), self.state.engine.connect() as conn:
             self.metrics.set_outbox(count_by_status(conn))
+        self._show_deliverability()
         return report
+
+    def _show_deliverability(self) -> None:
+        """Bounces, complaints and the breaker's state, into /metrics and /healthz."""
+        from syndicator.mail import breaker  # noqa: PLC0415
+
+        try:
+            now = breaker.snapshot(self.state, self.config.bounces.window)
+        except SyndicatorError as exc:
+            log.error("cannot read bounce statistics: %s", exc)
+            return
+        self.metrics.set_deliverability(
+            now.counts,
+            bounce_rate=now.rates.bounce_rate,
+            complaint_rate=now.rates.complaint_rate,
+            paused=now.paused is not None,
+        )
+        self.health.mail_paused = now.paused or ""
 
     def _record(
         self,
@@ -353,8 +374,39 @@ class Service:
             self._subscriptions.reconfigure(settings, enabled=config.web.subscribe)
         return self._subscriptions
 
+    def _reader_feeds(self, config: Config, classifier: Classifier) -> ReaderFeeds:
+        """Filter and private feeds, made once and reconfigured by a reload."""
+        site, names = site_from_config(config), names_from(classifier)
+        max_items, seconds = config.feeds.max_items, cache_seconds(config)
+        if self._feeds is None:
+            self._feeds = ReaderFeeds(
+                self.state,
+                site=site,
+                names=names,
+                max_items=max_items,
+                secret=self._secret,
+                cache_seconds=seconds,
+            )
+        else:
+            self._feeds.reconfigure(
+                site=site, names=names, max_items=max_items, cache_seconds=seconds
+            )
+        return self._feeds
+
     async def _serve(self, config: Config) -> web.AppRunner:
+        polls = (
+            PollLimit(
+                config.feeds.polls_per_interval,
+                config.store.reload_interval,
+                trust_forwarded_for=config.web.trust_forwarded_for,
+            )
+            if config.feeds.polls_per_interval
+            else None
+        )
         app = create_app(
+            reader_feeds=self._reader_feeds(config, self.classifier),
+            cache_seconds=cache_seconds(config),
+            polls=polls,
             output_dir=config.feeds.output_dir,
             health=self.health,
             metrics=self.metrics,
@@ -406,6 +458,8 @@ class Service:
             self.health.interval = float(config.store.reload_interval)
             if self._subscriptions is not None:
                 self._subscription_pages(config, classifier)
+            if self._feeds is not None:
+                self._reader_feeds(config, classifier)
             try:
                 await self._rebind(previous, config)
             except SyndicatorError as exc:

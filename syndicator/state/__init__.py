@@ -2,3 +2,6 @@
 
 Takes rows and questions from the stages; gives records, with dialect details kept here alone.
 """
+
+# Every table must be known before the schema is created on first use.
+from syndicator.state import readers as readers

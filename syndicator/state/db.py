@@ -371,9 +371,12 @@ _SUBSCRIBER_TRIGGERS = tuple(
     for name, event in (
         ("insert", "INSERT"),
         ("delete", "DELETE"),
-        ("update", "UPDATE OF filters, status, added_seq, id"),
+        # The cadence too: feed-only subscribers are left out of the matching index.
+        ("update_cadence", "UPDATE OF filters, status, added_seq, id, cadence"),
     )
 )
+# Replaced by the trigger above, which also counts changes of cadence.
+_OLD_SUBSCRIBER_TRIGGERS = ("DROP TRIGGER IF EXISTS subscribers_revision_update",)
 
 
 def subscribers_revision(conn: Connection) -> str | None:
@@ -425,6 +428,9 @@ class State:
         self.engine.dispose()
 
     def _create_schema(self) -> None:
+        # The deliverability tables live in their own module; importing it registers them.
+        import syndicator.state.bounces  # noqa: F401, PLC0415
+
         with self.transaction() as conn:
             if conn.dialect.name == "postgresql":
                 # Instances started together on an empty database take turns here: the
@@ -441,7 +447,7 @@ class State:
             if conn.dialect.name == "sqlite":
                 if self.get_meta(conn, _SUBSCRIBERS_REVISION) is None:
                     self.set_meta(conn, _SUBSCRIBERS_REVISION, "0")
-                for trigger in _SUBSCRIBER_TRIGGERS:
+                for trigger in (*_OLD_SUBSCRIBER_TRIGGERS, *_SUBSCRIBER_TRIGGERS):
                     conn.exec_driver_sql(trigger)
             version = conn.execute(
                 select(meta_table.c.value).where(meta_table.c.key == "schema_version")

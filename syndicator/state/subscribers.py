@@ -204,10 +204,11 @@ def active_subscribers(conn: Connection, ids: Collection[int]) -> list[Subscribe
 
 
 def active_filters(conn: Connection) -> Iterator[tuple[int, str, int]]:
-    """``(id, filters JSON, added_seq)`` of every active subscriber, by id."""
+    """``(id, filters JSON, added_seq)`` of every active subscriber who gets mail, by id
+    (feed-only subscribers get none, so nothing is matched for them)."""
     rows = conn.execute(
         select(subscribers_table.c.id, subscribers_table.c.filters, subscribers_table.c.added_seq)
-        .where(subscribers_table.c.status == ACTIVE)
+        .where(subscribers_table.c.status == ACTIVE, subscribers_table.c.cadence != "feed")
         .order_by(subscribers_table.c.id)
     )
     return ((subscriber_id, filters, added_seq) for subscriber_id, filters, added_seq in rows)

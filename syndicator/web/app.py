@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from aiohttp import hdrs, web
@@ -40,7 +40,11 @@ from syndicator.errors import SyndicatorError
 from syndicator.mail.unsubscribe import UnsubscribeDesk
 from syndicator.metrics import Metrics
 from syndicator.web.pages import EMPTY_FORM, read_form, render_page
+from syndicator.web.polling import PollLimit
 from syndicator.web.subscriptions import SubscriptionPages
+
+if TYPE_CHECKING:
+    from syndicator.web.filter_feeds import ReaderFeeds
 
 STALE_AFTER_INTERVALS = 3
 CLIENT_MAX_SIZE = 64 * 1024  # the largest body is a subscription form, a few kilobytes
@@ -51,6 +55,8 @@ SHUTDOWN_TIMEOUT = 5.0  # seconds given to open requests when the daemon stops
 KEEPALIVE_TIMEOUT = 15.0
 BACKLOG = 128
 FILE_CACHE_CONTROL = "public, max-age=60"
+# A full archive page (RFC 5005) is never rewritten except to carry an edit.
+ARCHIVE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 GZIP_LEVEL = 6
 GZIP_CACHE_ENTRIES = 128
 GZIP_CACHE_BYTES = 32 * 1024 * 1024
@@ -94,6 +100,8 @@ class Health:
     last_success_at: datetime | None = None
     last_error: str = ""
     articles: int = 0
+    # Why the reputation circuit breaker paused sending ("" while mail flows).
+    mail_paused: str = ""
     # Live instances sharing the state database that have the cycle role (None: unknown
     # yet). With none, nothing reads the store or queues mail: unhealthy.
     cycle_instances: int | None = None
@@ -132,6 +140,9 @@ class Health:
             "error": self.last_error,
             "articles": self.articles,
         }
+        if self.mail_paused:
+            # Feeds are still served and mail still queued: the status stays as it is.
+            body["mail"] = f"sending paused: {self.mail_paused}"
         if self.cycle_instances is not None:
             body["cycle_instances"] = self.cycle_instances
         if state == "no-cycle-instance":
@@ -234,6 +245,25 @@ class Reply:
     body: bytes = b""
 
 
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """A permanent redirect to the canonical URL of the same resource."""
+
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A plain-text refusal: 400 (bad request), 404 (unknown) or 410 (gone)."""
+
+    status: int
+    message: str
+
+
+FILTER_FORMATS = ("rss", "atom", "json")
+PRIVATE_FORMATS = ("atom", "json")
+
+
 @dataclass
 class _GzipCache:
     """Compressed bodies by path, valid while the file's size and content digest stay the
@@ -274,8 +304,15 @@ _LOCATED_MAX = 4096
 class FileServer:
     """Answers for the files under ``output_dir``; blocking, so run it in a thread."""
 
-    def __init__(self, output_dir: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        output_dir: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cache_control: str = FILE_CACHE_CONTROL,
+    ) -> None:
         self.output_dir = output_dir
+        self.cache_control = cache_control
         self._gzip_cache = _GzipCache()
         # Content digests by path, valid while the file's inode, size and mtime stay the
         # same: the ETag of a file is its content's, so every instance serving the same
@@ -302,6 +339,15 @@ class FileServer:
             self._located.clear()
         self._located[key] = (now + _LOCATED_SECONDS, target)
         return target
+
+    def _cache_control(self, parts: Sequence[str], target: str) -> str:
+        """Archive pages are immutable once full, which the next page's existence shows;
+        everything else may change at the next cycle."""
+        if len(parts) >= 3 and parts[0] == "archive" and parts[-1].endswith(".atom"):
+            number = parts[-1].removesuffix(".atom")
+            if number.isdigit() and (Path(target).parent / f"{int(number) + 1}.atom").is_file():
+                return ARCHIVE_CACHE_CONTROL
+        return self.cache_control
 
     def reply(self, parts: Sequence[str], conditions: Conditions) -> Reply | None:
         """The response for the file at ``parts``, or None for "not found"."""
@@ -345,7 +391,7 @@ class FileServer:
             headers: dict[str, str] = {
                 hdrs.ETAG: f'"{validator}"',
                 hdrs.LAST_MODIFIED: format_datetime(modified, usegmt=True),
-                hdrs.CACHE_CONTROL: FILE_CACHE_CONTROL,
+                hdrs.CACHE_CONTROL: self._cache_control(parts, target),
                 hdrs.VARY: hdrs.ACCEPT_ENCODING,
                 hdrs.CONTENT_TYPE: content_type,
             }
@@ -393,15 +439,32 @@ def create_app(
     language: str = "en",
     base_path: str = "/",
     write_page: Callable[[str], bool] | None = None,
+    reader_feeds: ReaderFeeds | None = None,
+    cache_seconds: int = 60,
+    polls: PollLimit | None = None,
 ) -> web.Application:
     """The web application; it reads ``output_dir`` on every request and keeps no globals.
 
     ``write_page(article_id)`` writes the page of an article that has none yet (pages
     are published for what feeds and mail link to); it returns False for no article.
 
-    With ``subscriptions``, it also serves the subscribe, confirm and manage pages.
+    With ``subscriptions``, it also serves the subscribe, confirm and manage pages; with
+    ``reader_feeds``, filter feeds and private feeds. ``polls`` answers 429 to a client
+    polling one feed far faster than it can change.
     """
-    files = FileServer(output_dir)
+    files = FileServer(output_dir, cache_control=f"public, max-age={cache_seconds}")
+
+    def too_often(request: web.Request) -> web.Response | None:
+        if polls is None:
+            return None
+        wait = polls.take(request, clock())
+        if not wait:
+            return None
+        return web.Response(
+            status=429,
+            text=f"Polled too often: this feed changes at most every {polls.interval} seconds.\n",
+            headers={hdrs.RETRY_AFTER: str(int(wait)), hdrs.CACHE_CONTROL: "no-store"},
+        )
 
     async def send_file(request: web.Request, parts: tuple[str, ...] | None) -> web.Response:
         if parts is None:
@@ -418,7 +481,45 @@ def create_app(
         return await send_file(request, ("index.html",))
 
     async def feed(request: web.Request) -> web.Response:
+        refused = too_often(request)
+        if refused is not None:
+            return refused
         return await send_file(request, public_parts(request.rel_url.raw_path, "feeds"))
+
+    def answer(reply: Reply | Redirect | Refusal) -> web.Response:
+        if isinstance(reply, Redirect):
+            raise web.HTTPMovedPermanently(reply.location)
+        if isinstance(reply, Refusal):
+            return web.Response(
+                status=reply.status,
+                text=reply.message + "\n",
+                headers={hdrs.CACHE_CONTROL: "no-store"},
+            )
+        return web.Response(status=reply.status, headers=reply.headers, body=reply.body or None)
+
+    async def filter_feed(request: web.Request) -> web.Response:
+        fmt = request.match_info["fmt"]
+        if reader_feeds is None or fmt not in FILTER_FORMATS:
+            raise web.HTTPNotFound()
+        refused = too_often(request)
+        if refused is not None:
+            return refused
+        raw_query = request.rel_url.raw_query_string
+        reply = await asyncio.to_thread(
+            reader_feeds.filter_feed, fmt, raw_query, _conditions(request)
+        )
+        return answer(reply)
+
+    async def private_feed(request: web.Request) -> web.Response:
+        fmt = request.match_info["fmt"]
+        if reader_feeds is None or fmt not in PRIVATE_FORMATS:
+            raise web.HTTPNotFound()
+        refused = too_often(request)
+        if refused is not None:
+            return refused
+        token = request.match_info["token"]
+        reply = await asyncio.to_thread(reader_feeds.private_feed, fmt, token, _conditions(request))
+        return answer(reply)
 
     async def article(request: web.Request) -> web.Response:
         parts = public_parts(request.rel_url.raw_path, "articles")
@@ -431,6 +532,19 @@ def create_app(
             if write_page is None or not await asyncio.to_thread(write_page, article_id):
                 raise
         return await send_file(request, ("articles", *parts))
+
+    async def channel_page(request: web.Request) -> web.Response:
+        """``regions/<slug>.html``, ``topics/<slug>.html``, ``all.html`` and their archive
+        pages (``regions/<slug>/<n>.html``...): HTML only."""
+        route = request.rel_url.raw_path.split("/")[1].removesuffix(".html")
+        parts = (
+            ("all.html",)
+            if request.rel_url.raw_path == "/all.html"
+            else public_parts(request.rel_url.raw_path, route)
+        )
+        if parts is None or not parts[-1].endswith(".html"):
+            raise web.HTTPNotFound()
+        return await send_file(request, parts if parts == ("all.html",) else (route, *parts))
 
     async def healthz(request: web.Request) -> web.Response:
         status, body = health.status(clock())
@@ -499,8 +613,13 @@ def create_app(
         subscriptions.add_routes(app)
     # add_get also answers HEAD; any other method on these paths is a 405.
     app.router.add_get("/", index)
+    app.router.add_get("/feeds/filter.{fmt}", filter_feed)
+    app.router.add_get("/feeds/private/{token}.{fmt}", private_feed)
     app.router.add_get("/feeds/{path:.*}", feed)
     app.router.add_get("/articles/{name}", article)
+    for prefix in ("regions", "topics", "all"):
+        app.router.add_get(f"/{prefix}/{{path:.*}}", channel_page)
+    app.router.add_get("/all.html", channel_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
     return app

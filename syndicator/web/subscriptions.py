@@ -17,6 +17,7 @@ rate-limited per client address and requests also per email address (HTTP 429 wi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import secrets
@@ -72,6 +73,7 @@ CADENCES = (
     ("immediate", "As articles are published"),
     ("daily", "A daily digest"),
     ("weekly", "A weekly digest"),
+    ("feed", "No mail: a private feed for my feed reader"),
 )
 WEEKDAY_LABELS = tuple(
     zip(
@@ -354,6 +356,7 @@ class SubscriptionPages:
         app.router.add_post("/confirm/{token}", self.confirm)
         app.router.add_get("/manage/{token}", self.manage_form)
         app.router.add_post("/manage/{token}", self.manage)
+        app.router.add_get("/manage/{token}/export", self.export)
 
     # --- rendering -------------------------------------------------------------------------
 
@@ -682,9 +685,12 @@ class SubscriptionPages:
         filters, schedule = describe(record, self.settings.names)
         csrf, set_cookie = self._with_csrf(request)
         values = values or _values_of(record)
+        feed_url = self.desk.private_feed(record) if record.status in {ACTIVE, "suspended"} else ""
         response = self._page(
             "manage.html",
             "Your subscription",
+            feed_url=feed_url,
+            rotated=request.query.get("rotated") == "1",
             status=status,
             csrf=csrf,
             action=f"{self.base_path}manage/{token}",
@@ -724,12 +730,20 @@ class SubscriptionPages:
         token = request.match_info["token"]
         action = _text(form, "action")
         try:
+            if action in ("forget", "forget-confirmed"):
+                return await self._forget(request, token, confirmed=action == "forget-confirmed")
             if action == "unsubscribe":
                 record = await asyncio.to_thread(self.desk.unsubscribe, token)
                 if record is None:
                     return self._not_found()
                 return self._page(
                     "unsubscribed.html", "You are unsubscribed", address=mask(record.email)
+                )
+            if action == "rotate_feed":
+                if await asyncio.to_thread(self.desk.rotate_feed, token) is None:
+                    return self._not_found()
+                raise web.HTTPSeeOther(
+                    f"{self.base_path}manage/{token}?rotated=1", headers=_HEADERS
                 )
             if action != "save":
                 return self._message(
@@ -760,3 +774,57 @@ class SubscriptionPages:
                 link=("Back to your subscription", f"{self.base_path}manage/{token}"),
             )
         raise web.HTTPSeeOther(f"{self.base_path}manage/{token}?saved=1", headers=_HEADERS)
+
+    # --- data rights -----------------------------------------------------------------------
+
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        """Everything held about the address a manage link names, as a JSON download."""
+        if not self.enabled:
+            raise web.HTTPNotFound()
+        from syndicator.mail.rights import export_address  # noqa: PLC0415
+
+        token = request.match_info["token"]
+        try:
+            record = await asyncio.to_thread(self.desk.subscription, token)
+            if record is None:
+                return self._not_found()
+            held = await asyncio.to_thread(export_address, self.desk.state, record.email)
+        except SyndicatorError as exc:
+            return self._unavailable(exc)
+        return web.Response(
+            body=json.dumps(held, indent=2, sort_keys=True).encode("utf-8"),
+            content_type="application/json",
+            headers={
+                **_HEADERS,
+                hdrs.CONTENT_DISPOSITION: 'attachment; filename="my-subscription-data.json"',
+            },
+        )
+
+    async def _forget(self, request: web.Request, token: str, *, confirmed: bool) -> web.Response:
+        from syndicator.mail.rights import forget_address  # noqa: PLC0415
+
+        record = await asyncio.to_thread(self.desk.subscription, token)
+        if record is None:
+            return self._not_found()
+        if not confirmed:
+            csrf, set_cookie = self._with_csrf(request)
+            response = self._page(
+                "forget.html",
+                "Delete everything about you?",
+                csrf=csrf,
+                action=f"{self.base_path}manage/{token}",
+                address=mask(record.email),
+                back=f"{self.base_path}manage/{token}",
+            )
+            set_cookie(response)
+            return response
+        await asyncio.to_thread(
+            forget_address, self.desk.state, record.email, now=self.desk.clock(), always=True
+        )
+        return self._message(
+            "Everything about you is deleted",
+            f"{self.settings.mail.site_title} no longer holds your address, your subscription "
+            "or its history, and sends you no more mail. To prevent mail ever reaching you "
+            "again, only a one-way fingerprint of the address is kept.",
+            status=200,
+        )

@@ -32,10 +32,12 @@ from syndicator.mail.compose import (
     MailSettings,
     Recipient,
     _date,
+    _groups,
     _item,
     _list_id,
     _one_line,
     _plural,
+    _preheader,
     _quoted_printable,
     _subject,
     _templates,
@@ -553,6 +555,16 @@ def legacy_compose(
         "heading": f"{site_title} — {_CADENCE_HEADING[recipient.cadence]}",
         "intro": f"{_plural(len(articles), 'new article')} for you, {_date(T0)}.",
         "items": [_item(item, names, settings.base_url) for item in articles],
+        "groups": _groups(
+            articles,
+            [_item(item, names, settings.base_url) for item in articles],
+            names,
+            recipient.group_by,
+        ),
+        "more": 0,
+        "more_url": settings.base_url,
+        "preheader": _preheader(articles),
+        "feed_url": recipient.feed_url,
         "reason": (
             f"You receive this because you subscribed to {site_title}"
             f" ({_CADENCE_REASON[recipient.cadence]}) for {_one_line(recipient.filters)}."
@@ -847,6 +859,13 @@ def test_template_blocks_make_the_whole_and_end_at_line_breaks() -> None:
         "heading": "WCO News — news alert",
         "intro": "1 new article for you, 2 March 2026.",
         "items": [_item(item, NAMES, SETTINGS.base_url) for item in five()],
+        "groups": _groups(
+            five(), [_item(item, NAMES, SETTINGS.base_url) for item in five()], NAMES, "region"
+        ),
+        "more": 0,
+        "more_url": SETTINGS.base_url,
+        "preheader": "",
+        "feed_url": "",
         "reason": "You receive this because…",
         "unsubscribe_url": RECIPIENT.unsubscribe_url,
         "manage_url": RECIPIENT.manage_url,

@@ -18,6 +18,7 @@ from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
 from syndicator.errors import ConfigError, ErrorKind
 from syndicator.mail import roster
+from syndicator.mail import subscribers as subscribers_file
 from syndicator.mail.subscribers import (
     Subscriber,
     SubscriberEntryError,
@@ -119,7 +120,8 @@ def test_subscribers_file_decisions_do_not_depend_on_wording(
         listed, errors = real(path, known_topics)
         return listed, [reworded(error) for error in errors]
 
-    monkeypatch.setattr(pipeline, "load_subscribers", load_reworded)
+    # Where the cycle reads the subscribers file (load_subscribers_file) looks it up.
+    monkeypatch.setattr(subscribers_file, "load_subscribers", load_reworded)
     install = _install(tmp_path / "reworded")
     assert _statuses_after(install, classifier, breaks) == expected
 

@@ -133,12 +133,23 @@ def test_new_article_rewrites_only_its_channels(
     )
     result = run_cycle(config, classifier, state, now=T0 + timedelta(hours=1))
     assert result.publish is not None
-    feeds = sorted(p for p in result.publish.written if p.endswith((".rss", ".atom", ".json")))
+    feeds = sorted(
+        p
+        for p in result.publish.written
+        if p.endswith((".rss", ".atom", ".json")) and not p.startswith("archive/")
+    )
     assert feeds == sorted(
         f"{channel}.{fmt}"
         for channel in ("all", "east-southern-africa", "topics/single-window")
         for fmt in ("atom", "json", "rss")
     )
+    # Of the archives, only the newest page of those channels (RFC 5005).
+    archived = sorted(p for p in result.publish.written if p.startswith("archive/"))
+    assert archived == [
+        "archive/all/1.atom",
+        "archive/east-southern-africa/1.atom",
+        "archive/topics/single-window/1.atom",
+    ]
     assert "articles/kenya-launches-single-window.html" in result.publish.written
     assert result.publish.channels_rendered == 3
 

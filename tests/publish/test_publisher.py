@@ -13,6 +13,7 @@ from syndicator.classify.classifier import Classifier
 from syndicator.config import Config, load_config
 from syndicator.metrics import Metrics
 from syndicator.pipeline import Pipeline, channels_from, names_from, run_cycle, site_from_config
+from syndicator.publish.archives import prev_archive_links
 from syndicator.publish.feeds import article_page_path
 from syndicator.publish.publisher import (
     PageOnDemand,
@@ -23,6 +24,7 @@ from syndicator.publish.publisher import (
 )
 from syndicator.state.db import State
 from syndicator.state.feeds import feed_signatures
+from syndicator.state.readers import newest_archive_pages
 from syndicator.web.app import Health, create_app, serve
 from tests.conftest import T0, write
 
@@ -86,6 +88,7 @@ def rebuild(config: Config, classifier: Classifier, output_dir: Path) -> None:
             output_dir=output_dir,
             max_items=config.feeds.max_items,
             verify_pages=True,
+            archive_size=config.feeds.archive_size,
         )
     finally:
         fresh.close()
@@ -273,6 +276,8 @@ def test_the_publish_plan_renders_what_changed_or_went_missing(
     present = {str(p.relative_to(output)) for p in output.rglob("*") if p.is_file()}
     with state.engine.connect() as conn:
         stored = feed_signatures(conn)
+        newest = newest_archive_pages(conn)
+    site = site_from_config(config)
 
     def plan(**changes: object) -> PublishPlan:
         inputs: dict[str, object] = {
@@ -285,6 +290,7 @@ def test_the_publish_plan_renders_what_changed_or_went_missing(
             "page_files": None,
             "awaiting_mail": set(),
             "changed": frozenset(),
+            "prev_archive": prev_archive_links(site, channels, newest),
         }
         return plan_publish(catalogue, **{**inputs, **changes})  # type: ignore[arg-type]
 

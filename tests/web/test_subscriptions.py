@@ -248,7 +248,8 @@ async def test_subscribe_page_is_self_contained_labelled_and_sets_a_csrf_cookie(
     controls = [
         attrs for tag, attrs in tags if tag in {"input", "select"} and attrs.get("type") != "hidden"
     ]
-    assert len(controls) == 1 + 7 + 25 + 1 + 3 + 3  # email, regions, topics, keywords, ...
+    # email, regions, topics, keywords, cadences (with "feed only"), hour, weekday, zone
+    assert len(controls) == 1 + 7 + 25 + 1 + 4 + 3
     assert all(attrs["id"] in labelled for attrs in controls)
     # Each checkbox is labelled with the name of its region or topic.
     assert 'id="region-americas" name="regions" value="americas"> Americas and Caribbean' in html
@@ -637,7 +638,11 @@ async def test_forwarded_for_is_ignored_unless_trusted(
         ({"topics": "astrology"}, "Topics", "unknown topic &#39;astrology&#39;"),
         ({"timezone": "Mars/Olympus"}, "Time zone", "unknown time zone"),
         ({"hour": "24"}, "Hour", "less than or equal to 23"),
-        ({"cadence": "hourly"}, "How often", "&#39;immediate&#39;, &#39;daily&#39; or"),
+        (
+            {"cadence": "hourly"},
+            "How often",
+            "&#39;immediate&#39;, &#39;daily&#39;, &#39;weekly&#39; or &#39;feed&#39;",
+        ),
         ({"weekday": "someday"}, "Day of the week", "Input should be"),
         ({"keywords": "a\u2028b"}, "Keywords", "must be non-empty text on one line"),
         ({"keywords": ",".join(f"k{n}" for n in range(21))}, "Keywords", "at most 20 keywords"),

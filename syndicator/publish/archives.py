@@ -1,0 +1,338 @@
+"""Complete feeds by archives (RFC 5005, "Feed Paging and Archiving", section 4).
+
+Each channel's articles are dealt, in the order they arrive (the oldest first on a first
+build), into archive pages of ``page_size`` entries: ``archive/<channel>/1.atom`` holds
+the oldest. An article keeps its page for good; one that leaves the channel (removed from
+the store, or classified elsewhere) leaves a gap instead of moving the others, so a full
+page never changes unless an article on it is edited or removed, and then it alone is
+rendered again. New articles go to the newest page until it is full, then open the next.
+
+The channel's own Atom feed (the subscription document) links ``prev-archive`` to the
+newest page; each page links ``prev-archive`` to the one before it and ``current`` to the
+feed, and carries ``<fh:archive/>``. A client that walks ``prev-archive`` from the feed
+sees every article of the channel, each on exactly one archive page.
+
+Assignments are kept in state (:mod:`syndicator.state.readers`) and cached in memory
+between publishes, keyed by a revision any process bumps when it changes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from feedgen.ext.base import BaseExtension
+
+from syndicator.models import Article
+from syndicator.publish.feeds import (
+    CONTENT_TYPES,
+    Channel,
+    Names,
+    Site,
+    _generator,
+    feed_url,
+    plain_title,
+)
+from syndicator.state.db import State
+from syndicator.state.readers import (
+    archive_entries,
+    archives_revision,
+    feed_signatures,
+    full_articles,
+    save_archive_entries,
+    set_feed_signatures,
+)
+
+ARCHIVE_DIR = "archive"
+_BATCH = 2000  # articles read from state at once while rendering pages
+_WRITERS = 4
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+HISTORY_NS = "http://purl.org/syndication/history/1.0"
+
+
+class Archivable(Protocol):
+    """What archiving needs of an article."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def published(self) -> datetime: ...
+    @property
+    def updated(self) -> datetime: ...
+    @property
+    def content_hash(self) -> str: ...
+    @property
+    def regions(self) -> tuple[str, ...]: ...
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+
+
+def archive_path(channel: Channel, page: int) -> str:
+    """The file of an archive page, relative to the feeds directory."""
+    return f"{ARCHIVE_DIR}/{channel.path}/{page}.atom"
+
+
+def archive_url(site: Site, channel: Channel, page: int) -> str:
+    return f"{site.base_url}feeds/{archive_path(channel, page)}"
+
+
+def prev_archive_links(
+    site: Site, channels: Sequence[Channel], newest: Mapping[str, int]
+) -> dict[str, str]:
+    """The ``prev-archive`` link of each channel's feed: its newest archive page."""
+    return {
+        channel.path: archive_url(site, channel, newest[channel.path])
+        for channel in channels
+        if newest.get(channel.path)
+    }
+
+
+class _HistoryExtension(BaseExtension):  # type: ignore[misc]
+    """Adds ``<fh:archive/>`` to an Atom document: it is an archive document."""
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"fh": HISTORY_NS}
+
+    def extend_atom(self, feed: Any) -> Any:
+        feed.append(feed.makeelement(f"{{{HISTORY_NS}}}archive", {}))
+        return feed
+
+
+def render_archive_page(
+    site: Site, channel: Channel, page: int, items: Sequence[Any], names: Names
+) -> bytes:
+    """One archive document: its entries newest first, linked to the page before it and
+    to the channel's feed."""
+    fg = _generator(site, channel, items, names)
+    fg.register_extension("fh", _HistoryExtension, None, atom=True, rss=False)
+    fg.id(f"{fg.id()}/archive/{page}")
+    fg.title(f"{plain_title(site.title)} — {channel.name} (archive page {page})")
+    fg.link(href=archive_url(site, channel, page), rel="self", type=CONTENT_TYPES["atom"])
+    fg.link(href=feed_url(site, channel, "atom"), rel="current", type=CONTENT_TYPES["atom"])
+    if page > 1:
+        fg.link(
+            href=archive_url(site, channel, page - 1),
+            rel="prev-archive",
+            type=CONTENT_TYPES["atom"],
+        )
+    fg.link(href=site.index_url, rel="alternate", type="text/html")
+    data: bytes = fg.atom_str(pretty=True)
+    return data
+
+
+@dataclass
+class _Assignments:
+    """Every channel's archive pages: which article sits on which page, and whether it is
+    still there."""
+
+    revision: str
+    page_size: int
+    pages: dict[str, dict[int, list[str]]] = field(default_factory=dict)
+    entries: dict[str, dict[str, tuple[int, bool]]] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls, revision: str, page_size: int, rows: Iterable[tuple[str, str, int, bool]]
+    ) -> _Assignments:
+        loaded = cls(revision, page_size)
+        for channel, article_id, page, present in rows:
+            loaded.entries.setdefault(channel, {})[article_id] = (page, present)
+            loaded.pages.setdefault(channel, {}).setdefault(page, []).append(article_id)
+        return loaded
+
+    def newest_page(self, channel: str) -> int:
+        pages = self.pages.get(channel)
+        return max(pages) if pages else 0
+
+    def assign(self, channel: str, article_id: str) -> int:
+        pages = self.pages.setdefault(channel, {})
+        newest = max(pages) if pages else 0
+        if newest == 0 or len(pages[newest]) >= self.page_size:
+            newest += 1
+            pages[newest] = []
+        pages[newest].append(article_id)
+        self.entries.setdefault(channel, {})[article_id] = (newest, True)
+        return newest
+
+    def present_count(self, channel: str) -> int:
+        return sum(1 for _page, present in self.entries.get(channel, {}).values() if present)
+
+    def present_on(self, channel: str, page: int) -> list[str]:
+        entries = self.entries[channel]
+        return [i for i in self.pages[channel][page] if entries[i][1]]
+
+
+# One cache per open state database.
+_CACHES: weakref.WeakKeyDictionary[State, _Assignments] = weakref.WeakKeyDictionary()
+
+
+@dataclass(slots=True)
+class ArchiveResult:
+    written: list[str] = field(default_factory=list)
+    pages_rendered: int = 0
+    # Each channel's newest page (absent: none yet), for the feeds' prev-archive links.
+    newest: dict[str, int] = field(default_factory=dict)
+    # How many articles each channel holds now.
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _oldest_first(article: Archivable) -> tuple[datetime, str]:
+    return (article.published, article.id)
+
+
+def _fingerprint(article: Archivable) -> tuple[object, ...]:
+    return (article.id, article.updated, article.content_hash, article.regions, article.topics)
+
+
+def _hash(*parts: object) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(repr(part).encode("utf-8"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def update_archives(
+    state: State,
+    *,
+    site: Site,
+    names: Names,
+    channels: Sequence[Channel],
+    output_dir: Path,
+    page_size: int,
+    articles: Mapping[str, Archivable],
+    changed: frozenset[str] | None,
+    site_signature: str,
+    write: Any,
+    html: Callable[[Channel, int, list[Article]], tuple[str, bytes]] | None = None,
+) -> ArchiveResult:
+    """Bring the archive pages in line with ``articles`` (every active one, by id).
+
+    ``changed`` names the articles changed since the last call (None: unknown, check
+    everything). Only pages holding a changed article, or newly given one, are rendered
+    again; ``write(path, data) -> bool`` writes a file atomically when its bytes changed.
+    ``html(channel, page, items)`` gives the path and bytes of the page's HTML twin.
+    """
+    result = ArchiveResult()
+    cache = _CACHES.get(state)
+    with state.engine.connect() as conn, conn.begin():
+        revision = archives_revision(state, conn)
+        if cache is None or cache.revision != revision or cache.page_size != page_size:
+            cache = _Assignments.load(revision, page_size, archive_entries(conn))
+            changed = None
+    # Forget the cache until this update is through, so a failure half-way is made good
+    # by a full check next time.
+    _CACHES.pop(state, None)
+    full = changed is None
+    added: list[tuple[str, str, int]] = []
+    presence: list[tuple[str, str, bool]] = []
+    dirty: set[tuple[Channel, int]] = set()
+    for channel in channels:
+        entries = cache.entries.get(channel.path, {})
+        if full:
+            candidates: Iterable[str] = set(entries) | {
+                i for i, article in articles.items() if channel.includes(article)
+            }
+        else:
+            assert changed is not None
+            candidates = changed
+        newcomers: list[Archivable] = []
+        for article_id in candidates:
+            article = articles.get(article_id)
+            inside = article is not None and channel.includes(article)
+            entry = entries.get(article_id)
+            if entry is None:
+                if inside:
+                    assert article is not None
+                    newcomers.append(article)
+                continue
+            page, present = entry
+            if present != inside:
+                entries[article_id] = (page, inside)
+                presence.append((channel.path, article_id, inside))
+                dirty.add((channel, page))
+            elif inside and not full:
+                dirty.add((channel, page))  # edited
+        for article in sorted(newcomers, key=_oldest_first):
+            page = cache.assign(channel.path, article.id)
+            added.append((channel.path, article.id, page))
+            dirty.add((channel, page))
+        if full:
+            dirty.update((channel, page) for page in cache.pages.get(channel.path, {}))
+        result.newest[channel.path] = cache.newest_page(channel.path)
+        result.counts[channel.path] = cache.present_count(channel.path)
+    if added or presence:
+        with state.transaction() as conn:
+            cache.revision = save_archive_entries(state, conn, added=added, presence=presence)
+    with state.engine.connect() as conn:
+        stored = feed_signatures(conn, f"{ARCHIVE_DIR}/")
+    wanted: dict[str, tuple[Channel, int, list[str]]] = {}
+    signatures: dict[str, str] = {}
+    for channel, page in dirty:
+        ids = cache.present_on(channel.path, page)
+        relative = archive_path(channel, page)
+        signature = _hash(
+            site_signature,
+            channel,
+            page,
+            [_fingerprint(articles[i]) for i in ids],
+        )
+        if stored.get(relative) != signature or not (output_dir / relative).is_file():
+            wanted[relative] = (channel, page, ids)
+            signatures[relative] = signature
+    batch: list[tuple[str, Channel, int, list[str]]] = []
+    directories: set[Path] = set()
+
+    def flush() -> None:
+        with state.engine.connect() as conn:
+            loaded = full_articles(conn, (i for *_, ids in batch for i in ids))
+        files: list[tuple[str, bytes]] = []
+        for relative, channel, page, ids in batch:
+            items = sorted((loaded[i] for i in ids), key=_oldest_first, reverse=True)
+            files.append((relative, render_archive_page(site, channel, page, items, names)))
+            if html is not None:
+                files.append(html(channel, page, items))
+            result.pages_rendered += 1
+        # fsync waits on the disk, not the interpreter: a few writers at once, and each
+        # directory synced once at the end.
+        with ThreadPoolExecutor(max_workers=_WRITERS) as pool:
+            done = pool.map(
+                lambda item: write(output_dir / item[0], item[1], sync_directory=False), files
+            )
+            written = zip(files, done, strict=True)
+            result.written += [relative for (relative, _), wrote in written if wrote]
+        directories.update((output_dir / relative).parent for relative, _ in files)
+        batch.clear()
+
+    for relative, (channel, page, ids) in sorted(wanted.items()):
+        batch.append((relative, channel, page, ids))
+        if sum(len(entry[3]) for entry in batch) >= _BATCH:
+            flush()
+    flush()
+    for directory in sorted(directories):
+        _fsync_directory(directory)
+    with state.transaction() as conn:
+        set_feed_signatures(conn, signatures)
+    _CACHES[state] = cache
+    return result
