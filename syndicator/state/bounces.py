@@ -32,6 +32,7 @@ from syndicator.state.db import (
     matches_table,
     messages_table,
     metadata,
+    rate_limits_table,
     subscribers_table,
     subscription_requests_table,
 )
@@ -427,4 +428,14 @@ def forget(conn: Connection, email_key: str) -> bool:
     entry = conn.execute(
         delete(suppressions_table).where(suppressions_table.c.entry == email_key)
     ).rowcount
+    # Rate-limit buckets keyed by the address ("purpose:address").
+    conn.execute(
+        delete(rate_limits_table).where(
+            func.lower(rate_limits_table.c.key).like(f"%:{_like_escaped(email_key)}", escape="\\")
+        )
+    )
     return found or bool(removed) or bool(requests) or bool(entry)
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
