@@ -163,7 +163,7 @@ def test_config_from_environment(sample_install: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_concurrent_commands_do_not_corrupt_state(sample_install: Path) -> None:
+def test_concurrent_commands_do_not_corrupt_state(sample_install: Path, state_url: str) -> None:
     store = sample_install.parent.parent / "articles"
     for index in range(30):
         write(
@@ -181,7 +181,7 @@ def test_concurrent_commands_do_not_corrupt_state(sample_install: Path) -> None:
     ]
     outputs = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], outputs
-    state = State.open(f"sqlite:///{sample_install.parent.parent / 'state' / 'syndicator.db'}")
+    state = State.open(state_url)
     try:
         assert state.integrity_ok()
         articles = state.articles()
