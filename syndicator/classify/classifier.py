@@ -925,11 +925,11 @@ class Classifier:
 
         Its fingerprint covers all three files, so a change to any of them has every
         stored article classified (and corrected) again."""
-        digest = hashlib.sha256(ENGINE_VERSION.encode())
+        hashed = [ENGINE_VERSION.encode()]
         for path in (regions_path, topics_path):
             # An unreadable file is reported by the loaders below, with a clearer message.
             with contextlib.suppress(OSError):
-                digest.update(path.read_bytes())
+                hashed.append(path.read_bytes())
         gazetteer = Gazetteer.load(regions_path)
         taxonomy = Taxonomy.load(topics_path)
         corrections = Corrections()
@@ -939,9 +939,12 @@ class Classifier:
             )
             for problem in corrections.problems:
                 log.warning("%s", problem)
-            digest.update(corrections.digest.encode())
+            hashed.append(corrections.digest.encode())
         return cls(
-            gazetteer, taxonomy, fingerprint=digest.hexdigest()[:16], corrections=corrections
+            gazetteer,
+            taxonomy,
+            fingerprint=hashlib.sha256(b"".join(hashed)).hexdigest()[:16],
+            corrections=corrections,
         )
 
     @property

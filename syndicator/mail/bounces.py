@@ -160,7 +160,7 @@ def _arf(message: Message, tokens: tuple[str, ...], report_id: str) -> Report | 
             continue
         fields: dict[str, str] = {}
         for block in _blocks(part):
-            fields.update((name.lower(), str(value)) for name, value in block.items())
+            fields |= {name.lower(): str(value) for name, value in block.items()}
         feedback = fields.get("feedback-type", "").strip().lower()
         recipient = _address(fields.get("original-rcpt-to"))
         evidence = one_line(

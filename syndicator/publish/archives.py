@@ -206,11 +206,9 @@ def _fingerprint(article: Archivable) -> tuple[object, ...]:
 
 
 def _hash(*parts: object) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(repr(part).encode("utf-8"))
-        digest.update(b"\x1f")
-    return digest.hexdigest()
+    return hashlib.sha256(
+        b"".join(repr(part).encode("utf-8") + b"\x1f" for part in parts)
+    ).hexdigest()
 
 
 def update_archives(
@@ -279,7 +277,7 @@ def update_archives(
             added.append((channel.path, article.id, page))
             dirty.add((channel, page))
         if full:
-            dirty.update((channel, page) for page in cache.pages.get(channel.path, {}))
+            dirty |= {(channel, page) for page in cache.pages.get(channel.path, {})}
         result.newest[channel.path] = cache.newest_page(channel.path)
         result.counts[channel.path] = cache.present_count(channel.path)
     if added or presence:
@@ -322,7 +320,8 @@ def update_archives(
             )
             written = zip(files, done, strict=True)
             result.written += [relative for (relative, _), wrote in written if wrote]
-        directories.update((output_dir / relative).parent for relative, _ in files)
+        for relative, _ in files:
+            directories.add((output_dir / relative).parent)
         batch.clear()
 
     for relative, (channel, page, ids) in sorted(wanted.items()):

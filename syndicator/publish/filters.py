@@ -208,7 +208,7 @@ class ArticleIndex:
                 found |= mask
         return found
 
-    def select(
+    def choose(
         self,
         wanted: FeedFilter,
         limit: int,

@@ -199,19 +199,19 @@ class Pages:
         self.names = names
         self.channels = channels
         environment = _templates()
-        environment.globals.update(
-            site=site,
-            site_title=plain_title(site.title),
-            version=__version__,
-            iso=iso_date,
-            title=lambda article: plain_title(article.title),
-            title_of=plain_title,
-            tags=self._tags,
-            article_url=lambda article: article_url(site, article),
-            feed_url=lambda channel, fmt: feed_url(site, channel, fmt),
-            formats=[(fmt, CONTENT_TYPES[fmt]) for fmt in FORMATS],
-            opml_url=f"{site.base_url}feeds/feeds.opml",
-        )
+        environment.globals |= {
+            "site": site,
+            "site_title": plain_title(site.title),
+            "version": __version__,
+            "iso": iso_date,
+            "title": lambda article: plain_title(article.title),
+            "title_of": plain_title,
+            "tags": self._tags,
+            "article_url": lambda article: article_url(site, article),
+            "feed_url": lambda channel, fmt: feed_url(site, channel, fmt),
+            "formats": [(fmt, CONTENT_TYPES[fmt]) for fmt in FORMATS],
+            "opml_url": f"{site.base_url}feeds/feeds.opml",
+        }
         environment.globals["channel_url"] = lambda channel: channel_page_url(site, channel)
         environment.globals["channels_of"] = self._channels_of
         self._by_slug = {(c.kind, c.slug): c for c in channels}
@@ -269,11 +269,9 @@ class Pages:
 
 
 def _hash(*parts: object) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(repr(part).encode("utf-8"))
-        digest.update(b"\x1f")
-    return digest.hexdigest()
+    return hashlib.sha256(
+        b"".join(repr(part).encode("utf-8") + b"\x1f" for part in parts)
+    ).hexdigest()
 
 
 def _page_signature(site_signature: str, item: _LightArticle | Article) -> str:
@@ -478,17 +476,17 @@ def plan_publish(
     latest = catalogue.order[:INDEX_LATEST]
     linked: dict[str, _LightArticle] = {}
     for items in catalogue.selections.values():
-        linked.update((item.id, item) for item in items)
-    linked.update((item.id, item) for item in latest)
-    linked.update((i, catalogue.by_id[i]) for i in awaiting_mail if i in catalogue.by_id)
+        linked |= {item.id: item for item in items}
+    linked |= {item.id: item for item in latest}
+    linked |= {i: catalogue.by_id[i] for i in awaiting_mail if i in catalogue.by_id}
     if changed is None:  # after a full reload, any published page may be out of date
-        linked.update((item.id, item) for item in catalogue.order if item.page_signature)
+        linked |= {item.id: item for item in catalogue.order if item.page_signature}
     else:
-        linked.update(
-            (i, catalogue.by_id[i])
+        linked |= {
+            i: catalogue.by_id[i]
             for i in changed
             if i in catalogue.by_id and catalogue.by_id[i].page_signature
-        )
+        }
     page_signatures = {
         item.id: _page_signature(site_signature, item) for item in linked.values() if not item.link
     }

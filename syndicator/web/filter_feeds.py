@@ -202,7 +202,7 @@ class ReaderFeeds:
                 self._cache.move_to_end(key)
                 return entry.formats[fmt]
             index = self._article_index(revision)
-            chosen = index.select(wanted, self.max_items, self._texts)
+            chosen = index.choose(wanted, self.max_items, self._texts)
             with self.state.engine.connect() as conn:
                 loaded = full_articles(conn, [item.id for item in chosen])
             items = [loaded[item.id] for item in chosen if item.id in loaded]

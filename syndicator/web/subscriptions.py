@@ -153,7 +153,7 @@ def topic_groups(topics: Mapping[str, str]) -> list[tuple[str, list[tuple[str, s
     placed: set[str] = set()
     for label, slugs in TOPIC_GROUPS:
         members = [(slug, topics[slug]) for slug in slugs if slug in topics]
-        placed.update(slug for slug, _ in members)
+        placed |= {slug for slug, _ in members}
         if members:
             groups.append((label, members))
     rest = sorted(
@@ -203,7 +203,7 @@ def zone_choices(default: str, selected: str) -> list[tuple[str, list[tuple[str,
     first = [zone for zone in dict.fromkeys((default, *COMMON_TIMEZONES)) if zone in known]
     rest = list(every)
     if selected not in known and _is_zone(selected):
-        first.insert(0, selected)  # a zone this system lists under another name: keep it
+        first = [selected, *first]  # a zone this system lists under another name: keep it
     marked = False
     groups: list[tuple[str, list[tuple[str, bool]]]] = []
     for label, zones in (("Common time zones", first), ("All time zones", rest)):
@@ -504,9 +504,9 @@ class SubscriptionPages:
         problems: dict[str, str] = {}
         for key, message in found.items():
             problems.setdefault(key.split(".")[0], message)
-        problems.update(limits)
+        problems |= limits
         ordered = {name: problems[name] for name in FIELD_LABELS if name in problems}
-        ordered.update((name, message) for name, message in problems.items() if name not in ordered)
+        ordered |= {name: message for name, message in problems.items() if name not in ordered}
         return (None if ordered else subscriber), ordered
 
     def _client(self, request: web.Request) -> str:
