@@ -730,6 +730,7 @@ def catch_up_feeds(config: Config, classifier: Classifier, state: State) -> Cycl
             output_dir=config.feeds.output_dir,
             max_items=config.feeds.max_items,
             verify_pages=True,
+            archive_size=config.feeds.archive_size,
             fresh=True,
             record=False,
         )

@@ -224,6 +224,7 @@ def update_archives(
     site_signature: str,
     write: Any,
     html: Callable[[Channel, int, list[Article]], tuple[str, bytes]] | None = None,
+    fresh: bool = False,
 ) -> ArchiveResult:
     """Bring the archive pages in line with ``articles`` (every active one, by id).
 
@@ -231,6 +232,8 @@ def update_archives(
     everything). Only pages holding a changed article, or newly given one, are rendered
     again; ``write(path, data) -> bool`` writes a file atomically when its bytes changed.
     ``html(channel, page, items)`` gives the path and bytes of the page's HTML twin.
+    ``fresh``: the signatures in state describe another instance's output directory, so
+    every page is rendered (and written where its bytes differ).
     """
     result = ArchiveResult()
     cache = _CACHES.get(state)
@@ -284,7 +287,7 @@ def update_archives(
         with state.transaction() as conn:
             cache.revision = save_archive_entries(state, conn, added=added, presence=presence)
     with state.engine.connect() as conn:
-        stored = feed_signatures(conn, f"{ARCHIVE_DIR}/")
+        stored = {} if fresh else feed_signatures(conn, f"{ARCHIVE_DIR}/")
     wanted: dict[str, tuple[Channel, int, list[str]]] = {}
     signatures: dict[str, str] = {}
     for channel, page in dirty:

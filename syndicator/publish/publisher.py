@@ -560,6 +560,7 @@ def publish(
                 archive_page_path(channel, page),
                 pages.channel(channel, items, page=page, older=page - 1),
             ),
+            fresh=fresh,
         )
         result.written += archived.written
         newest_page, counts = archived.newest, archived.counts
