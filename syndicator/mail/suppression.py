@@ -66,8 +66,7 @@ def address_key(email: str) -> str:
 def _salt(state: State, conn: Connection) -> str:
     salt = state.get_meta(conn, _SALT_KEY)
     if salt is None:
-        salt = secrets.token_hex(16)
-        state.set_meta(conn, _SALT_KEY, salt)
+        salt = state.meta_once(conn, _SALT_KEY, secrets.token_hex(16))
     return salt
 
 

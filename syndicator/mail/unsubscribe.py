@@ -48,8 +48,8 @@ def load_secret(state: State, secret_file: Path | None) -> bytes:
 def _stored_secret(state: State, conn: Connection) -> bytes:
     stored = state.get_meta(conn, _SECRET_META)
     if stored is None:
-        stored = secrets.token_hex(32)
-        state.set_meta(conn, _SECRET_META, stored)
+        # Generated once; concurrent first requests (or instances) keep whichever came first.
+        stored = state.meta_once(conn, _SECRET_META, secrets.token_hex(32))
     return bytes.fromhex(stored)
 
 

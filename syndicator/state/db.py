@@ -360,6 +360,13 @@ def set_meta(conn: Connection, key: str, value: str) -> None:
         conn.execute(meta_table.insert().values(key=key, value=value))
 
 
+def meta_once(conn: Connection, key: str, value: str) -> str:
+    """The value under ``key``, storing ``value`` there first if none is: instances and
+    requests racing to create it all end up with the one that was stored first."""
+    insert_rows(conn, meta_table, [{"key": key, "value": value}], skip_existing=True)
+    return get_meta(conn, key) or value
+
+
 _ARTICLES_REVISION = "articles_revision"
 _SUBSCRIBERS_REVISION = "subscribers_revision"
 # On SQLite, triggers count every change to who is subscribed and to what, whichever
@@ -497,6 +504,9 @@ class State:
 
     def set_meta(self, conn: Connection, key: str, value: str) -> None:
         set_meta(conn, key, value)
+
+    def meta_once(self, conn: Connection, key: str, value: str) -> str:
+        return meta_once(conn, key, value)
 
     # --- articles revision -------------------------------------------------------------
 

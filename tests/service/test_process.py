@@ -180,6 +180,7 @@ def test_one_log_line_per_cycle_and_sign_up_bursts_queue_quietly(install: Path) 
     assert others == [], "\n".join(others)
 
 
+@pytest.mark.sqlite_only  # a clean close is read off SQLite's write-ahead log
 def test_a_second_sigint_abandons_the_work_in_flight_and_shuts_down_in_order(
     install: Path,
 ) -> None:
