@@ -26,7 +26,7 @@ from benchmarks.pipeline import free_port, install
 from syndicator.classify.classifier import Classifier
 from syndicator.config import load_config
 from syndicator.pipeline import Pipeline, channels_from, names_from, site_from_config
-from syndicator.publish.archives import _CACHES, update_archives
+from syndicator.publish.archives import KeptArchives, update_archives
 from syndicator.publish.publisher import settings_signature, write_if_changed
 from syndicator.state.db import State
 
@@ -134,12 +134,13 @@ def archives(articles: int) -> dict[str, Any]:
                     changed=changed,
                     site_signature=signature,
                     write=write_if_changed,
+                    kept=kept,
                 )
                 return time.perf_counter() - started, result.pages_rendered
 
             # Full rebuild: every page rendered and compared (files removed first).
             shutil.rmtree(output / "archive")
-            _CACHES.pop(state, None)
+            kept = KeptArchives()  # nothing kept: every assignment read from state
             full_seconds, full_pages = update(None, light)
             # One edit: an article in the middle of the store, its content changed.
             edited_id = sorted(light)[len(light) // 2]

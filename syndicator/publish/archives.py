@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -183,8 +182,14 @@ class _Assignments:
         return [i for i in self.pages[channel][page] if entries[i][1]]
 
 
-# One cache per open state database.
-_CACHES: weakref.WeakKeyDictionary[State, _Assignments] = weakref.WeakKeyDictionary()
+class KeptArchives:
+    """The page assignments one process keeps between updates from one state handle
+    (none yet: the next update reads them all from state)."""
+
+    __slots__ = ("assignments",)
+
+    def __init__(self) -> None:
+        self.assignments: _Assignments | None = None
 
 
 @dataclass(slots=True)
@@ -225,6 +230,7 @@ def update_archives(
     write: Any,
     html: Callable[[Channel, int, list[Article]], tuple[str, bytes]] | None = None,
     fresh: bool = False,
+    kept: KeptArchives | None = None,
 ) -> ArchiveResult:
     """Bring the archive pages in line with ``articles`` (every active one, by id).
 
@@ -236,7 +242,8 @@ def update_archives(
     every page is rendered (and written where its bytes differ).
     """
     result = ArchiveResult()
-    cache = _CACHES.get(state)
+    kept = KeptArchives() if kept is None else kept
+    cache = kept.assignments
     with state.engine.connect() as conn, conn.begin():
         revision = archives_revision(state, conn)
         if cache is None or cache.revision != revision or cache.page_size != page_size:
@@ -244,7 +251,7 @@ def update_archives(
             changed = None
     # Forget the cache until this update is through, so a failure half-way is made good
     # by a full check next time.
-    _CACHES.pop(state, None)
+    kept.assignments = None
     full = changed is None
     added: list[tuple[str, str, int]] = []
     presence: list[tuple[str, str, bool]] = []
@@ -336,5 +343,5 @@ def update_archives(
         _fsync_directory(directory)
     with state.transaction() as conn:
         set_feed_signatures(conn, signatures)
-    _CACHES[state] = cache
+    kept.assignments = cache
     return result

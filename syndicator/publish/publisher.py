@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 
 from syndicator import __version__
 from syndicator.models import Article
-from syndicator.publish.archives import prev_archive_links, update_archives
+from syndicator.publish.archives import KeptArchives, prev_archive_links, update_archives
 from syndicator.publish.channel_pages import (
     archive_page_path,
     channel_page_path,
@@ -382,10 +382,11 @@ class KeptCatalogue:
     """The catalogue one process keeps between publishes from one state handle (none
     yet: the next publish reads every article)."""
 
-    __slots__ = ("catalogue",)
+    __slots__ = ("archives", "catalogue")
 
     def __init__(self) -> None:
         self.catalogue: _Catalogue | None = None
+        self.archives = KeptArchives()
 
 
 def _catalogue(
@@ -561,6 +562,7 @@ def publish(
                 pages.channel(channel, items, page=page, older=page - 1),
             ),
             fresh=fresh,
+            kept=kept.archives,
         )
         result.written += archived.written
         newest_page, counts = archived.newest, archived.counts
