@@ -347,22 +347,37 @@ class Config(_Section):
 
     def smtp_password(self, environ: dict[str, str] | None = None) -> str:
         """The SMTP password: environment, then systemd credential, then ``password_file``."""
+        return self._secret(
+            environ,
+            SMTP_PASSWORD_ENV,
+            "smtp-password",
+            self.mail.smtp.password_file,
+            "mail.smtp.password_file",
+        )
+
+    def _secret(
+        self,
+        environ: dict[str, str] | None,
+        variable: str,
+        credential: str,
+        password_file: Path | None,
+        key: str,
+    ) -> str:
+        """A password from ``$variable``, else the systemd credential ``credential``, else
+        ``password_file`` (empty when none is given)."""
         env = os.environ if environ is None else environ
-        if env.get(SMTP_PASSWORD_ENV):
-            return env[SMTP_PASSWORD_ENV]
+        if env.get(variable):
+            return env[variable]
         credentials = env.get("CREDENTIALS_DIRECTORY")
-        if credentials and (Path(credentials) / "smtp-password").is_file():
-            return (Path(credentials) / "smtp-password").read_text(encoding="utf-8").strip()
-        password_file = self.mail.smtp.password_file
+        if credentials and (Path(credentials) / credential).is_file():
+            return (Path(credentials) / credential).read_text(encoding="utf-8").strip()
         if password_file is None:
             return ""
         try:
             return password_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(
-                f"cannot read {password_file}: {exc.strerror}",
-                path=self.source,
-                key="mail.smtp.password_file",
+                f"cannot read {password_file}: {exc.strerror}", path=self.source, key=key
             ) from exc
 
     @property
@@ -382,23 +397,13 @@ class Config(_Section):
 
     def imap_password(self, environ: dict[str, str] | None = None) -> str:
         """The IMAP password: environment, then systemd credential, then ``password_file``."""
-        env = os.environ if environ is None else environ
-        if env.get(IMAP_PASSWORD_ENV):
-            return env[IMAP_PASSWORD_ENV]
-        credentials = env.get("CREDENTIALS_DIRECTORY")
-        if credentials and (Path(credentials) / "imap-password").is_file():
-            return (Path(credentials) / "imap-password").read_text(encoding="utf-8").strip()
-        password_file = self.bounces.imap.password_file
-        if password_file is None:
-            return ""
-        try:
-            return password_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read {password_file}: {exc.strerror}",
-                path=self.source,
-                key="bounces.imap.password_file",
-            ) from exc
+        return self._secret(
+            environ,
+            IMAP_PASSWORD_ENV,
+            "imap-password",
+            self.bounces.imap.password_file,
+            "bounces.imap.password_file",
+        )
 
     def smtp_username(self, environ: dict[str, str] | None = None) -> str:
         env = os.environ if environ is None else environ

@@ -93,3 +93,21 @@ def test_smtp_password_from_environment_credential_or_file(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"mail\.smtp\.password_file: cannot read"):
         config.smtp_password({})
     assert load_config(write(tmp_path / "d.toml", "")).smtp_password({}) == ""
+
+
+def test_imap_password_from_environment_credential_or_file(tmp_path: Path) -> None:
+    secret = write(tmp_path / "imap-secret", "imap-s3cret\n")
+    path = write(
+        tmp_path / "c.toml",
+        '[bounces.imap]\nhost = "imap.example.org"\nusername = "bounces"\n'
+        'password_file = "imap-secret"\n',
+    )
+    config = load_config(path)
+    assert config.imap_password({}) == "imap-s3cret"
+    assert config.imap_password({"SYNDICATOR_IMAP_PASSWORD": "from-env"}) == "from-env"
+    credentials = tmp_path / "creds"
+    write(credentials / "imap-password", "from-credential\n")
+    assert config.imap_password({"CREDENTIALS_DIRECTORY": str(credentials)}) == "from-credential"
+    secret.unlink()
+    with pytest.raises(ConfigError, match=r"bounces\.imap\.password_file: cannot read"):
+        config.imap_password({})
