@@ -210,7 +210,8 @@ def _fingerprint(article: Archivable) -> tuple[object, ...]:
     return (article.id, article.updated, article.content_hash, article.regions, article.topics)
 
 
-def _hash(*parts: object) -> str:
+def signature_of(*parts: object) -> str:
+    """A digest of ``parts`` (by their ``repr``): what a published file was built from."""
     return hashlib.sha256(
         b"".join(repr(part).encode("utf-8") + b"\x1f" for part in parts)
     ).hexdigest()
@@ -300,7 +301,7 @@ def update_archives(
     for channel, page in dirty:
         ids = cache.present_on(channel.path, page)
         relative = archive_path(channel, page)
-        signature = _hash(
+        signature = signature_of(
             site_signature,
             channel,
             page,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -32,7 +31,12 @@ from sqlalchemy.engine import Connection
 
 from syndicator import __version__
 from syndicator.models import Article
-from syndicator.publish.archives import KeptArchives, prev_archive_links, update_archives
+from syndicator.publish.archives import (
+    KeptArchives,
+    prev_archive_links,
+    signature_of,
+    update_archives,
+)
 from syndicator.publish.channel_pages import (
     archive_page_path,
     channel_page_path,
@@ -268,14 +272,8 @@ class Pages:
         ).encode("utf-8")
 
 
-def _hash(*parts: object) -> str:
-    return hashlib.sha256(
-        b"".join(repr(part).encode("utf-8") + b"\x1f" for part in parts)
-    ).hexdigest()
-
-
 def _page_signature(site_signature: str, item: _LightArticle | Article) -> str:
-    return _hash(
+    return signature_of(
         site_signature,
         item.id,
         item.content_hash,
@@ -289,7 +287,7 @@ def _page_signature(site_signature: str, item: _LightArticle | Article) -> str:
 def settings_signature(site: Site, names: Names, max_items: int) -> str:
     """What every published file depends on besides its articles, this version included:
     when it changes (a setting, a name, an upgrade), everything is rendered again."""
-    return _hash(
+    return signature_of(
         RENDER_VERSION,
         __version__,
         site,
@@ -463,7 +461,7 @@ def plan_publish(
     signatures: dict[str, str] = {}
     for channel in channels:
         items = catalogue.selections[channel.path]
-        signature = _hash(
+        signature = signature_of(
             site_signature,
             channel,
             [(i.id, i.published, i.updated, i.content_hash, i.regions, i.topics) for i in items],
