@@ -45,6 +45,7 @@ from syndicator.state.readers import (
     archives_revision,
     feed_signatures,
     full_articles,
+    lock_archives,
     save_archive_entries,
     set_feed_signatures,
 )
@@ -217,6 +218,64 @@ def signature_of(*parts: object) -> str:
     ).hexdigest()
 
 
+@dataclass(slots=True)
+class _Plan:
+    """What bringing the assignments in line with the articles takes."""
+
+    added: list[tuple[str, str, int]] = field(default_factory=list)
+    presence: list[tuple[str, str, bool]] = field(default_factory=list)
+    dirty: set[tuple[Channel, int]] = field(default_factory=set)
+    newest: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _plan(
+    cache: _Assignments,
+    channels: Sequence[Channel],
+    articles: Mapping[str, Archivable],
+    changed: frozenset[str] | None,
+) -> _Plan:
+    """New pages for newcomers, presence changes and the pages to render again; ``cache``
+    is brought up to date as it goes."""
+    plan = _Plan()
+    full = changed is None
+    for channel in channels:
+        entries = cache.entries.get(channel.path, {})
+        if full:
+            candidates: Iterable[str] = set(entries) | {
+                i for i, article in articles.items() if channel.includes(article)
+            }
+        else:
+            assert changed is not None
+            candidates = changed
+        newcomers: list[Archivable] = []
+        for article_id in candidates:
+            article = articles.get(article_id)
+            inside = article is not None and channel.includes(article)
+            entry = entries.get(article_id)
+            if entry is None:
+                if inside:
+                    assert article is not None
+                    newcomers.append(article)
+                continue
+            page, present = entry
+            if present != inside:
+                entries[article_id] = (page, inside)
+                plan.presence.append((channel.path, article_id, inside))
+                plan.dirty.add((channel, page))
+            elif inside and not full:
+                plan.dirty.add((channel, page))  # edited
+        for article in sorted(newcomers, key=_oldest_first):
+            page = cache.assign(channel.path, article.id)
+            plan.added.append((channel.path, article.id, page))
+            plan.dirty.add((channel, page))
+        if full:
+            plan.dirty |= {(channel, page) for page in cache.pages.get(channel.path, {})}
+        plan.newest[channel.path] = cache.newest_page(channel.path)
+        plan.counts[channel.path] = cache.present_count(channel.path)
+    return plan
+
+
 def update_archives(
     state: State,
     *,
@@ -253,47 +312,24 @@ def update_archives(
     # Forget the cache until this update is through, so a failure half-way is made good
     # by a full check next time.
     kept.assignments = None
-    full = changed is None
-    added: list[tuple[str, str, int]] = []
-    presence: list[tuple[str, str, bool]] = []
-    dirty: set[tuple[Channel, int]] = set()
-    for channel in channels:
-        entries = cache.entries.get(channel.path, {})
-        if full:
-            candidates: Iterable[str] = set(entries) | {
-                i for i, article in articles.items() if channel.includes(article)
-            }
-        else:
-            assert changed is not None
-            candidates = changed
-        newcomers: list[Archivable] = []
-        for article_id in candidates:
-            article = articles.get(article_id)
-            inside = article is not None and channel.includes(article)
-            entry = entries.get(article_id)
-            if entry is None:
-                if inside:
-                    assert article is not None
-                    newcomers.append(article)
-                continue
-            page, present = entry
-            if present != inside:
-                entries[article_id] = (page, inside)
-                presence.append((channel.path, article_id, inside))
-                dirty.add((channel, page))
-            elif inside and not full:
-                dirty.add((channel, page))  # edited
-        for article in sorted(newcomers, key=_oldest_first):
-            page = cache.assign(channel.path, article.id)
-            added.append((channel.path, article.id, page))
-            dirty.add((channel, page))
-        if full:
-            dirty |= {(channel, page) for page in cache.pages.get(channel.path, {})}
-        result.newest[channel.path] = cache.newest_page(channel.path)
-        result.counts[channel.path] = cache.present_count(channel.path)
-    if added or presence:
+    plan = _plan(cache, channels, articles, changed)
+    if plan.added or plan.presence:
         with state.transaction() as conn:
-            cache.revision = save_archive_entries(state, conn, added=added, presence=presence)
+            lock_archives(conn)
+            if archives_revision(state, conn) != cache.revision:
+                # Another instance assigned pages since they were read: plan again from
+                # theirs, under the lock, so both agree on every page.
+                cache = _Assignments.load(
+                    archives_revision(state, conn), page_size, archive_entries(conn)
+                )
+                plan = _plan(cache, channels, articles, None)
+            if plan.added or plan.presence:
+                cache.revision = save_archive_entries(
+                    state, conn, added=plan.added, presence=plan.presence
+                )
+    result.newest.update(plan.newest)
+    result.counts.update(plan.counts)
+    dirty = plan.dirty
     with state.engine.connect() as conn:
         stored = {} if fresh else feed_signatures(conn, f"{ARCHIVE_DIR}/")
     wanted: dict[str, tuple[Channel, int, list[str]]] = {}

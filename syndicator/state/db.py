@@ -283,12 +283,29 @@ def article_from_row(row: Any) -> Article:
     )
 
 
+def _upsert(dialect: str, table: Table, values: dict[str, Any]) -> Any:
+    keys = [column.name for column in table.primary_key.columns]
+    if dialect == "sqlite":
+        return table.insert().values(values).prefix_with("OR REPLACE")
+    if dialect == "postgresql":
+        # Imported here: loading the PostgreSQL dialect costs every SQLite command time.
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert  # noqa: PLC0415
+
+        statement = postgresql_insert(table).values(values)
+        return statement.on_conflict_do_update(
+            index_elements=keys,
+            set_={name: statement.excluded[name] for name in values if name not in keys},
+        )
+    raise NotImplementedError(f"no upsert for the {dialect} database")
+
+
 def insert_rows(
     conn: Connection,
     table: Table,
     rows: Sequence[dict[str, Any]],
     *,
     skip_existing: bool = False,
+    replace_existing: bool = False,
 ) -> int:
     """``INSERT`` many rows with one statement compiled once and the driver's executemany;
     returns how many were inserted.
@@ -296,7 +313,9 @@ def insert_rows(
     The same as ``conn.execute(table.insert(), rows)``, without building and processing
     a parameter set per row in Python (several times faster for large batches). Every
     row must have the same keys; values are converted by each column's type as usual.
-    With ``skip_existing``, rows whose primary key is already taken are left out.
+    With ``skip_existing``, rows whose primary key is already taken are left out; with
+    ``replace_existing``, they overwrite the row holding it (an upsert: safe against a
+    concurrent writer of the same key, unlike a delete followed by an insert).
     """
     if not rows:
         return 0
@@ -312,7 +331,9 @@ def insert_rows(
     names = list(rows[0])
     values: dict[str, Any] = {name: bindparam(name) for name in names}
     statement: Any = table.insert().values(values)
-    if skip_existing and dialect.name == "sqlite":
+    if replace_existing:
+        statement = _upsert(dialect.name, table, values)
+    elif skip_existing and dialect.name == "sqlite":
         statement = statement.prefix_with("OR IGNORE")
     elif skip_existing and dialect.name == "postgresql":
         # Imported here: loading the PostgreSQL dialect costs every SQLite command time.

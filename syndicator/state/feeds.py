@@ -12,10 +12,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from syndicator.state.db import feeds_table, matches_table
+from syndicator.state.db import feeds_table, insert_rows, matches_table
 from syndicator.state.meta import get_meta, set_meta
 
 _DIRTY = "feeds_dirty"
@@ -63,9 +63,12 @@ def feed_signatures(conn: Connection) -> dict[str, str]:
 
 
 def record_feed_signatures(conn: Connection, signatures: Mapping[str, str]) -> None:
-    for path, signature in signatures.items():
-        conn.execute(delete(feeds_table).where(feeds_table.c.path == path))
-        conn.execute(feeds_table.insert().values(path=path, signature=signature))
+    insert_rows(
+        conn,
+        feeds_table,
+        [{"path": path, "signature": signature} for path, signature in sorted(signatures.items())],
+        replace_existing=True,
+    )
 
 
 def articles_awaiting_mail(conn: Connection) -> set[str]:

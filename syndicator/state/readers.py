@@ -28,6 +28,7 @@ from sqlalchemy import (
     bindparam,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -35,6 +36,7 @@ from sqlalchemy.engine import Connection
 from syndicator.models import Article
 from syndicator.state.db import (
     State,
+    advisory_key,
     article_from_row,
     articles_table,
     feeds_table,
@@ -165,6 +167,13 @@ def newest_archive_pages(conn: Connection) -> dict[str, int]:
     return {channel: int(page) for channel, page in conn.execute(query)}
 
 
+def lock_archives(conn: Connection) -> None:
+    """Make the archive assignments this transaction's alone until it ends, so instances
+    assigning pages at once take turns (SQLite's write transaction already does)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key("archives")})
+
+
 def save_archive_entries(
     state: State,
     conn: Connection,
@@ -205,13 +214,8 @@ def feed_signatures(conn: Connection, prefix: str) -> dict[str, str]:
 
 
 def set_feed_signatures(conn: Connection, signatures: dict[str, str]) -> None:
-    if not signatures:
-        return
-    paths = sorted(signatures)
-    for start in range(0, len(paths), _CHUNK):
-        chunk = paths[start : start + _CHUNK]
-        conn.execute(feeds_table.delete().where(feeds_table.c.path.in_(chunk)))
-    insert_rows(conn, feeds_table, [{"path": p, "signature": signatures[p]} for p in paths])
+    rows = [{"path": path, "signature": signatures[path]} for path in sorted(signatures)]
+    insert_rows(conn, feeds_table, rows, replace_existing=True)
 
 
 # --- private feeds -----------------------------------------------------------------------

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
+import feedparser
 import pytest
 from sqlalchemy import func, select
 
+from syndicator.classify.classifier import Classifier
 from syndicator.commands.status import status_report
-from syndicator.config import load_config
+from syndicator.config import Config, load_config
 from syndicator.errors import StateError
+from syndicator.pipeline import run_cycle
+from syndicator.publish import archives
 from syndicator.state import coordination
 from syndicator.state.db import State, insert_rows, messages_table
 from syndicator.web.app import Health
@@ -178,3 +183,51 @@ def test_healthz_is_unhealthy_when_no_live_instance_has_the_cycle_role() -> None
     assert status == 503
     assert body["status"] == "no-cycle-instance"
     assert "service.roles" in body["error"]
+
+
+def test_instances_assigning_archive_pages_at_once_agree_on_every_page(
+    install: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One instance assigns archive pages between another's reading of them and its writing:
+    the second plans again from the first's, and both publish the same pages."""
+    with_sample_store(install)
+    text = install.read_text().replace(
+        'output_dir = "../feeds"', 'output_dir = "../feeds"\narchive_size = 4'
+    )
+    install.write_text(text)
+    (install.parent / "subscribers.toml").write_text("")
+    other = install.with_name("other.toml")
+    other.write_text(text.replace('output_dir = "../feeds"', 'output_dir = "../feeds-other"'))
+    first, second = load_config(install), load_config(other)
+    classifier = Classifier.load(first.classify.regions, first.classify.topics)
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    planned = archives._plan
+    calls = 0
+
+    def plan_after_the_other_instance(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the second instance has read the assignments: the first cuts in
+            with closing(State.open(first.state.url)) as state:
+                run_cycle(first, classifier, state, now=now)
+        return planned(*args, **kwargs)
+
+    monkeypatch.setattr(archives, "_plan", plan_after_the_other_instance)
+    with closing(State.open(second.state.url)) as state:
+        result = run_cycle(second, classifier, state, now=now)
+        stored = len(list(state.articles()))
+    assert result.publish is not None
+    assert calls == 3  # the second instance's plan, the first's, the second's again
+
+    def pages(config: Config) -> dict[str, list[str]]:
+        found = {}
+        for path in sorted((config.feeds.output_dir / "archive").rglob("*.atom")):
+            entries = feedparser.parse(path.read_bytes()).entries
+            found[str(path.relative_to(config.feeds.output_dir))] = sorted(e.id for e in entries)
+        return found
+
+    assert pages(first) == pages(second)
+    everything = [
+        i for path, ids in pages(first).items() if path.startswith("archive/all/") for i in ids
+    ]
+    assert len(everything) == len(set(everything)) == stored > 4
