@@ -36,7 +36,7 @@ import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ahocorasick
 
@@ -597,6 +597,15 @@ _TOPIC_KINDS = frozenset({"cue", "weak"})
 _Match = tuple[int, int, Cue]
 
 
+class _Found(NamedTuple):
+    """What one pass of the matcher finds in a field."""
+
+    regions: list[_Match]
+    topics: list[_Match]
+    triggers: list[int]  # where role triggers start
+    background: list[int]  # where background clauses start
+
+
 def _leftmost_longest(found: list[_Match]) -> list[_Match]:
     """At each position the longest match wins; a match starting inside a taken one is
     dropped ("Revised Kyoto Convention" hides Kyoto, "South Sudan" hides Sudan)."""
@@ -625,8 +634,32 @@ def _leftmost_longest(found: list[_Match]) -> list[_Match]:
 _START = operator.itemgetter(0)
 
 
+# Kinds of phrases the matcher also finds for the rules, besides cues.
+_TRIGGER_MARK = 0  # a role trigger ("funded by"), see _ROLE_TRIGGERS
+_BACKGROUND_MARK = 1  # a background clause ("who had"), see _BACKGROUND
+
+
+def _regex_starts(found: list[tuple[int, int, int]]) -> list[int]:
+    """The starts of the phrases ``re.finditer`` would find among ``found``, the
+    ``(start, rank, length)`` of every phrase occurring in a text: the first-ranked phrase
+    wins at a position, and a phrase hides those starting within its ``length``."""
+    if len(found) > 1:
+        found.sort()
+    starts: list[int] = []
+    free = 0
+    for start, _rank, length in found:
+        if start >= free:
+            starts.append(start)
+            free = start + length
+    return starts
+
+
 class _Matcher:
-    """Whole-word search for every gazetteer and taxonomy phrase in one pass."""
+    """Whole-word search for every gazetteer and taxonomy phrase in one pass.
+
+    The same pass finds where role triggers and background clauses start, as a regular
+    expression ``" (first|second|...)"`` would, without trying every phrase at every
+    space of the text."""
 
     def __init__(self, cues: list[Cue]) -> None:
         self.conflicts: list[tuple[Cue, Cue]] = []
@@ -643,16 +676,32 @@ class _Matcher:
             else:
                 for variant in plural_variants(cased_form.lower()):
                     self._add(lower, variant, cue, primary=variant == cased_form.lower())
+        # (kind, rank, length): the rank orders phrases starting at the same place, the
+        # length (from the space before, and the one after a background clause, which its
+        # expression consumes) is what a found phrase hides.
+        marks: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+        triggers = sorted(_TRIGGER_ROLE, key=len, reverse=True)  # the longest wins
+        for kind, phrases, consumed in (
+            (_TRIGGER_MARK, triggers, 1),
+            (_BACKGROUND_MARK, _BACKGROUND, 2),
+        ):
+            for rank, phrase in enumerate(phrases):
+                marks[phrase].append((kind, rank, len(phrase) + consumed))
         # Keys are padded with spaces, and so is normalised text: only whole words match.
-        for automaton, table in ((self._lower, lower), (self._cased, cased)):
-            for key, found in table.items():
+        for automaton, table, table_marks in (
+            (self._lower, lower, marks),
+            (self._cased, cased, {}),
+        ):
+            for key in [*table, *(key for key in table_marks if key not in table)]:
+                found = table.get(key, [])
                 # Region and topic meanings apart, so matching need not sort them.
                 region_cues = tuple(cue for cue in found if cue.kind not in _TOPIC_KINDS)
                 topic_cues = tuple(cue for cue in found if cue.kind in _TOPIC_KINDS)
-                automaton.add_word(f" {key} ", (len(key), region_cues, topic_cues))
-            if table:
+                value = (len(key), region_cues, topic_cues, tuple(table_marks.get(key, ())))
+                automaton.add_word(f" {key} ", value)
+            if table or table_marks:
                 automaton.make_automaton()
-        self._has_lower = bool(lower)
+        self._has_lower = bool(lower or marks)
         self._has_cased = bool(cased)
 
     def _add(
@@ -673,10 +722,12 @@ class _Matcher:
                 return
         entries.append(cue)
 
-    def find(self, cased_text: str, lower_text: str) -> tuple[list[_Match], list[_Match]]:
-        """Region and topic matches ``(start, end, cue)``, each non-overlapping, in order."""
+    def find(self, cased_text: str, lower_text: str) -> _Found:
+        """Region and topic matches ``(start, end, cue)``, each non-overlapping, in order;
+        where role triggers and background clauses start (at the space before them)."""
         regions: list[_Match] = []
         topics: list[_Match] = []
+        marks: tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]] = ([], [])
         for automaton, text, present in (
             (self._lower, lower_text, self._has_lower),
             (self._cased, cased_text, self._has_cased),
@@ -684,13 +735,21 @@ class _Matcher:
             if not present:
                 continue
             # A match of " words " ends at the trailing space; keep the words alone.
-            for end, (length, region_cues, topic_cues) in automaton.iter(text):
+            for end, (length, region_cues, topic_cues, phrase_marks) in automaton.iter(text):
                 start = end - length
                 for cue in region_cues:
                     regions.append((start, end, cue))
                 for cue in topic_cues:
                     topics.append((start, end, cue))
-        return _leftmost_longest(regions), _leftmost_longest(topics)
+                if phrase_marks:
+                    for kind, rank, span in phrase_marks:
+                        marks[kind].append((start - 1, rank, span))
+        return _Found(
+            _leftmost_longest(regions),
+            _leftmost_longest(topics),
+            _regex_starts(marks[_TRIGGER_MARK]) if marks[_TRIGGER_MARK] else [],
+            _regex_starts(marks[_BACKGROUND_MARK]) if marks[_BACKGROUND_MARK] else [],
+        )
 
 
 def _clause_before(text: str, start: int) -> list[str]:
@@ -710,14 +769,6 @@ def _words_after(text: str, end: int, count: int = 2) -> list[str]:
 _TRIGGER_ROLE = {trigger: role for role, triggers in _ROLE_TRIGGERS.items() for trigger in triggers}
 _TRIGGER = re.compile(
     r" (" + "|".join(re.escape(t) for t in sorted(_TRIGGER_ROLE, key=len, reverse=True)) + r") "
-)
-
-
-# Every trigger in a text at once: most mentions have none in their clause.
-_TRIGGER_SCAN = re.compile(
-    r" (?:"
-    + "|".join(re.escape(t) for t in sorted(_TRIGGER_ROLE, key=len, reverse=True))
-    + r")(?= )"
 )
 
 
@@ -807,15 +858,16 @@ def _name_role_of(  # noqa: PLR0917 - the name's place, and the other cues' when
     )
 
 
-def _assign_roles(context: _Context, found: list[_Match]) -> list[Mention]:
+def _assign_roles(context: _Context, matched: _Found) -> list[Mention]:
     text = context.lower
     field_name = context.field
     mentions: list[Mention] = []
+    found = matched.regions
     subjects_in_title = [item for item in found if item[2].target != NEUTRAL]
     cue_starts = frozenset(item[0] for item in found)
     cue_ends = frozenset(item[1] for item in found)
     wco_body_before = False
-    trigger_starts = [match.start() for match in _TRIGGER_SCAN.finditer(text)] if found else []
+    trigger_starts = matched.triggers
     previous: Mention | None = None
     for start, end, cue in found:
         role, trigger = "", ""
@@ -957,13 +1009,13 @@ class Classifier:
         body_cased = normalize(body)
         title_lower = title_cased.lower()
         body_lower = body_cased.lower()
-        title_regions, title_topics = self._matcher.find(title_cased, title_lower)
-        body_regions, body_topics = self._matcher.find(body_cased, body_lower)
+        title_found = self._matcher.find(title_cased, title_lower)
+        body_found = self._matcher.find(body_cased, body_lower)
         regions, reason, scores, mentions = self._classify_regions(
-            title_cased, title_lower, title_regions, body_cased, body_lower, body_regions
+            title_cased, title_lower, title_found, body_cased, body_lower, body_found
         )
         topics, topic_scores, topic_mentions = _decide_topics(
-            title_lower, title_topics, body_lower, body_topics, (title_regions, body_regions)
+            title_lower, title_found, body_lower, body_found
         )
         margin, doubts = _doubts(regions, reason, scores, mentions, title_lower)
         return Classification(
@@ -982,19 +1034,19 @@ class Classifier:
         self,
         title_cased: str,
         title_lower: str,
-        title_regions: list[_Match],
+        title_found: _Found,
         body_cased: str,
         body_lower: str,
-        body_regions: list[_Match],
+        body_found: _Found,
     ) -> tuple[tuple[str, ...], str, dict[str, float], list[Mention]]:
         # Lower-case names ("frozen turkey") are common nouns only in properly capitalised text.
         capitalised = is_capitalised_text(body_cased)
         body_mentions = _assign_roles(
-            _Context(body_lower, body_cased, "body", capitalised), body_regions
+            _Context(body_lower, body_cased, "body", capitalised), body_found
         )
         persons = frozenset(m.text for m in body_mentions if m.role == PERSON)
         title_mentions = _assign_roles(
-            _Context(title_lower, title_cased, "title", persons=persons), title_regions
+            _Context(title_lower, title_cased, "title", persons=persons), title_found
         )
         mentions = self._resolve_homonyms(title_mentions + body_mentions)
         return self._decide_regions(mentions, title_lower, body_lower)
@@ -1011,16 +1063,11 @@ class Classifier:
         body_cased = normalize(body)
         title_lower = title_cased.lower()
         body_lower = body_cased.lower()
-        title_regions, title_topics = self._matcher.find(title_cased, title_lower)
-        body_regions, body_topics = self._matcher.find(body_cased, body_lower)
-        topics = _decide_topics(
-            title_lower,
-            title_topics,
-            body_lower,
-            body_topics,
-            (title_regions, body_regions),
-            explain=False,
-        )[0]
+        title_found = self._matcher.find(title_cased, title_lower)
+        body_found = self._matcher.find(body_cased, body_lower)
+        title_regions = title_found.regions
+        body_regions = body_found.regions
+        topics = _decide_topics(title_lower, title_found, body_lower, body_found, explain=False)[0]
         names = {
             title_lower[start:end]
             for start, end, cue in title_regions
@@ -1046,13 +1093,13 @@ class Classifier:
                     == PERSON
                 )
             title_mentions = _assign_roles(
-                _Context(title_lower, title_cased, "title", persons=persons), title_regions
+                _Context(title_lower, title_cased, "title", persons=persons), title_found
             )
             subjects = {m.cue.target for m in title_mentions if not m.role}
             if len(subjects) == 1:
                 return (subjects.pop(),), topics
         return self._classify_regions(
-            title_cased, title_lower, title_regions, body_cased, body_lower, body_regions
+            title_cased, title_lower, title_found, body_cased, body_lower, body_found
         )[0], topics
 
     def _resolve_homonyms(self, mentions: list[Mention]) -> list[Mention]:
@@ -1202,15 +1249,27 @@ def _doubts(
 
 
 # Words that put what follows in the background: "officers who had completed a training course".
-_BACKGROUND = re.compile(
-    r" (who had|who have|which had|had attended|had completed|had recently|recently completed|"
-    r"having attended|after attending|previously|last year|in the past) "
+_BACKGROUND = (
+    "who had",
+    "who have",
+    "which had",
+    "had attended",
+    "had completed",
+    "had recently",
+    "recently completed",
+    "having attended",
+    "after attending",
+    "previously",
+    "last year",
+    "in the past",
 )
 
 
-def _inside(found: list[_Match], spans: list[tuple[int, int]]) -> set[tuple[int, int]]:
-    """The ``(start, end)`` of the matches lying within one of ``spans`` (both in order)."""
-    covered: set[tuple[int, int]] = set()
+def _inside_names(found: list[_Match], names: list[_Match]) -> set[int]:
+    """The starts of the matches ``found`` lying within the name of an agency or a place
+    among ``names`` (both in order; no two matches of ``found`` share a start and differ)."""
+    covered: set[int] = set()
+    spans = [(start, end) for start, end, cue in names if cue.kind in _NAMED_KINDS]
     if not spans:
         return covered
     index = 0
@@ -1220,16 +1279,12 @@ def _inside(found: list[_Match], spans: list[tuple[int, int]]) -> set[tuple[int,
         if index == len(spans):
             break
         if spans[index][0] <= start:
-            covered.add((start, end))
+            covered.add(start)
     return covered
 
 
 # How far before a cue (in characters, within its sentence) a background word reaches.
 _BACKGROUND_REACH = 60
-
-
-def _background_marks(lower: str) -> list[int]:
-    return [match.start() for match in _BACKGROUND.finditer(lower)]
 
 
 def _is_passing(lower: str, start: int, marks: list[int]) -> bool:
@@ -1248,10 +1303,9 @@ _WEAK_IN_BODY = 3
 
 def _decide_topics(
     title_lower: str,
-    title_found: list[_Match],
+    title: _Found,
     body_lower: str,
-    body_found: list[_Match],
-    names: tuple[list[_Match], list[_Match]],
+    body: _Found,
     *,
     explain: bool = True,
 ) -> tuple[tuple[str, ...], dict[str, float], list[Mention]]:
@@ -1261,16 +1315,8 @@ def _decide_topics(
     a weak cue that supports but never decides alone; one in a background
     clause after the first sentence ("officers who had attended a training course") is a
     passing mention and does not count."""
-    spans = {
-        field_name: [(start, end) for start, end, cue in found if cue.kind in _NAMED_KINDS]
-        for field_name, found in zip(("title", "body"), names, strict=True)
-    }
-    inside = {
-        "title": _inside(title_found, spans["title"]),
-        "body": _inside(body_found, spans["body"]),
-    }
     lead_end = body_lower.find(SENTENCE_BREAK)
-    marks = _background_marks(body_lower)
+    marks = body.background
     strong: set[str] = set()
     weak_title: set[str] = set()
     weak_body: dict[str, int] = defaultdict(int)
@@ -1278,25 +1324,28 @@ def _decide_topics(
     weak_lead: set[str] = set()
     scores: dict[str, float] = defaultdict(float)
     mentions: list[Mention] = []
-    for field_name, lower, found, full_weight in (
-        ("title", title_lower, title_found, TITLE_WEIGHT),
-        ("body", body_lower, body_found, BODY_WEIGHT),
+    for field_name, lower, matched, full_weight in (
+        ("title", title_lower, title, TITLE_WEIGHT),
+        ("body", body_lower, body, BODY_WEIGHT),
     ):
-        in_names = inside[field_name]
-        body = field_name == "body"
+        found = matched.topics
+        if not found:
+            continue
+        in_names = _inside_names(found, matched.regions)
+        in_body = field_name == "body"
         for start, end, cue in found:
             target = cue.target
             weak = cue.kind == "weak"
             role = ""
-            if in_names and (start, end) in in_names:
+            if in_names and start in in_names:
                 role = "in a name"
-            elif body and marks and 0 <= lead_end < start and _is_passing(lower, start, marks):
+            elif in_body and marks and 0 <= lead_end < start and _is_passing(lower, start, marks):
                 role = "passing"
             if role == "passing":
                 weight = 0.0
             elif weak or role:
                 weight = full_weight / 2
-                if body:
+                if in_body:
                     weak_body[target] += 1
                     if start < lead_end or lead_end < 0:
                         weak_lead.add(target)

@@ -51,13 +51,26 @@ class _FoldTable(dict[int, str]):
 
 
 _TABLE = _FoldTable()
+# The same folding for ASCII text, as a byte table: bytes.translate is several times faster
+# than str.translate through a mapping, and most articles are plain ASCII.
+_ASCII_TABLE = bytes(ord(_TABLE[code]) if code < 128 else 32 for code in range(256))
+_BREAK_BYTES = SENTENCE_BREAK.encode()
+_SPACED_BREAK_BYTES = f" {SENTENCE_BREAK} ".encode()
 
 
 def normalize(text: str) -> str:
     """The cased, normalised form of ``text``: words between single spaces, padded."""
     # Every character maps to one character, which keeps str.translate on its fast path;
     # then breaks become words of their own and runs of spaces collapse.
-    folded = text.translate(_TABLE).replace(SENTENCE_BREAK, f" {SENTENCE_BREAK} ")
+    if text.isascii():
+        folded = (
+            text.encode("ascii")
+            .translate(_ASCII_TABLE)
+            .replace(_BREAK_BYTES, _SPACED_BREAK_BYTES)
+            .decode("ascii")
+        )
+    else:
+        folded = text.translate(_TABLE).replace(SENTENCE_BREAK, f" {SENTENCE_BREAK} ")
     return f" {' '.join(folded.split())} "
 
 
