@@ -827,7 +827,8 @@ _NAME_KINDS = frozenset({"country", "alias", "adjective", "place"})
 _OWN_ROLES = frozenset({PERSON, PRODUCT, COMMON_NOUN})
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, for the speed of making one per field (see Mention).
+@dataclass(slots=True)
 class _Context:
     """What the roles of one field's mentions are read from."""
 
@@ -858,77 +859,113 @@ def _name_role_of(  # noqa: PLR0917 - the name's place, and the other cues' when
     )
 
 
+def _word_after(text: str, end: int) -> str:
+    """The first word after the mention ending at ``end``, a possessive "s" skipped, within
+    the next three words of its sentence; ``""`` when there is none."""
+    position = end + 1  # text[end] is the space after the mention
+    for _ in range(3):
+        stop = text.find(" ", position)
+        if stop < 0:
+            return ""
+        word = text[position:stop]
+        if word == SENTENCE_BREAK:
+            return ""
+        if word != "s":
+            return word
+        position = stop + 1
+    return ""
+
+
 def _assign_roles(context: _Context, matched: _Found) -> list[Mention]:
+    found = matched.regions
+    if not found:
+        return []
     text = context.lower
     field_name = context.field
+    in_title = field_name == "title"
+    persons = context.persons
     mentions: list[Mention] = []
-    found = matched.regions
-    subjects_in_title = [item for item in found if item[2].target != NEUTRAL]
-    cue_starts = frozenset(item[0] for item in found)
-    cue_ends = frozenset(item[1] for item in found)
+    cue_starts: frozenset[int] = frozenset()
+    cue_ends: frozenset[int] = frozenset()
+    if not in_title:  # only the rules for running text look at the other cues
+        cue_starts = frozenset(item[0] for item in found)
+        cue_ends = frozenset(item[1] for item in found)
     wco_body_before = False
     trigger_starts = matched.triggers
     previous: Mention | None = None
     for start, end, cue in found:
-        role, trigger = "", ""
+        name = text[start:end]
         if cue.target == NEUTRAL:
-            role, trigger = cue.kind, cue.phrase
-            wco_body_before = wco_body_before or cue.kind == WCO_BODY
-        else:
-            if cue.kind in _NAME_KINDS:
-                if text[start:end] in context.persons:
-                    role, trigger = PERSON, f"{context.cased[start:end]} (a person, see body)"
-                else:
-                    role, trigger = _name_role_of(context, start, end, found, cue_starts, cue_ends)
-            if not role:
-                role, trigger = _role_before_at(text, start, trigger_starts)
-            if not role and wco_body_before:
-                # "Policy Commission Meets in Seoul": where a WCO body met.
-                before = _clause_before(text, start)
-                while before and before[-1] in _VENUE_FILLER:
-                    before.pop()
-                if before and before[-1] in _VENUE_PREPOSITIONS:
-                    role, trigger = "venue", f"WCO body … {before[-1]}"
-            if not role and _is_language(text, start, end):
-                role, trigger = "language", text[start:end]
-            after = [word for word in _words_after(text, end, 3) if word != "s"]
-            if not role and after and after[0] in _ROLE_AFTER:
-                role, trigger = _ROLE_AFTER[after[0]], after[0]
-            if not role and after and after[0] in _BORDER_AFTER:
+            if cue.kind == WCO_BODY:
+                wco_body_before = True
+            mentions.append(Mention(cue, field_name, start, end, name, cue.kind, cue.phrase))
+            continue
+        role, trigger = "", ""
+        if cue.kind in _NAME_KINDS:
+            if name in persons:
+                role, trigger = PERSON, f"{context.cased[start:end]} (a person, see body)"
+            else:
+                role, trigger = name_role(
+                    context.cased,
+                    start,
+                    end,
+                    body=not in_title,
+                    capitalised_text=context.capitalised,
+                    cue_starts=cue_starts,
+                    cue_ends=cue_ends,
+                )
+        if not role:
+            role, trigger = _role_before_at(text, start, trigger_starts)
+        if not role and wco_body_before:
+            # "Policy Commission Meets in Seoul": where a WCO body met.
+            before = _clause_before(text, start)
+            while before and before[-1] in _VENUE_FILLER:
+                before.pop()
+            if before and before[-1] in _VENUE_PREPOSITIONS:
+                role, trigger = "venue", f"WCO body … {before[-1]}"
+        if not role and name in _LANGUAGES and _is_language(text, start, end):
+            role, trigger = "language", name
+        if not role:
+            after = _word_after(text, end)
+            if after in _ROLE_AFTER:
+                role, trigger = _ROLE_AFTER[after], after
+            elif after in _BORDER_AFTER:
                 before = [w for w in _clause_before(text, start)[-2:] if w != "the"]
                 if before and before[-1] in _BORDER_BEFORE:
-                    role, trigger = "border", f"{before[-1]} … {after[0]}"
-            if (
-                not role
-                and field_name == "title"
-                and after
-                and after[0] in _DONOR_VERBS
+                    role, trigger = "border", f"{before[-1]} … {after}"
+            elif (
+                in_title
+                and after in _DONOR_VERBS
                 and any(
-                    other[0] > end and other[2].entity != cue.entity for other in subjects_in_title
+                    other[0] > end and other[2].target != NEUTRAL and other[2].entity != cue.entity
+                    for other in found
                 )
             ):
-                role, trigger = "donor", after[0]
-            if not role and field_name == "title" and cue.kind == "grouping":
-                role, trigger = _framework_role(text, start, cue, mentions)
+                role, trigger = "donor", after
+        if not role and in_title and cue.kind == "grouping":
+            role, trigger = _framework_role(text, start, cue, mentions)
+        if not role and previous is not None and previous.role and previous.role not in _OWN_ROLES:
+            gap = text[previous.end : start]
+            gap_words = gap.split()
             if (
-                not role
-                and previous is not None
-                and previous.role
-                and previous.role not in _OWN_ROLES
+                SENTENCE_BREAK not in gap
+                and len(gap_words) <= 4
+                and all(word in _CONNECTORS for word in gap_words)
             ):
-                gap = text[previous.end : start]
-                gap_words = gap.split()
-                if (
-                    SENTENCE_BREAK not in gap
-                    and len(gap_words) <= 4
-                    and all(word in _CONNECTORS for word in gap_words)
-                ):
-                    role, trigger = previous.role, previous.trigger
-        mention = Mention(cue, field_name, start, end, text[start:end], role, trigger)
-        mentions.append(mention)
-        if cue.target != NEUTRAL:
-            previous = mention
+                role, trigger = previous.role, previous.trigger
+        previous = Mention(cue, field_name, start, end, name, role, trigger)
+        mentions.append(previous)
     return mentions
+
+
+def _lead_names_wco_body(body_regions: list[_Match], body_lower: str) -> bool:
+    """Whether the first place or body the body names in its first sentence is a WCO-wide
+    body or instrument (see :meth:`Classifier._decide_regions`)."""
+    if not body_regions:
+        return False
+    lead_end = body_lower.find(SENTENCE_BREAK)
+    start, _end, cue = body_regions[0]
+    return (lead_end < 0 or start < lead_end) and cue.kind == WCO_BODY
 
 
 def _framework_role(text: str, start: int, cue: Cue, earlier: list[Mention]) -> tuple[str, str]:
@@ -1054,10 +1091,15 @@ class Classifier:
     def decide(self, title: str, body: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The regions and topics :meth:`classify` gives, without the explanation.
 
-        This is what reading a store needs. A title that names exactly one region as its
-        subject decides alone (see :meth:`_decide_regions`), so then the places of the body
-        are not analysed, except for the few that can change a title's name: a word the
-        body shows to be a person's, and a name another country also uses.
+        This is what reading a store needs, so the roles of places are weighed only where
+        they can change the regions (see :meth:`_decide_regions`):
+
+        * a title naming exactly one region as its subject decides alone, so the places
+          of the body are not analysed, except those that can change a title's name: a
+          word the body shows to be a person's (a name another country also uses sends
+          the article through the whole classification);
+        * a title naming none leaves a WCO-wide story, a worldwide title or a body naming
+          no region ``global``, whatever the roles in the body.
         """
         title_cased = normalize(title)
         body_cased = normalize(body)
@@ -1065,16 +1107,25 @@ class Classifier:
         body_lower = body_cased.lower()
         title_found = self._matcher.find(title_cased, title_lower)
         body_found = self._matcher.find(body_cased, body_lower)
+        topics = _decide_topics(title_lower, title_found, body_lower, body_found, explain=False)[0]
         title_regions = title_found.regions
         body_regions = body_found.regions
-        topics = _decide_topics(title_lower, title_found, body_lower, body_found, explain=False)[0]
+        homonyms = self.gazetteer.homonyms
+        if homonyms and any(
+            title_lower[start:end] in homonyms
+            for start, end, cue in title_regions
+            if cue.target != NEUTRAL
+        ):
+            return self._classify_regions(
+                title_cased, title_lower, title_found, body_cased, body_lower, body_found
+            )[0], topics
+        persons: frozenset[str] = frozenset()
         names = {
             title_lower[start:end]
             for start, end, cue in title_regions
             if cue.kind in _NAME_KINDS and cue.target != NEUTRAL
         }
-        if not names & self.gazetteer.homonyms.keys():
-            body_context = _Context(body_lower, body_cased, "body", is_capitalised_text(body_cased))
+        if names:
             same = [
                 (start, end)
                 for start, end, cue in body_regions
@@ -1082,8 +1133,10 @@ class Classifier:
                 and cue.target != NEUTRAL
                 and body_lower[start:end] in names
             ]
-            persons: frozenset[str] = frozenset()
             if same:
+                body_context = _Context(
+                    body_lower, body_cased, "body", is_capitalised_text(body_cased)
+                )
                 starts = frozenset(m[0] for m in body_regions)
                 ends = frozenset(m[1] for m in body_regions)
                 persons = frozenset(
@@ -1092,12 +1145,19 @@ class Classifier:
                     if _name_role_of(body_context, start, end, body_regions, starts, ends)[0]
                     == PERSON
                 )
-            title_mentions = _assign_roles(
-                _Context(title_lower, title_cased, "title", persons=persons), title_found
-            )
-            subjects = {m.cue.target for m in title_mentions if not m.role}
-            if len(subjects) == 1:
-                return (subjects.pop(),), topics
+        title_mentions = _assign_roles(
+            _Context(title_lower, title_cased, "title", persons=persons), title_found
+        )
+        subjects = {m.cue.target for m in title_mentions if not m.role}
+        if len(subjects) == 1:
+            return (subjects.pop(),), topics
+        if not subjects and (
+            any(m.cue.kind == WCO_BODY for m in title_mentions)
+            or _lead_names_wco_body(body_regions, body_lower)
+            or all(cue.target == NEUTRAL for _start, _end, cue in body_regions)
+            or _GLOBAL_TITLE_WORDS & set(title_lower.split())
+        ):
+            return (GLOBAL,), topics
         return self._classify_regions(
             title_cased, title_lower, title_found, body_cased, body_lower, body_found
         )[0], topics

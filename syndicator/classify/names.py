@@ -434,7 +434,6 @@ def name_role(
         and not (body and capitalised_text and name.islower())
     ):
         return "", ""
-    around = cased[max(0, start - _WINDOW) : start].split()
     after = [word for word in cased[end : end + _WINDOW].split()[:3] if word != "s"][:2]
     if after:
         following = after[0].lower()
@@ -452,14 +451,14 @@ def name_role(
         _capitalised(before)
         and before.lower() not in _PLACE_MODIFIERS
         and start - 1 not in cue_ends
-        and (
-            (len(around) >= 2 and around[-2] != SENTENCE_BREAK)
-            or (bool(after) and after[0] in _APPOSITION)
-        )
     ):
-        # "examiner Maria Guinea"; at the start of a sentence only with what the person
-        # is or said next: "Ana Montenegro, a customs auditor".
-        return PERSON, f"{before} {name}"
+        around = cased[max(0, start - _WINDOW) : start].split()
+        if (len(around) >= 2 and around[-2] != SENTENCE_BREAK) or (
+            bool(after) and after[0] in _APPOSITION
+        ):
+            # "examiner Maria Guinea"; at the start of a sentence only with what the person
+            # is or said next: "Ana Montenegro, a customs auditor".
+            return PERSON, f"{before} {name}"
     if (
         after
         and cased[end : end + 3] != " s "
