@@ -634,6 +634,14 @@ def _leftmost_longest(found: list[_Match]) -> list[_Match]:
 _START = operator.itemgetter(0)
 
 
+def _by_meaning(cues: list[Cue]) -> tuple[tuple[Cue, ...], tuple[Cue, ...]]:
+    """Region and topic meanings of a phrase apart, so that matching need not sort them."""
+    return (
+        tuple(cue for cue in cues if cue.kind not in _TOPIC_KINDS),
+        tuple(cue for cue in cues if cue.kind in _TOPIC_KINDS),
+    )
+
+
 # Kinds of phrases the matcher also finds for the rules, besides cues.
 _TRIGGER_MARK = 0  # a role trigger ("funded by"), see _ROLE_TRIGGERS
 _BACKGROUND_MARK = 1  # a background clause ("who had"), see _BACKGROUND
@@ -657,14 +665,15 @@ def _regex_starts(found: list[tuple[int, int, int]]) -> list[int]:
 class _Matcher:
     """Whole-word search for every gazetteer and taxonomy phrase in one pass.
 
-    The same pass finds where role triggers and background clauses start, as a regular
-    expression ``" (first|second|...)"`` would, without trying every phrase at every
-    space of the text."""
+    The pass goes over the lower-case text; a phrase written in capitals (an acronym:
+    "US", "CAR") is found there too and kept where the text has it in capitals. The same
+    pass finds where role triggers and background clauses start, as a regular expression
+    ``" (first|second|...)"`` would, without trying every phrase at every space of the
+    text."""
 
     def __init__(self, cues: list[Cue]) -> None:
         self.conflicts: list[tuple[Cue, Cue]] = []
-        self._lower: Any = ahocorasick.Automaton()
-        self._cased: Any = ahocorasick.Automaton()
+        self._automaton: Any = ahocorasick.Automaton()
         lower: dict[str, list[Cue]] = {}
         cased: dict[str, list[Cue]] = {}
         for cue in cues:
@@ -687,22 +696,22 @@ class _Matcher:
         ):
             for rank, phrase in enumerate(phrases):
                 marks[phrase].append((kind, rank, len(phrase) + consumed))
+        # Acronyms by their lower-case form: (the form in capitals, region and topic cues).
+        acronyms: dict[str, list[tuple[str, tuple[Cue, ...], tuple[Cue, ...]]]] = defaultdict(list)
+        for key, found in cased.items():
+            acronyms[key.lower()].append((key, *_by_meaning(found)))
         # Keys are padded with spaces, and so is normalised text: only whole words match.
-        for automaton, table, table_marks in (
-            (self._lower, lower, marks),
-            (self._cased, cased, {}),
-        ):
-            for key in [*table, *(key for key in table_marks if key not in table)]:
-                found = table.get(key, [])
-                # Region and topic meanings apart, so matching need not sort them.
-                region_cues = tuple(cue for cue in found if cue.kind not in _TOPIC_KINDS)
-                topic_cues = tuple(cue for cue in found if cue.kind in _TOPIC_KINDS)
-                value = (len(key), region_cues, topic_cues, tuple(table_marks.get(key, ())))
-                automaton.add_word(f" {key} ", value)
-            if table or table_marks:
-                automaton.make_automaton()
-        self._has_lower = bool(lower or marks)
-        self._has_cased = bool(cased)
+        for key in dict.fromkeys([*lower, *acronyms, *marks]):
+            value = (
+                len(key),
+                *_by_meaning(lower.get(key, [])),
+                tuple(marks.get(key, ())),
+                tuple(acronyms.get(key, ())),
+            )
+            self._automaton.add_word(f" {key} ", value)
+        self._empty = not self._automaton
+        if not self._empty:
+            self._automaton.make_automaton()
 
     def _add(
         self, table: dict[str, list[Cue]], key: str, cue: Cue, *, primary: bool = True
@@ -728,22 +737,27 @@ class _Matcher:
         regions: list[_Match] = []
         topics: list[_Match] = []
         marks: tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]] = ([], [])
-        for automaton, text, present in (
-            (self._lower, lower_text, self._has_lower),
-            (self._cased, cased_text, self._has_cased),
-        ):
-            if not present:
-                continue
-            # A match of " words " ends at the trailing space; keep the words alone.
-            for end, (length, region_cues, topic_cues, phrase_marks) in automaton.iter(text):
-                start = end - length
-                for cue in region_cues:
-                    regions.append((start, end, cue))
-                for cue in topic_cues:
-                    topics.append((start, end, cue))
-                if phrase_marks:
-                    for kind, rank, span in phrase_marks:
-                        marks[kind].append((start - 1, rank, span))
+        if self._empty:
+            return _Found(regions, topics, [], [])
+        # A match of " words " ends at the trailing space; keep the words alone.
+        for end, value in self._automaton.iter(lower_text):
+            length, region_cues, topic_cues, phrase_marks, acronyms = value
+            start = end - length
+            for cue in region_cues:
+                regions.append((start, end, cue))
+            for cue in topic_cues:
+                topics.append((start, end, cue))
+            if phrase_marks:
+                for kind, rank, span in phrase_marks:
+                    marks[kind].append((start - 1, rank, span))
+            if acronyms:
+                written = cased_text[start:end]
+                for capitals, acronym_regions, acronym_topics in acronyms:
+                    if written == capitals:
+                        for cue in acronym_regions:
+                            regions.append((start, end, cue))
+                        for cue in acronym_topics:
+                            topics.append((start, end, cue))
         return _Found(
             _leftmost_longest(regions),
             _leftmost_longest(topics),
@@ -1325,24 +1339,6 @@ _BACKGROUND = (
 )
 
 
-def _inside_names(found: list[_Match], names: list[_Match]) -> set[int]:
-    """The starts of the matches ``found`` lying within the name of an agency or a place
-    among ``names`` (both in order; no two matches of ``found`` share a start and differ)."""
-    covered: set[int] = set()
-    spans = [(start, end) for start, end, cue in names if cue.kind in _NAMED_KINDS]
-    if not spans:
-        return covered
-    index = 0
-    for start, end, _cue in found:
-        while index < len(spans) and spans[index][1] < end:
-            index += 1
-        if index == len(spans):
-            break
-        if spans[index][0] <= start:
-            covered.add(start)
-    return covered
-
-
 # How far before a cue (in characters, within its sentence) a background word reaches.
 _BACKGROUND_REACH = 60
 
@@ -1391,19 +1387,24 @@ def _decide_topics(
         found = matched.topics
         if not found:
             continue
-        in_names = _inside_names(found, matched.regions)
         in_body = field_name == "body"
+        # The names of agencies and places, in order, and the next one not behind a cue.
+        names = [(start, end) for start, end, cue in matched.regions if cue.kind in _NAMED_KINDS]
+        name_index = 0
+        # Cues after the first sentence may be passing mentions.
+        passing_after = lead_end if in_body and marks and lead_end >= 0 else len(lower)
         for start, end, cue in found:
             target = cue.target
-            weak = cue.kind == "weak"
             role = ""
-            if in_names and start in in_names:
-                role = "in a name"
-            elif in_body and marks and 0 <= lead_end < start and _is_passing(lower, start, marks):
+            if names:
+                while name_index < len(names) and names[name_index][1] < end:
+                    name_index += 1
+                if name_index < len(names) and names[name_index][0] <= start:
+                    role = "in a name"
+            if not role and start > passing_after and _is_passing(lower, start, marks):
                 role = "passing"
-            if role == "passing":
                 weight = 0.0
-            elif weak or role:
+            elif role or cue.kind == "weak":
                 weight = full_weight / 2
                 if in_body:
                     weak_body[target] += 1
@@ -1429,5 +1430,7 @@ def _decide_topics(
         or (slug in weak_lead and weak_body[slug] >= 2)
     }
     chosen = strong | supported
+    if len(chosen) < 2:
+        return tuple(chosen), dict(scores), mentions
     ordered = sorted(chosen, key=lambda slug: (-scores[slug], slug))
     return tuple(ordered), dict(scores), mentions
