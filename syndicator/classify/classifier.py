@@ -972,6 +972,34 @@ def _assign_roles(context: _Context, matched: _Found) -> list[Mention]:
     return mentions
 
 
+_NOBODY: frozenset[str] = frozenset()
+
+
+def _persons_named(
+    names: set[str], body_cased: str, body_lower: str, body_regions: list[_Match]
+) -> frozenset[str]:
+    """Those of ``names`` that the body shows to be people's (see :func:`name_role`)."""
+    same = [
+        (start, end)
+        for start, end, cue in body_regions
+        if cue.kind in _NAME_KINDS and cue.target != NEUTRAL and body_lower[start:end] in names
+    ]
+    if not same:
+        return _NOBODY
+    # How the body is capitalised matters only to names written in lower case there.
+    capitalised = any(body_cased[start:end].islower() for start, end in same) and (
+        is_capitalised_text(body_cased)
+    )
+    body_context = _Context(body_lower, body_cased, "body", capitalised)
+    starts = frozenset(match[0] for match in body_regions)
+    ends = frozenset(match[1] for match in body_regions)
+    return frozenset(
+        body_lower[start:end]
+        for start, end in same
+        if _name_role_of(body_context, start, end, body_regions, starts, ends)[0] == PERSON
+    )
+
+
 def _lead_names_wco_body(body_regions: list[_Match], body_lower: str) -> bool:
     """Whether the first place or body the body names in its first sentence is a WCO-wide
     body or instrument (see :meth:`Classifier._decide_regions`)."""
@@ -1081,7 +1109,7 @@ class Classifier:
             topic_mentions=topic_mentions,
         )
 
-    def _classify_regions(  # noqa: PLR0917 - the two fields, each cased, lower and matched
+    def _classify_regions(  # noqa: PLR0917 - both fields, each cased, lower and matched
         self,
         title_cased: str,
         title_lower: str,
@@ -1089,16 +1117,26 @@ class Classifier:
         body_cased: str,
         body_lower: str,
         body_found: _Found,
+        title_mentions: list[Mention] | None = None,
     ) -> tuple[tuple[str, ...], str, dict[str, float], list[Mention]]:
-        # Lower-case names ("frozen turkey") are common nouns only in properly capitalised text.
-        capitalised = is_capitalised_text(body_cased)
+        """The regions of an article and why; ``title_mentions`` when the title's roles are
+        known already (they depend on the body only through the names it shows to be
+        people's)."""
+        # Lower-case names ("frozen turkey") are common nouns only in properly capitalised
+        # text; the capitals of a text are counted only when it has such a name.
+        capitalised = any(
+            body_cased[start:end].islower()
+            for start, end, cue in body_found.regions
+            if cue.kind in _NAME_KINDS
+        ) and is_capitalised_text(body_cased)
         body_mentions = _assign_roles(
             _Context(body_lower, body_cased, "body", capitalised), body_found
         )
-        persons = frozenset(m.text for m in body_mentions if m.role == PERSON)
-        title_mentions = _assign_roles(
-            _Context(title_lower, title_cased, "title", persons=persons), title_found
-        )
+        if title_mentions is None:
+            persons = frozenset(m.text for m in body_mentions if m.role == PERSON)
+            title_mentions = _assign_roles(
+                _Context(title_lower, title_cased, "title", persons=persons), title_found
+            )
         mentions = self._resolve_homonyms(title_mentions + body_mentions)
         return self._decide_regions(mentions, title_lower, body_lower)
 
@@ -1125,40 +1163,17 @@ class Classifier:
         title_regions = title_found.regions
         body_regions = body_found.regions
         homonyms = self.gazetteer.homonyms
-        if homonyms and any(
-            title_lower[start:end] in homonyms
-            for start, end, cue in title_regions
-            if cue.target != NEUTRAL
-        ):
-            return self._classify_regions(
-                title_cased, title_lower, title_found, body_cased, body_lower, body_found
-            )[0], topics
-        persons: frozenset[str] = frozenset()
-        names = {
-            title_lower[start:end]
-            for start, end, cue in title_regions
-            if cue.kind in _NAME_KINDS and cue.target != NEUTRAL
-        }
-        if names:
-            same = [
-                (start, end)
-                for start, end, cue in body_regions
-                if cue.kind in _NAME_KINDS
-                and cue.target != NEUTRAL
-                and body_lower[start:end] in names
-            ]
-            if same:
-                body_context = _Context(
-                    body_lower, body_cased, "body", is_capitalised_text(body_cased)
-                )
-                starts = frozenset(m[0] for m in body_regions)
-                ends = frozenset(m[1] for m in body_regions)
-                persons = frozenset(
-                    body_lower[start:end]
-                    for start, end in same
-                    if _name_role_of(body_context, start, end, body_regions, starts, ends)[0]
-                    == PERSON
-                )
+        names: set[str] = set()
+        for start, end, cue in title_regions:
+            if cue.target != NEUTRAL:
+                name = title_lower[start:end]
+                if name in homonyms:
+                    return self._classify_regions(
+                        title_cased, title_lower, title_found, body_cased, body_lower, body_found
+                    )[0], topics
+                if cue.kind in _NAME_KINDS:
+                    names.add(name)
+        persons = _persons_named(names, body_cased, body_lower, body_regions) if names else _NOBODY
         title_mentions = _assign_roles(
             _Context(title_lower, title_cased, "title", persons=persons), title_found
         )
@@ -1173,7 +1188,13 @@ class Classifier:
         ):
             return (GLOBAL,), topics
         return self._classify_regions(
-            title_cased, title_lower, title_found, body_cased, body_lower, body_found
+            title_cased,
+            title_lower,
+            title_found,
+            body_cased,
+            body_lower,
+            body_found,
+            title_mentions,
         )[0], topics
 
     def _resolve_homonyms(self, mentions: list[Mention]) -> list[Mention]:

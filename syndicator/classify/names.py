@@ -434,6 +434,13 @@ def name_role(
         and not (body and capitalised_text and name.islower())
     ):
         return "", ""
+    if (
+        not body  # in a title, only a product noun after or a title before can apply
+        and following != "s"
+        and following.lower() not in _PRODUCT_NOUNS
+        and before.lower() not in _PERSON_TITLES
+    ):
+        return "", ""
     after = [word for word in cased[end : end + _WINDOW].split()[:3] if word != "s"][:2]
     if after:
         following = after[0].lower()
