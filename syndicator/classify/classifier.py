@@ -702,12 +702,11 @@ class _Matcher:
             acronyms[key.lower()].append((key, *_by_meaning(found)))
         # Keys are padded with spaces, and so is normalised text: only whole words match.
         for key in dict.fromkeys([*lower, *acronyms, *marks]):
-            value = (
-                len(key),
-                *_by_meaning(lower.get(key, [])),
-                tuple(marks.get(key, ())),
-                tuple(acronyms.get(key, ())),
-            )
+            # The rare rest, checked at once: (trigger and background marks, acronyms).
+            rest = None
+            if key in marks or key in acronyms:
+                rest = (tuple(marks.get(key, ())), tuple(acronyms.get(key, ())))
+            value = (len(key), *_by_meaning(lower.get(key, [])), rest)
             self._automaton.add_word(f" {key} ", value)
         self._empty = not self._automaton
         if not self._empty:
@@ -739,25 +738,27 @@ class _Matcher:
         marks: tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]] = ([], [])
         if self._empty:
             return _Found(regions, topics, [], [])
+        add_region = regions.append
+        add_topic = topics.append
         # A match of " words " ends at the trailing space; keep the words alone.
-        for end, value in self._automaton.iter(lower_text):
-            length, region_cues, topic_cues, phrase_marks, acronyms = value
+        for end, (length, region_cues, topic_cues, rest) in self._automaton.iter(lower_text):
             start = end - length
             for cue in region_cues:
-                regions.append((start, end, cue))
+                add_region((start, end, cue))
             for cue in topic_cues:
-                topics.append((start, end, cue))
-            if phrase_marks:
+                add_topic((start, end, cue))
+            if rest is not None:
+                phrase_marks, acronyms = rest
                 for kind, rank, span in phrase_marks:
                     marks[kind].append((start - 1, rank, span))
-            if acronyms:
-                written = cased_text[start:end]
-                for capitals, acronym_regions, acronym_topics in acronyms:
-                    if written == capitals:
-                        for cue in acronym_regions:
-                            regions.append((start, end, cue))
-                        for cue in acronym_topics:
-                            topics.append((start, end, cue))
+                if acronyms:
+                    written = cased_text[start:end]
+                    for capitals, acronym_regions, acronym_topics in acronyms:
+                        if written == capitals:
+                            for cue in acronym_regions:
+                                add_region((start, end, cue))
+                            for cue in acronym_topics:
+                                add_topic((start, end, cue))
         return _Found(
             _leftmost_longest(regions),
             _leftmost_longest(topics),

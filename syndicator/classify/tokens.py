@@ -20,6 +20,7 @@ position for position.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 SENTENCE_BREAK = "|"
@@ -56,6 +57,7 @@ _TABLE = _FoldTable()
 _ASCII_TABLE = bytes(ord(_TABLE[code]) if code < 128 else 32 for code in range(256))
 _BREAK_BYTES = SENTENCE_BREAK.encode()
 _SPACED_BREAK_BYTES = f" {SENTENCE_BREAK} ".encode()
+_SPACES = re.compile(b"  +")
 
 
 def normalize(text: str) -> str:
@@ -63,15 +65,13 @@ def normalize(text: str) -> str:
     # Every character maps to one character, which keeps str.translate on its fast path;
     # then breaks become words of their own and runs of spaces collapse.
     if text.isascii():
-        folded = (
-            text.encode("ascii")
-            .translate(_ASCII_TABLE)
-            .replace(_BREAK_BYTES, _SPACED_BREAK_BYTES)
-            .decode("ascii")
-        )
-    else:
-        folded = text.translate(_TABLE).replace(SENTENCE_BREAK, f" {SENTENCE_BREAK} ")
-    return f" {' '.join(folded.split())} "
+        folded = text.encode("ascii").translate(_ASCII_TABLE)
+        # Folded text has no white space but spaces: collapsing their runs is splitting it
+        # into words and joining them again, at a third of the cost.
+        spaced = _SPACES.sub(b" ", folded.replace(_BREAK_BYTES, _SPACED_BREAK_BYTES))
+        return f" {spaced.strip(b' ').decode('ascii')} "
+    folded_text = text.translate(_TABLE).replace(SENTENCE_BREAK, f" {SENTENCE_BREAK} ")
+    return f" {' '.join(folded_text.split())} "
 
 
 def normalize_phrase(phrase: str) -> str:
