@@ -46,6 +46,7 @@ from syndicator.classify.names import (
     PERSON,
     PRODUCT,
     is_capitalised_text,
+    may_name_person,
     name_role,
 )
 from syndicator.classify.tokens import (
@@ -980,10 +981,14 @@ def _persons_named(
     names: set[str], body_cased: str, body_lower: str, body_regions: list[_Match]
 ) -> frozenset[str]:
     """Those of ``names`` that the body shows to be people's (see :func:`name_role`)."""
+    # Only a name beside a capitalised word or after a title can be a person's.
     same = [
         (start, end)
         for start, end, cue in body_regions
-        if cue.kind in _NAME_KINDS and cue.target != NEUTRAL and body_lower[start:end] in names
+        if cue.kind in _NAME_KINDS
+        and cue.target != NEUTRAL
+        and body_lower[start:end] in names
+        and may_name_person(body_cased, start, end)
     ]
     if not same:
         return _NOBODY

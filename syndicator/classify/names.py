@@ -401,6 +401,22 @@ def is_capitalised_text(cased: str) -> bool:
     return 0 < upper < letters * 0.5
 
 
+def may_name_person(cased: str, start: int, end: int) -> bool:
+    """Whether :func:`name_role` could find the name at ``cased[start:end]`` to be a
+    person's: only beside a capitalised word or after a title or role."""
+    before = cased[cased.rfind(" ", 0, start - 1) + 1 : start - 1]
+    after_end = cased.find(" ", end + 1)
+    following = cased[end + 1 : after_end]
+    if following == "s":  # a possessive: "Guinea's"
+        following = cased[after_end + 1 : cased.find(" ", after_end + 1)]
+    return (
+        before[:1].isupper()
+        or following[:1].isupper()
+        or following == "s"  # "Guinea's s": leave such text to name_role
+        or before.lower() in _PERSON_TITLES
+    )
+
+
 def name_role(
     cased: str,
     start: int,
