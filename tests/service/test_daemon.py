@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -10,11 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -237,6 +240,56 @@ def test_cycles_never_overlap(install: Path, monkeypatch: pytest.MonkeyPatch) ->
     asyncio.run(scenario())
     assert calls >= 2
     assert most == 1
+
+
+def test_a_heartbeat_in_flight_at_sigterm_finishes_without_a_traceback(
+    install: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler's shutdown cancels the jobs it still runs; a heartbeat being written
+    then is waited for, not cancelled (which logged a traceback)."""
+    from syndicator.state import coordination
+
+    text = daemon_config(install, free_port()).read_text()
+    install.write_text(text + "\n[service]\nheartbeat_seconds = 1\n")
+    config = load_config(install)
+    config = config.model_copy(update={"http": config.http.model_copy(update={"enabled": False})})
+    classifier = Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
+    beats: list[tuple[float, float]] = []
+    writing = threading.Event()
+    real = coordination.heartbeat
+
+    def slow_heartbeat(*args: Any, **kwargs: Any) -> None:
+        began = time.monotonic()
+        writing.set()
+        time.sleep(1.5)  # a slow database
+        real(*args, **kwargs)
+        beats.append((began, time.monotonic()))
+
+    monkeypatch.setattr(coordination, "heartbeat", slow_heartbeat)
+
+    async def scenario() -> float:
+        state = State.open(config.state.url)
+        service = Service(
+            config, classifier, state, clock=lambda: datetime.now(UTC), notifier=Notifier({})
+        )
+        task = asyncio.create_task(service.run())
+        while not beats:  # the first beat, at start
+            await asyncio.sleep(0.05)
+        writing.clear()
+        # The scheduler's next beat is under way: stop now.
+        assert await asyncio.to_thread(writing.wait, 30)
+        stopped_at = time.monotonic()
+        service._on_signal(signal.SIGTERM)
+        assert await task == 0
+        state.close()
+        return stopped_at
+
+    with caplog.at_level(logging.INFO):
+        stopped_at = asyncio.run(scenario())
+    assert any(began < stopped_at < ended for began, ended in beats), beats
+    assert not [record for record in caplog.records if record.exc_info], caplog.text
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert "stopped" in caplog.text
 
 
 def test_notifier_speaks_to_abstract_sockets() -> None:
