@@ -448,6 +448,8 @@ class State:
             raise StateError(f"cannot use state database {url!r}: {exc}") from exc
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
+        elif engine.dialect.name == "postgresql":
+            _configure_postgresql(engine)
         state = cls(engine)
         state._create_schema()
         return state
@@ -621,6 +623,18 @@ def _add_missing_columns(conn: Connection) -> None:
         column = metadata.tables[table_name].c[column_name]
         kind = column.type.compile(dialect=conn.dialect)
         conn.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {column_name} {kind}")
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # As SQLite's busy timeout: a statement waiting for a lock held by another session
+        # (a hung client's open transaction, an operator's LOCK TABLE) gives up after this
+        # long with one clear error, instead of waiting for ever while holding the cycle.
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET lock_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
+        cursor.close()
+        dbapi_connection.commit()
 
 
 def _configure_sqlite(engine: Engine) -> None:
