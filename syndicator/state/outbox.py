@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 NO_SUBSCRIBER = 0  # messages.subscriber_id of a confirmation mail
 LEASE = timedelta(seconds=60)  # how long a claim holds unless renewed
+# A lease is renewed at a commit once it has run this long (or a quarter of itself).
+RENEWAL = timedelta(seconds=1)
 
 
 class MessageStatus(StrEnum):
@@ -323,7 +325,9 @@ def count_by_status(conn: Connection) -> dict[str, int]:
 class Outbox:
     """The outbox as delivery sees it: claim due messages, record what became of them,
     give back what was claimed and not sent. Claims are leased to ``owner`` for
-    ``lease``; each record renews the leases ``owner`` still holds.
+    ``lease``; each record renews the leases ``owner`` still holds that have run for
+    ``RENEWAL`` (or a quarter of the lease), so a lease never has less than three quarters
+    of itself left after a commit.
 
     Each verb is one write transaction of ``state``.
     """
@@ -355,7 +359,12 @@ class Outbox:
             recorded = record_outcomes(
                 conn, outcomes, now=now, suspend_after=self.suspend_after, owner=self.owner
             )
-            renew_leases(conn, owner=self.owner, until=now + self.lease)
+            renew_leases(
+                conn,
+                owner=self.owner,
+                until=now + self.lease,
+                unless_after=now + self.lease - min(RENEWAL, self.lease / 4),
+            )
             claimed = (
                 claim_due_messages(conn, now, claim_next, owner=self.owner, lease=self.lease)
                 if claim_next
