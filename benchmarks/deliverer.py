@@ -1,9 +1,10 @@
 """One delivering instance in a process of its own (run by benchmarks.scaleout).
 
 ``python -m benchmarks.deliverer CONFIG`` opens the state, prints ``ready`` and waits for
-a line on standard input; then it delivers what is due through the configured SMTP
+a line on standard input; at each line it delivers what is due through the configured SMTP
 transport, as the service's delivery does (claims under a lease, group commits), until
-its claims come back short, and prints ``{"sent": N, "seconds": S}`` as JSON.
+its claims come back short, and prints ``{"sent": N, "retry": R, "seconds": S}`` as JSON.
+End of input ends it.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ def main() -> None:
     config = load_config(Path(sys.argv[1]))
     state = State.open(config.state.url)
     print("ready", flush=True)
-    sys.stdin.readline()
-    started = time.perf_counter()
-    report = asyncio.run(deliver_due(config, state, clock=lambda: datetime.now(UTC)))
-    seconds = time.perf_counter() - started
+    for _ in sys.stdin:
+        started = time.perf_counter()
+        report = asyncio.run(deliver_due(config, state, clock=lambda: datetime.now(UTC)))
+        seconds = time.perf_counter() - started
+        print(json.dumps({"sent": report.sent, "retry": report.retry, "seconds": seconds}))
+        sys.stdout.flush()
     state.close()
-    json.dump({"sent": report.sent, "retry": report.retry, "seconds": seconds}, sys.stdout)
-    sys.stdout.write("\n")
 
 
 if __name__ == "__main__":

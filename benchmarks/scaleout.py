@@ -38,18 +38,32 @@ from syndicator.state.db import State, messages_table
 INSTANCES = (1, 2, 3)
 
 
-def _process(*args: str) -> subprocess.Popen[str]:
-    """A Python child speaking lines on its standard input and output; started when it
-    said ``ready``."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert child.stdout is not None
-    line = child.stdout.readline().strip()
-    if line != "ready":
-        child.kill()
-        raise RuntimeError(f"{args[0]} did not start (said {line!r})")
-    return child
+def _processes(count: int, *args: str) -> list[subprocess.Popen[str]]:
+    """``count`` Python children speaking lines on their standard input and output, started
+    together; returned once each said ``ready``."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(count)
+    ]
+    for child in children:
+        assert child.stdout is not None
+        line = child.stdout.readline().strip()
+        if line != "ready":
+            for started in children:
+                started.kill()
+            raise RuntimeError(f"{args[0]} did not start (said {line!r})")
+    return children
+
+
+def _stop(children: list[subprocess.Popen[str]]) -> None:
+    for child in children:
+        if child.stdin is not None:
+            child.stdin.close()
+        child.wait(timeout=60)
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 def _ask(child: subprocess.Popen[str], line: str) -> str:
@@ -75,29 +89,19 @@ def _reset(state: State) -> None:
         )
 
 
-def _deliver(config: Path, instances: int) -> tuple[float, list[dict[str, Any]]]:
-    """Wall time for ``instances`` delivering processes, started ready and told to go
-    together, to empty the outbox; what each of them reported."""
-    children = [_process("benchmarks.deliverer", str(config)) for _ in range(instances)]
-    try:
-        started = time.perf_counter()
-        for child in children:
-            assert child.stdin is not None
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        reports = []
-        for child in children:
-            assert child.stdout is not None
-            reports.append(json.loads(child.stdout.readline()))
-        seconds = time.perf_counter() - started
-    finally:
-        for child in children:
-            if child.stdin is not None:
-                child.stdin.close()
-            child.wait(timeout=60)
-            if child.stdout is not None:
-                child.stdout.close()
-    return seconds, reports
+def _deliver(children: list[subprocess.Popen[str]]) -> tuple[float, list[dict[str, Any]]]:
+    """Wall time for these delivering processes, told to go together, to empty the
+    outbox; what each of them reported."""
+    started = time.perf_counter()
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    reports = []
+    for child in children:
+        assert child.stdout is not None
+        reports.append(json.loads(child.stdout.readline()))
+    return time.perf_counter() - started, reports
 
 
 def _queue_digests(config_path: Path, count: int) -> State:
@@ -122,8 +126,9 @@ def _queue_digests(config_path: Path, count: int) -> State:
 
 def run(database_url: str, count: int, repeat: int = 3) -> list[dict[str, Any]]:
     port = free_port()
-    sink = _process("benchmarks.sink", str(port))
+    [sink] = _processes(1, "benchmarks.sink", str(port))
     root = Path(tempfile.mkdtemp(prefix="syndicator-scaleout-"))
+    deliverers: list[subprocess.Popen[str]] = []
     ours: dict[int, list[float]] = {number: [] for number in INSTANCES}
     spread: dict[int, list[list[int]]] = {number: [] for number in INSTANCES}
     copies: dict[int, int] = dict.fromkeys(INSTANCES, 0)  # arrivals beyond the first, in all
@@ -138,10 +143,12 @@ def run(database_url: str, count: int, repeat: int = 3) -> list[dict[str, Any]]:
         state = _queue_digests(config_path, count)
         with state.engine.connect() as conn:
             sample = bytes(conn.execute(select(messages_table.c.body).limit(1)).scalar_one())
+        # Started once, like daemons; each round uses the first 1, 2 or 3 of them.
+        deliverers = _processes(max(INSTANCES), "benchmarks.deliverer", str(config_path))
         for _ in range(repeat):
             for number in INSTANCES:
                 _reset(state)
-                seconds, reports = _deliver(config_path, number)
+                seconds, reports = _deliver(deliverers[:number])
                 arrived = json.loads(_ask(sink, "count"))
                 sent = sum(report["sent"] for report in reports)
                 # Each message exactly once: as many arrivals as messages, all different.
@@ -159,9 +166,7 @@ def run(database_url: str, count: int, repeat: int = 3) -> list[dict[str, Any]]:
                 raise RuntimeError(f"the bare sender's messages did not all arrive: {arrived}")
         state.close()
     finally:
-        assert sink.stdin is not None
-        sink.stdin.close()
-        sink.wait(timeout=30)
+        _stop([*deliverers, sink])
         shutil.rmtree(root, ignore_errors=True)
     baseline_seconds = statistics.median(baseline)
     rows = []

@@ -236,37 +236,44 @@ def record_outcomes(
     A permanent failure counts against its subscriber, who is suspended at
     ``suspend_after``.
     """
-    claimed = [
-        *outcomes.sent,
-        *(retry.message for retry in outcomes.retry),
-        *(failed.message for failed in outcomes.failed),
-    ]
-    if not claimed:
-        return Recorded([], 0)
-    held = set(
-        conn.execute(
-            select(messages_table.c.id)
-            .where(messages_table.c.id.in_([message.id for message in claimed]), sending_by(owner))
-            .with_for_update()
-        ).scalars()
-    )
-    if len(held) < len(claimed):
+    claimed = len(outcomes.sent) + len(outcomes.retry) + len(outcomes.failed)
+    recorded = 0
+    if outcomes.sent:
+        # One statement, the condition checked as each row is locked: the usual commit.
+        recorded += len(
+            conn.execute(
+                update(messages_table)
+                .where(
+                    messages_table.c.id.in_([message.id for message in outcomes.sent]),
+                    sending_by(owner),
+                )
+                .values(
+                    status=MessageStatus.SENT,
+                    sent_at=now,
+                    last_error="",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+                .returning(messages_table.c.id)
+            ).all()
+        )
+    if outcomes.retry or outcomes.failed:
+        # Rarer: the rows still held, locked as they are read (claims skip locked rows).
+        others = [
+            *(retry.message.id for retry in outcomes.retry),
+            *(failed.message.id for failed in outcomes.failed),
+        ]
+        held = set(
+            conn.execute(
+                select(messages_table.c.id)
+                .where(messages_table.c.id.in_(others), sending_by(owner))
+                .with_for_update()
+            ).scalars()
+        )
+        recorded += len(held)
         outcomes = Outcomes(
-            sent=[message for message in outcomes.sent if message.id in held],
             retry=[retry for retry in outcomes.retry if retry.message.id in held],
             failed=[failed for failed in outcomes.failed if failed.message.id in held],
-        )
-    if outcomes.sent:
-        conn.execute(
-            update(messages_table)
-            .where(messages_table.c.id.in_([message.id for message in outcomes.sent]))
-            .values(
-                status=MessageStatus.SENT,
-                sent_at=now,
-                last_error="",
-                lease_owner=None,
-                lease_expires_at=None,
-            )
         )
     if outcomes.retry:
         conn.execute(
@@ -302,7 +309,7 @@ def record_outcomes(
         if failed.permanent
         and count_permanent_failure(conn, failed.message.subscriber_id, suspend_after=suspend_after)
     ]
-    return Recorded(suspended, len(claimed) - len(held))
+    return Recorded(suspended, claimed - recorded)
 
 
 def release_inflight(conn: Connection, *, me: str) -> int:
@@ -325,9 +332,9 @@ def count_by_status(conn: Connection) -> dict[str, int]:
 class Outbox:
     """The outbox as delivery sees it: claim due messages, record what became of them,
     give back what was claimed and not sent. Claims are leased to ``owner`` for
-    ``lease``; each record renews the leases ``owner`` still holds that have run for
-    ``RENEWAL`` (or a quarter of the lease), so a lease never has less than three quarters
-    of itself left after a commit.
+    ``lease``; a record renews the leases ``owner`` still holds that have run for
+    ``RENEWAL`` (or a quarter of the lease), at most once in that time, so while commits
+    go on a lease never has less than three quarters of itself left.
 
     Each verb is one write transaction of ``state``.
     """
@@ -344,6 +351,7 @@ class Outbox:
         self.suspend_after = suspend_after
         self.owner = owner or state.instance_id
         self.lease = lease
+        self._renewed_at: datetime | None = None
 
     def claim(self, now: datetime, limit: int) -> list[ClaimedMessage]:
         """Claim up to ``limit`` messages due at ``now`` (durably) and return them."""
@@ -359,12 +367,15 @@ class Outbox:
             recorded = record_outcomes(
                 conn, outcomes, now=now, suspend_after=self.suspend_after, owner=self.owner
             )
-            renew_leases(
-                conn,
-                owner=self.owner,
-                until=now + self.lease,
-                unless_after=now + self.lease - min(RENEWAL, self.lease / 4),
-            )
+            every = min(RENEWAL, self.lease / 4)
+            if self._renewed_at is None or now - self._renewed_at >= every:
+                renew_leases(
+                    conn,
+                    owner=self.owner,
+                    until=now + self.lease,
+                    unless_after=now + self.lease - every,
+                )
+                self._renewed_at = now
             claimed = (
                 claim_due_messages(conn, now, claim_next, owner=self.owner, lease=self.lease)
                 if claim_next
