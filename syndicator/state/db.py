@@ -452,7 +452,12 @@ class State:
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
         state = cls(engine)
-        state._create_schema()
+        try:
+            state._create_schema()
+        except BaseException:
+            # A database refused (newer schema, unreachable) leaves no connection open.
+            engine.dispose()
+            raise
         return state
 
     def close(self) -> None:
