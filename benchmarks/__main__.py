@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m benchmarks [--quick] [--output results.json]``.
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME] [--output results.json]``.
 
 Numbers are only comparable within one run on a shared machine, so every figure
 is printed next to a baseline measured in the same run, as a ratio.
@@ -11,7 +11,9 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from benchmarks import (
     classification,
@@ -32,35 +34,49 @@ def main() -> int:
     parser.add_argument(
         "--output", type=Path, default=Path("benchmark-results.json"), help="JSON results file"
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only this benchmark (repeatable): startup, pipeline, classification, "
+        "publishing, matching, mail, deliverability, http, readers",
+    )
     args = parser.parse_args()
-    if args.quick:
-        results = [
-            *startup.run(repeat=3),
-            *pipeline.run(articles=5_000, subscribers=1_000, memory_subscribers=20_000),
-            classification.run(5_000),
-            publishing.run(5_000, 500, 3),
-            matching.run(100_000),
-            mail.run(500, repeat=3),
-            deliverability.run_dkim(500, repeat=3),
-            deliverability.run_bounces(2_000, repeat=3),
-            http.run(seconds=2, connections=20),
-            readers.filter_feeds(2_000, seconds=2, connections=20),
-            readers.archives(5_000),
-        ]
-    else:
-        results = [
-            *startup.run(repeat=9),
-            *pipeline.run(articles=100_000, subscribers=10_000, memory_subscribers=1_000_000),
-            classification.run(50_000),
-            publishing.run(100_000, 5_000, 5),
-            matching.run(1_000_000),
-            mail.run(5_000, repeat=5),
-            deliverability.run_dkim(5_000, repeat=5),
-            deliverability.run_bounces(20_000, repeat=5),
-            http.run(seconds=10, connections=50),
-            readers.filter_feeds(20_000, seconds=10, connections=50),
-            readers.archives(100_000),
-        ]
+    quick = args.quick
+    # name -> what runs it, at the quick or the full size
+    suites: dict[str, Callable[[], list[dict[str, Any]]]] = {
+        "startup": lambda: startup.run(repeat=3 if quick else 9),
+        "pipeline": lambda: (
+            pipeline.run(articles=5_000, subscribers=1_000, memory_subscribers=20_000)
+            if quick
+            else pipeline.run(articles=100_000, subscribers=10_000, memory_subscribers=1_000_000)
+        ),
+        "classification": lambda: [classification.run(5_000 if quick else 50_000)],
+        "publishing": lambda: [
+            publishing.run(5_000, 500, 3) if quick else publishing.run(100_000, 5_000, 5)
+        ],
+        "matching": lambda: [matching.run(100_000 if quick else 1_000_000)],
+        "mail": lambda: [mail.run(500, repeat=3) if quick else mail.run(5_000, repeat=5)],
+        "deliverability": lambda: [
+            deliverability.run_dkim(500 if quick else 5_000, repeat=3 if quick else 5),
+            deliverability.run_bounces(2_000 if quick else 20_000, repeat=3 if quick else 5),
+        ],
+        "http": lambda: [http.run(seconds=2 if quick else 10, connections=20 if quick else 50)],
+        # Filter feeds and archives at 100,000 articles in the full run.
+        "readers": lambda: [
+            *readers.filter_feeds(
+                2_000 if quick else 100_000,
+                seconds=2 if quick else 10,
+                connections=20 if quick else 50,
+            ),
+            readers.archives(5_000 if quick else 100_000),
+        ],
+    }
+    chosen = args.only or list(suites)
+    unknown = [name for name in chosen if name not in suites]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; known: {', '.join(suites)}")
+    results = [result for name in chosen for result in suites[name]()]
     print(f"{'benchmark':48} {'seconds':>10} {'baseline s':>11} {'ratio':>7}")
     for result in results:
         seconds = result["baseline_seconds"]
