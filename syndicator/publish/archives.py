@@ -120,10 +120,21 @@ class _HistoryExtension(BaseExtension):  # type: ignore[misc]
 
 
 def render_archive_page(
-    site: Site, channel: Channel, page: int, items: Sequence[Any], names: Names
+    site: Site,
+    channel: Channel,
+    page: int,
+    items: Sequence[Any],
+    names: Names,
+    *,
+    has_next: bool = False,
 ) -> bytes:
-    """One archive document: its entries newest first, linked to the page before it and
-    to the channel's feed."""
+    """One archive document: its entries newest first, linked to the page before it, to
+    the page after it once there is one (``has_next``), and to the channel's feed.
+
+    RFC 5005 §4: an archive document links ``prev-archive`` unless it is the oldest, and
+    ``next-archive`` unless it is the newest. A page is final once the next one exists,
+    so it is rendered once more then, with its ``next-archive`` link, and never again.
+    """
     fg = _generator(site, channel, items, names)
     fg.register_extension("fh", _HistoryExtension, None, atom=True, rss=False)
     fg.id(f"{fg.id()}/archive/{page}")
@@ -134,6 +145,12 @@ def render_archive_page(
         fg.link(
             href=archive_url(site, channel, page - 1),
             rel="prev-archive",
+            type=CONTENT_TYPES["atom"],
+        )
+    if has_next:
+        fg.link(
+            href=archive_url(site, channel, page + 1),
+            rel="next-archive",
             type=CONTENT_TYPES["atom"],
         )
     fg.link(href=site.index_url, rel="alternate", type="text/html")
@@ -249,6 +266,7 @@ def _plan(
             assert changed is not None
             candidates = changed
         newcomers: list[Archivable] = []
+        newest_before = cache.newest_page(channel.path)
         for article_id in candidates:
             article = articles.get(article_id)
             inside = article is not None and channel.includes(article)
@@ -269,6 +287,9 @@ def _plan(
             page = cache.assign(channel.path, article.id)
             plan.added.append((channel.path, article.id, page))
             plan.dirty.add((channel, page))
+        if newest_before and cache.newest_page(channel.path) > newest_before:
+            # The page that was the newest now has one after it: its next-archive link.
+            plan.dirty.add((channel, newest_before))
         if full:
             plan.dirty |= {(channel, page) for page in cache.pages.get(channel.path, {})}
         plan.newest[channel.path] = cache.newest_page(channel.path)
@@ -332,30 +353,37 @@ def update_archives(
     dirty = plan.dirty
     with state.engine.connect() as conn:
         stored = {} if fresh else feed_signatures(conn, f"{ARCHIVE_DIR}/")
-    wanted: dict[str, tuple[Channel, int, list[str]]] = {}
+    wanted: dict[str, tuple[Channel, int, list[str], bool]] = {}
     signatures: dict[str, str] = {}
     for channel, page in dirty:
         ids = cache.present_on(channel.path, page)
         relative = archive_path(channel, page)
+        has_next = page < cache.newest_page(channel.path)
         signature = signature_of(
             site_signature,
             channel,
             page,
+            has_next,
             [_fingerprint(articles[i]) for i in ids],
         )
         if stored.get(relative) != signature or not (output_dir / relative).is_file():
-            wanted[relative] = (channel, page, ids)
+            wanted[relative] = (channel, page, ids, has_next)
             signatures[relative] = signature
-    batch: list[tuple[str, Channel, int, list[str]]] = []
+    batch: list[tuple[str, Channel, int, list[str], bool]] = []
     directories: set[Path] = set()
 
     def flush() -> None:
         with state.engine.connect() as conn:
-            loaded = full_articles(conn, (i for *_, ids in batch for i in ids))
+            loaded = full_articles(conn, (i for _, _, _, ids, _ in batch for i in ids))
         files: list[tuple[str, bytes]] = []
-        for relative, channel, page, ids in batch:
+        for relative, channel, page, ids, has_next in batch:
             items = sorted((loaded[i] for i in ids), key=_oldest_first, reverse=True)
-            files.append((relative, render_archive_page(site, channel, page, items, names)))
+            files.append(
+                (
+                    relative,
+                    render_archive_page(site, channel, page, items, names, has_next=has_next),
+                )
+            )
             if html is not None:
                 files.append(html(channel, page, items))
             result.pages_rendered += 1
@@ -371,8 +399,8 @@ def update_archives(
             directories.add((output_dir / relative).parent)
         batch.clear()
 
-    for relative, (channel, page, ids) in sorted(wanted.items()):
-        batch.append((relative, channel, page, ids))
+    for relative, (channel, page, ids, has_next) in sorted(wanted.items()):
+        batch.append((relative, channel, page, ids, has_next))
         if sum(len(entry[3]) for entry in batch) >= _BATCH:
             flush()
     flush()
