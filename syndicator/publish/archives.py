@@ -27,17 +27,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from feedgen.ext.base import BaseExtension
-
 from syndicator.models import Article
+from syndicator.publish.atom import render_archive_document
 from syndicator.publish.feeds import (
-    CONTENT_TYPES,
     Channel,
     Names,
     Site,
-    _generator,
-    feed_url,
-    plain_title,
 )
 from syndicator.state.db import State
 from syndicator.state.readers import (
@@ -53,6 +48,7 @@ from syndicator.state.readers import (
 ARCHIVE_DIR = "archive"
 _BATCH = 2000  # articles read from state at once while rendering pages
 _WRITERS = 4
+_KEPT_ARTICLES = 20_000  # articles kept between batches of pages
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -66,9 +62,6 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(descriptor)
-
-
-HISTORY_NS = "http://purl.org/syndication/history/1.0"
 
 
 class Archivable(Protocol):
@@ -108,24 +101,14 @@ def prev_archive_links(
     }
 
 
-class _HistoryExtension(BaseExtension):  # type: ignore[misc]
-    """Adds ``<fh:archive/>`` to an Atom document: it is an archive document."""
-
-    def extend_ns(self) -> dict[str, str]:
-        return {"fh": HISTORY_NS}
-
-    def extend_atom(self, feed: Any) -> Any:
-        feed.append(feed.makeelement(f"{{{HISTORY_NS}}}archive", {}))
-        return feed
-
-
 def render_archive_page(
     site: Site,
     channel: Channel,
     page: int,
-    items: Sequence[Any],
+    items: Sequence[Article],
     names: Names,
     *,
+    entries: Callable[[Article], str] | None = None,
     has_next: bool = False,
 ) -> bytes:
     """One archive document: its entries newest first, linked to the page before it, to
@@ -135,27 +118,17 @@ def render_archive_page(
     ``next-archive`` unless it is the newest. A page is final once the next one exists,
     so it is rendered once more then, with its ``next-archive`` link, and never again.
     """
-    fg = _generator(site, channel, items, names)
-    fg.register_extension("fh", _HistoryExtension, None, atom=True, rss=False)
-    fg.id(f"{fg.id()}/archive/{page}")
-    fg.title(f"{plain_title(site.title)} — {channel.name} (archive page {page})")
-    fg.link(href=archive_url(site, channel, page), rel="self", type=CONTENT_TYPES["atom"])
-    fg.link(href=feed_url(site, channel, "atom"), rel="current", type=CONTENT_TYPES["atom"])
-    if page > 1:
-        fg.link(
-            href=archive_url(site, channel, page - 1),
-            rel="prev-archive",
-            type=CONTENT_TYPES["atom"],
-        )
-    if has_next:
-        fg.link(
-            href=archive_url(site, channel, page + 1),
-            rel="next-archive",
-            type=CONTENT_TYPES["atom"],
-        )
-    fg.link(href=site.index_url, rel="alternate", type="text/html")
-    data: bytes = fg.atom_str(pretty=True)
-    return data
+    return render_archive_document(
+        site,
+        channel,
+        page,
+        items,
+        names,
+        self_url=archive_url(site, channel, page),
+        prev_url=archive_url(site, channel, page - 1) if page > 1 else "",
+        next_url=archive_url(site, channel, page + 1) if has_next else "",
+        entries=entries,
+    )
 
 
 @dataclass
@@ -312,6 +285,7 @@ def update_archives(
     html: Callable[[Channel, int, list[Article]], tuple[str, bytes]] | None = None,
     fresh: bool = False,
     kept: KeptArchives | None = None,
+    entries: Callable[[Article], str] | None = None,
 ) -> ArchiveResult:
     """Bring the archive pages in line with ``articles`` (every active one, by id).
 
@@ -372,16 +346,26 @@ def update_archives(
     batch: list[tuple[str, Channel, int, list[str], bool]] = []
     directories: set[Path] = set()
 
+    # Articles read for earlier pages: most sit in several channels' pages. Bounded, so a
+    # huge archive does not hold every article at once.
+    loaded: dict[str, Article] = {}
+
     def flush() -> None:
+        missing = {i for _, _, _, ids, _ in batch for i in ids if i not in loaded}
+        if len(loaded) + len(missing) > _KEPT_ARTICLES:
+            loaded.clear()
+            missing = {i for _, _, _, ids, _ in batch for i in ids}
         with state.engine.connect() as conn:
-            loaded = full_articles(conn, (i for _, _, _, ids, _ in batch for i in ids))
+            loaded.update(full_articles(conn, missing))
         files: list[tuple[str, bytes]] = []
         for relative, channel, page, ids, has_next in batch:
             items = sorted((loaded[i] for i in ids), key=_oldest_first, reverse=True)
             files.append(
                 (
                     relative,
-                    render_archive_page(site, channel, page, items, names, has_next=has_next),
+                    render_archive_page(
+                        site, channel, page, items, names, entries=entries, has_next=has_next
+                    ),
                 )
             )
             if html is not None:
