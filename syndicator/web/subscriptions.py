@@ -77,8 +77,8 @@ CADENCES = (
     ("feed", "No mail: a private feed for my feed reader"),
 )
 GROUPINGS = (
-    ("region", "By region"),
-    ("topic", "By topic"),
+    ("region", "Region"),
+    ("topic", "Topic"),
 )
 WEEKDAY_LABELS = tuple(
     zip(

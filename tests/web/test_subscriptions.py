@@ -250,8 +250,9 @@ async def test_subscribe_page_is_self_contained_labelled_and_sets_a_csrf_cookie(
     ]
     # email, regions, topics, keywords, cadences (with "feed only"), hour, weekday, zone,
     # and how a digest's contents are grouped (by region, the default, or by topic)
-    assert len(controls) == 1 + 7 + 25 + 1 + 4 + 3 + 2
-    assert 'id="group_by-region" name="group_by" value="region" checked> By region' in html
+    assert len(controls) == 1 + 7 + 25 + 1 + 4 + 3 + 1
+    assert '<option value="region" selected>Region</option>' in html
+    assert '<option value="topic">Topic</option>' in html
     assert all(attrs["id"] in labelled for attrs in controls)
     # Each checkbox is labelled with the name of its region or topic.
     assert 'id="region-americas" name="regions" value="americas"> Americas and Caribbean' in html
@@ -303,7 +304,7 @@ async def test_a_digest_grouped_by_topic_chosen_on_the_form_then_by_region_on_ma
     (manage,) = links(digest, "manage")
     async with site.session.get(f"{site.base}/manage/{manage}") as response:
         page = await response.text()
-    assert 'id="group_by-topic" name="group_by" value="topic" checked>' in page
+    assert '<option value="topic" selected>Topic</option>' in page
     csrf = await site.form(f"/manage/{manage}")
     status, headers, _ = await site.post(
         f"/manage/{manage}",
