@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m benchmarks [--quick] [--output results.json]``.
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only GROUP] [--output results.json]``.
 
 Numbers are only comparable within one run on a shared machine, so every figure
 is printed next to a baseline measured in the same run, as a ratio.
@@ -83,23 +83,22 @@ def measure(
     if "postgresql" in only and cluster is not None:
         rows += scaleout.run(cluster.database(), 500 if quick else 5_000, repeat=1 if quick else 3)
     if "deliverability" in only:
-        if quick:
-            rows += [deliverability.run_dkim(500, repeat=3), deliverability.run_bounces(2_000, 3)]
-        else:
-            rows += [deliverability.run_dkim(5_000, 5), deliverability.run_bounces(20_000, 5)]
+        rows += [
+            deliverability.run_dkim(500 if quick else 5_000, repeat=3 if quick else 5),
+            deliverability.run_bounces(2_000 if quick else 20_000, repeat=3 if quick else 5),
+        ]
     if "http" in only:
-        rows.append(http.run(seconds=2, connections=20) if quick else http.run(10, 50))
+        rows.append(http.run(seconds=2 if quick else 10, connections=20 if quick else 50))
     if "readers" in only:
-        if quick:
-            rows += [
-                readers.filter_feeds(2_000, seconds=2, connections=20),
-                readers.archives(5_000),
-            ]
-        else:
-            rows += [
-                readers.filter_feeds(20_000, seconds=10, connections=50),
-                readers.archives(100_000),
-            ]
+        # Filter feeds and archives at 100,000 articles in the full run.
+        rows += [
+            *readers.filter_feeds(
+                2_000 if quick else 100_000,
+                seconds=2 if quick else 10,
+                connections=20 if quick else 50,
+            ),
+            readers.archives(5_000 if quick else 100_000),
+        ]
     return rows
 
 

@@ -246,16 +246,20 @@ def render_archive_document(
     *,
     self_url: str,
     prev_url: str,
+    next_url: str = "",
     entries: Callable[[Article], str] | None = None,
 ) -> bytes:
     """Archive document ``page`` of the channel (RFC 5005 section 4): ``fh:archive``, linked
-    to the channel's feed (``current``) and to the page before it (``prev_url``, if any)."""
+    to the channel's feed (``current``), to the page before it (``prev_url``, if any) and
+    to the page after it (``next_url``, once there is one)."""
     links = [
         Link(self_url, "self", CONTENT_TYPES["atom"]),
         Link(feed_url(site, channel, "atom"), "current", CONTENT_TYPES["atom"]),
     ]
     if prev_url:
         links.append(Link(prev_url, "prev-archive", CONTENT_TYPES["atom"]))
+    if next_url:
+        links.append(Link(next_url, "next-archive", CONTENT_TYPES["atom"]))
     links.append(Link(site.index_url, "alternate", "text/html"))
     return _channel_document(
         site,
