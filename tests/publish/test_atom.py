@@ -63,7 +63,7 @@ HOSTILE = Article(
 
 
 def labelled_articles(classifier: Classifier) -> list[Article]:
-    found = []
+    found: list[Article] = []
     for path in sorted(DATA_DIR.rglob("*")):
         if path.suffix not in {".txt", ".md"} or not path.is_file():
             continue
