@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m benchmarks [--quick] [--output results.json]``.
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only GROUP] [--output results.json]``.
 
 Numbers are only comparable within one run on a shared machine, so every figure
 is printed next to a baseline measured in the same run, as a ratio.
@@ -11,7 +11,9 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from benchmarks import (
     classification,
@@ -22,8 +24,82 @@ from benchmarks import (
     pipeline,
     publishing,
     readers,
+    scaleout,
     startup,
 )
+from tests import pg
+
+GROUPS = (
+    "startup",
+    "pipeline",
+    "classification",
+    "publishing",
+    "matching",
+    "mail",
+    "postgresql",
+    "deliverability",
+    "http",
+    "readers",
+)
+
+
+def measure(
+    quick: bool, cluster: pg.Cluster | None, only: Collection[str] = GROUPS
+) -> list[dict[str, Any]]:
+    """The rows of the groups in ``only``. The PostgreSQL rows need ``cluster``: the
+    cycles there come with the pipeline's mixed store (the ``postgresql`` group alone
+    builds only that store), and mail from several instances."""
+
+    def database() -> str | None:
+        return None if cluster is None else cluster.database()
+
+    articles, subscribers = (5_000, 1_000) if quick else (100_000, 10_000)
+    rows: list[dict[str, Any]] = []
+    if "startup" in only:
+        rows += startup.run(repeat=3 if quick else 9)
+    if "pipeline" in only:
+        rows += pipeline.run(
+            articles=articles,
+            subscribers=subscribers,
+            memory_subscribers=20_000 if quick else 1_000_000,
+            postgresql=database() if "postgresql" in only else None,
+        )
+    elif "postgresql" in only and cluster is not None:
+        rows += pipeline.run(
+            articles=articles,
+            subscribers=subscribers,
+            memory_subscribers=0,
+            postgresql=database(),
+            every_format=False,
+        )
+    if "classification" in only:
+        rows.append(classification.run(5_000 if quick else 50_000))
+    if "publishing" in only:
+        rows.append(publishing.run(5_000, 500, 3) if quick else publishing.run(100_000, 5_000, 5))
+    if "matching" in only:
+        rows.append(matching.run(100_000 if quick else 1_000_000))
+    if "mail" in only:
+        rows.append(mail.run(500, repeat=3) if quick else mail.run(5_000, repeat=5))
+    if "postgresql" in only and cluster is not None:
+        rows += scaleout.run(cluster.database(), 500 if quick else 5_000, repeat=1 if quick else 3)
+    if "deliverability" in only:
+        rows += [
+            deliverability.run_dkim(500 if quick else 5_000, repeat=3 if quick else 5),
+            deliverability.run_bounces(2_000 if quick else 20_000, repeat=3 if quick else 5),
+        ]
+    if "http" in only:
+        rows.append(http.run(seconds=2 if quick else 10, connections=20 if quick else 50))
+    if "readers" in only:
+        # Filter feeds and archives at 100,000 articles in the full run.
+        rows += [
+            *readers.filter_feeds(
+                2_000 if quick else 100_000,
+                seconds=2 if quick else 10,
+                connections=20 if quick else 50,
+            ),
+            readers.archives(5_000 if quick else 100_000),
+        ]
+    return rows
 
 
 def main() -> int:
@@ -32,35 +108,23 @@ def main() -> int:
     parser.add_argument(
         "--output", type=Path, default=Path("benchmark-results.json"), help="JSON results file"
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=GROUPS,
+        metavar="GROUP",
+        help=f"run only this group (repeatable): {', '.join(GROUPS)}",
+    )
     args = parser.parse_args()
-    if args.quick:
-        results = [
-            *startup.run(repeat=3),
-            *pipeline.run(articles=5_000, subscribers=1_000, memory_subscribers=20_000),
-            classification.run(5_000),
-            publishing.run(5_000, 500, 3),
-            matching.run(100_000),
-            mail.run(500, repeat=3),
-            deliverability.run_dkim(500, repeat=3),
-            deliverability.run_bounces(2_000, repeat=3),
-            http.run(seconds=2, connections=20),
-            readers.filter_feeds(2_000, seconds=2, connections=20),
-            readers.archives(5_000),
-        ]
-    else:
-        results = [
-            *startup.run(repeat=9),
-            *pipeline.run(articles=100_000, subscribers=10_000, memory_subscribers=1_000_000),
-            classification.run(50_000),
-            publishing.run(100_000, 5_000, 5),
-            matching.run(1_000_000),
-            mail.run(5_000, repeat=5),
-            deliverability.run_dkim(5_000, repeat=5),
-            deliverability.run_bounces(20_000, repeat=5),
-            http.run(seconds=10, connections=50),
-            readers.filter_feeds(20_000, seconds=10, connections=50),
-            readers.archives(100_000),
-        ]
+    only = args.only or GROUPS
+    # A PostgreSQL cluster of the benchmarks' own, for the rows of several instances.
+    with pg.cluster(durable=True) as cluster:
+        if cluster is None and "postgresql" in only:
+            if os.environ.get("CI") == "true":
+                print("PostgreSQL is not installed (initdb, pg_ctl), and CI needs it")
+                return 1
+            print("PostgreSQL is not installed (initdb, pg_ctl): its rows are left out")
+        results = measure(args.quick, cluster, only)
     print(f"{'benchmark':48} {'seconds':>10} {'baseline s':>11} {'ratio':>7}")
     for result in results:
         seconds = result["baseline_seconds"]

@@ -53,7 +53,7 @@ def _wrk_script(url: str, script: Path, seconds: int, connections: int) -> float
     raise RuntimeError(f"cannot read wrk's output:\n{output}")
 
 
-def filter_feeds(articles: int, seconds: int, connections: int) -> dict[str, Any]:
+def filter_feeds(articles: int, seconds: int, connections: int) -> list[dict[str, Any]]:
     _tool("wrk")
     root = Path(tempfile.mkdtemp(prefix="syndicator-readers-"))
     process: subprocess.Popen[bytes] | None = None
@@ -69,7 +69,9 @@ def filter_feeds(articles: int, seconds: int, connections: int) -> dict[str, Any
             stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}/"
-        static_etag = _etag(base + "feeds/all.atom", time.monotonic() + 600)
+        # The daemon's first cycle publishes the feeds: a cold run of the whole store,
+        # minutes at 100,000 articles on a busy machine.
+        static_etag = _etag(base + "feeds/all.atom", time.monotonic() + 600 + articles / 50)
         filter_etag = _etag(base + FILTER, time.monotonic() + 60)
         static = _wrk(base + "feeds/all.atom", static_etag, seconds, connections)
         cached = _wrk(base + FILTER, filter_etag, seconds, connections)
@@ -84,19 +86,33 @@ def filter_feeds(articles: int, seconds: int, connections: int) -> dict[str, Any
             except subprocess.TimeoutExpired:
                 process.kill()
         shutil.rmtree(root, ignore_errors=True)
-    return {
-        "name": "filter feed answers per second (cached, 304)",
-        "articles": articles,
-        "seconds": 1 / cached,
-        "requests_per_second": cached,
-        "uncached_requests_per_second": uncached,
-        "uncached_ratio": static / uncached,
+    baseline = {
         "baseline": "the static-file 304 path (feeds/all.atom), same daemon",
         "baseline_seconds": 1 / static,
         "baseline_requests_per_second": static,
-        "ratio": static / cached,
-        "target": "report the ratios",
     }
+    # Each ratio is the baseline's answers per second over the filter feed's: how many
+    # times longer a filter-feed answer takes than a static file's 304.
+    return [
+        {
+            "name": "filter feed answers per second (cached, 304)",
+            "articles": articles,
+            "seconds": 1 / cached,
+            "requests_per_second": cached,
+            **baseline,
+            "ratio": static / cached,
+            "target": "report the ratio",
+        },
+        {
+            "name": "filter feed answers per second (uncached)",
+            "articles": articles,
+            "seconds": 1 / uncached,
+            "requests_per_second": uncached,
+            **baseline,
+            "ratio": static / uncached,
+            "target": "report the ratio",
+        },
+    ]
 
 
 def archives(articles: int) -> dict[str, Any]:

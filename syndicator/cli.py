@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     adding.add_argument("--hour", type=int, default=8)
     adding.add_argument("--weekday", default="mon")
     adding.add_argument("--timezone", default="UTC")
+    adding.add_argument(
+        "--group-by",
+        choices=("region", "topic"),
+        default="region",
+        help="group a digest's table of contents by region (default) or by topic",
+    )
     adding.set_defaults(handler="syndicator.commands.subscribers:cmd_subscribers_add")
     removing = actions.add_parser(
         "remove", parents=[common], help="remove a subscriber added with `add` or `import`"

@@ -38,11 +38,16 @@ def bindir() -> Path | None:
 
 
 class Cluster:
-    """A running PostgreSQL cluster; ``database()`` gives a fresh, empty database's URL."""
+    """A running PostgreSQL cluster; ``database()`` gives a fresh, empty database's URL.
 
-    def __init__(self, programs: Path, root: Path) -> None:
+    ``durable=False`` (the tests) turns fsync off for speed; ``durable=True`` (the
+    benchmarks) keeps PostgreSQL's defaults, as an operator runs it.
+    """
+
+    def __init__(self, programs: Path, root: Path, *, durable: bool = False) -> None:
         self.programs = programs
         self.root = root
+        self.durable = durable
         self.data = root / "data"
         self.sockets = root / "sockets"
         self.port = 5432
@@ -78,12 +83,13 @@ class Cluster:
         )
         # Only a socket in our own directory: nothing else on the machine can collide with
         # it, and no TCP port is taken. Durability against power loss is not what the
-        # tests check (process kills keep the OS cache), so fsync is off for speed.
+        # tests check (process kills keep the OS cache), so there fsync is off for speed.
         options = (
             f"-c listen_addresses='' -c unix_socket_directories='{self.sockets}' "
-            f"-c port={self.port} -c fsync=off -c synchronous_commit=off "
-            "-c full_page_writes=off -c max_connections=300"
+            f"-c port={self.port} -c max_connections=300"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             str(self.programs / "pg_ctl"),
             "--pgdata",
@@ -130,7 +136,7 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster() -> Iterator[Cluster | None]:
+def cluster(*, durable: bool = False) -> Iterator[Cluster | None]:
     """A started cluster for the session, or None when PostgreSQL is not installed here."""
     programs = bindir()
     if programs is None:
@@ -138,7 +144,7 @@ def cluster() -> Iterator[Cluster | None]:
         return
     root = Path(tempfile.mkdtemp(prefix="syndicator-pg-"))
     root.chmod(0o755)
-    running = Cluster(programs, root)
+    running = Cluster(programs, root, durable=durable)
     try:
         running.start()
         yield running

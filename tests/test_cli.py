@@ -335,3 +335,47 @@ def test_listing_commands_load_no_publishing_or_serving_module(module: str) -> N
         )
         == []
     )
+
+
+def test_digest_grouping_from_the_file_the_command_line_and_in_the_export(install: Path) -> None:
+    config = str(install)
+    subscribers = install.parent / "subscribers.toml"
+    subscribers.write_text(
+        '[[subscriber]]\nemail = "desk@example.org"\ncadence = "weekly"\ngroup_by = "topic"\n'
+        '\n[[subscriber]]\nemail = "peer@example.org"\ngroup_by = "weekday"\n',
+        encoding="utf-8",
+    )
+    checked = syndicator("--config", config, "check")
+    assert checked.returncode == 1
+    # One line naming the file, the entry's line and the key.
+    assert (
+        f"{subscribers}:6: subscriber[1] ('peer@example.org').group_by: "
+        "Input should be 'region' or 'topic'"
+    ) in checked.stdout + checked.stderr
+    added = syndicator(
+        "--config", config, "subscribers", "add", "bea@example.org", "--group-by", "topic"
+    )
+    assert added.returncode == 0, added.stderr
+    assert syndicator("--config", config, "subscribers", "add", "cy@example.org").returncode == 0
+    wrong = syndicator(
+        "--config", config, "subscribers", "add", "dan@example.org", "--group-by", "weekday"
+    )
+    assert wrong.returncode == 2 and "--group-by" in wrong.stderr
+    listed = syndicator("--config", config, "subscribers", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    grouping = {row["email"]: row["group_by"] for row in json.loads(listed.stdout)}
+    assert grouping == {
+        "bea@example.org": "topic",
+        "cy@example.org": "region",
+        "desk@example.org": "topic",
+    }
+    text = syndicator("--config", config, "subscribers", "list").stdout
+    assert "desk@example.org" in text and "weekly by topic" in text
+    # A change of the file's entry reaches state at the next sync.
+    subscribers.write_text('[[subscriber]]\nemail = "desk@example.org"\n', encoding="utf-8")
+    listed = syndicator("--config", config, "subscribers", "list", "--json")
+    desk = next(row for row in json.loads(listed.stdout) if row["email"] == "desk@example.org")
+    assert desk["group_by"] == "region"
+    exported = syndicator("--config", config, "subscribers", "export", "bea@example.org")
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["subscriber"]["group_by"] == "topic"

@@ -69,6 +69,7 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             "status": r.status,
             "source": r.source,
             "cadence": r.cadence,
+            "group_by": r.group_by,
             "regions": list(r.regions),
             "topics": list(r.topics),
             "keywords": list(r.keywords),
@@ -93,6 +94,7 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             "status": "pending",
             "source": roster.FROM_WEB,
             "cadence": request.subscriber.cadence,
+            "group_by": request.subscriber.group_by,
             "regions": list(request.subscriber.regions),
             "topics": list(request.subscriber.topics),
             "keywords": list(request.subscriber.keywords),
@@ -111,6 +113,8 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     for row in rows:
         when = row["cadence"]
+        if row["group_by"] != "region" and row["cadence"] in ("daily", "weekly"):
+            when += f" by {row['group_by']}"
         if row["next_digest_at"]:
             when += f", next {datetime.fromisoformat(row['next_digest_at']):%Y-%m-%d %H:%M} UTC"
         filters = "; ".join(
@@ -152,6 +156,7 @@ def _subscriber_from_args(args: argparse.Namespace) -> Subscriber:
                     "hour",
                     "weekday",
                     "timezone",
+                    "group_by",
                 )
             }
         )

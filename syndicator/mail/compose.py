@@ -145,7 +145,8 @@ class _Group:
 
 
 # Gmail clips a message past about 102 KB of HTML: the article list stays under this, and
-# whatever does not fit is counted in an "N more articles" line linking to the site.
+# whatever does not fit is counted in an "N more articles" line linking to the reader's
+# private feed (or to the site, for a reader without one).
 SECTION_BUDGET = 80_000
 OTHER_GROUP = "Other news"
 
@@ -531,6 +532,7 @@ class _Section:
     subject: bytes  # the folded "Subject:" header, CRLF at the end of each line
     text: bytes  # quoted-printable, CRLF line ends, ends at a line break
     html: bytes
+    more: int = 0  # articles left out to stay under the size cap
 
 
 def _escape_byte(match: re.Match[bytes]) -> bytes:
@@ -683,6 +685,9 @@ def _render(template: Template, block: str, context: dict[str, Any]) -> str:
 _LINK_SLOT = "\ue000unsubscribe\ue000"
 _MANAGE_SLOT = "\ue000manage\ue000"
 _FEED_SLOT = "\ue000feed\ue000"
+_MORE_SLOT = "\ue000more\ue000"
+# A link as long as the longest the "N more articles" line may carry, to size it.
+_SIZED_LINK = "https://" + "x" * 200
 
 
 class Composer:
@@ -718,6 +723,7 @@ class Composer:
         self._sections: _LRU[tuple[Hashable, ...], _Section] = _LRU(cache_size)
         self._heads: _LRU[tuple[str, str, str], tuple[bytes, bytes]] = _LRU(256)
         self._feet: _LRU[tuple[str, bool, bool], tuple[str, str]] = _LRU(cache_size)
+        self._mores: _LRU[tuple[int, bool], tuple[str, str]] = _LRU(256)
         self._now: datetime | None = None
         self._date = b""
 
@@ -757,6 +763,28 @@ class Composer:
             html_text.replace(_FEED_SLOT, str(escape(feed_url))),
         )
 
+    def _more(self, count: int, url: str, *, is_feed: bool) -> tuple[bytes, bytes]:
+        """The "N more articles" line of both parts, encoded, linking to ``url``: rendered
+        once per count, with each reader's link put in."""
+        if not count:
+            return b"", b""
+        key = (count, is_feed)
+        rendered = self._mores.get(key)
+        if rendered is None:
+            context = {
+                **self._context,
+                "more": count,
+                "more_url": _MORE_SLOT,
+                "more_is_feed": is_feed,
+            }
+            rendered = (_render(self._text, "more", context), _render(self._html, "more", context))
+            self._mores.put(key, rendered)
+        text, html_text = rendered
+        return (
+            _quoted_printable(text.replace(_MORE_SLOT, url)),
+            _quoted_printable(html_text.replace(_MORE_SLOT, str(escape(url)))),
+        )
+
     def cache_info(self) -> CacheInfo:
         """Hits and misses of the article-section cache."""
         return self._sections.info()
@@ -765,6 +793,7 @@ class Composer:
         self._sections.clear()
         self._heads.clear()
         self._feet.clear()
+        self._mores.clear()
 
     def compose_bytes(
         self,
@@ -813,6 +842,10 @@ class Composer:
             f" ({_CADENCE_REASON[cadence]}) for {_one_line(recipient.filters)}."
         )
         text, html_text = self._foot(reason, unsubscribe_url, manage_url, feed_url)
+        # What did not fit: in the reader's own feed, else on the site.
+        more_text, more_html = self._more(
+            section.more, feed_url or self.settings.base_url, is_feed=bool(feed_url)
+        )
         foot_text = _quoted_printable(text)
         foot_html = _quoted_printable(html_text)
         if now is not self._now:
@@ -837,11 +870,13 @@ class Composer:
                 _TEXT_PART,
                 head_text,
                 section.text,
+                more_text,
                 foot_text,
                 b"\r\n--" + boundary + b"\r\n",
                 _HTML_PART,
                 head_html,
                 section.html,
+                more_html,
                 foot_html,
                 b"\r\n--" + boundary + b"--\r\n",
             )
@@ -866,10 +901,13 @@ class Composer:
                     **self._context,
                     "items": items[:shown],
                     "groups": _groups(articles[:shown], items[:shown], self.names, group_by),
-                    "more": len(items) - shown,
-                    "more_url": self.settings.base_url,
                 }
                 return _render(self._text, "items", context), _render(self._html, "items", context)
+
+            def size(shown: int) -> int:
+                # The "N more" line counts too, with a link as long as a private feed's.
+                more = self._more(len(items) - shown, _SIZED_LINK, is_feed=True)[1]
+                return len(render(shown)[1].encode("utf-8")) + len(more)
 
             shown = len(items)
             text, html_text = render(shown)
@@ -878,7 +916,7 @@ class Composer:
                 low, high = 1, shown - 1
                 while low < high:
                     middle = (low + high + 1) // 2
-                    if len(render(middle)[1].encode("utf-8")) <= SECTION_BUDGET:
+                    if size(middle) <= SECTION_BUDGET:
                         low = middle
                     else:
                         high = middle - 1
@@ -888,6 +926,7 @@ class Composer:
                 subject=_header("Subject", _subject(articles)),
                 text=_quoted_printable(text),
                 html=_quoted_printable(html_text),
+                more=len(items) - shown,
             )
             self._sections.put(key, section)
         return section

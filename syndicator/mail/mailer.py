@@ -87,6 +87,7 @@ class Mailer:
                 if self.private_feeds
                 else ""
             ),
+            group_by=record.group_by,
         )
 
     def __call__(

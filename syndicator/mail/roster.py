@@ -90,6 +90,7 @@ def _settings(subscriber: Subscriber) -> dict[str, Any]:
         "hour": subscriber.hour,
         "weekday": subscriber.weekday,
         "timezone": subscriber.timezone,
+        "group_by": subscriber.group_by,
     }
 
 

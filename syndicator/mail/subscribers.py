@@ -46,6 +46,8 @@ class Subscriber(BaseModel):
     hour: Annotated[int, Field(ge=0, le=23)] = 8
     weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
     timezone: str = "UTC"
+    # A digest's table of contents: grouped by region, or by topic.
+    group_by: Literal["region", "topic"] = "region"
 
     @field_validator("email")
     @classmethod

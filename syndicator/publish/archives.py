@@ -27,17 +27,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from feedgen.ext.base import BaseExtension
-
 from syndicator.models import Article
+from syndicator.publish.atom import render_archive_document
 from syndicator.publish.feeds import (
-    CONTENT_TYPES,
     Channel,
     Names,
     Site,
-    _generator,
-    feed_url,
-    plain_title,
 )
 from syndicator.state.db import State
 from syndicator.state.readers import (
@@ -53,6 +48,7 @@ from syndicator.state.readers import (
 ARCHIVE_DIR = "archive"
 _BATCH = 2000  # articles read from state at once while rendering pages
 _WRITERS = 4
+_KEPT_ARTICLES = 20_000  # articles kept between batches of pages
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -66,9 +62,6 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(descriptor)
-
-
-HISTORY_NS = "http://purl.org/syndication/history/1.0"
 
 
 class Archivable(Protocol):
@@ -108,37 +101,34 @@ def prev_archive_links(
     }
 
 
-class _HistoryExtension(BaseExtension):  # type: ignore[misc]
-    """Adds ``<fh:archive/>`` to an Atom document: it is an archive document."""
-
-    def extend_ns(self) -> dict[str, str]:
-        return {"fh": HISTORY_NS}
-
-    def extend_atom(self, feed: Any) -> Any:
-        feed.append(feed.makeelement(f"{{{HISTORY_NS}}}archive", {}))
-        return feed
-
-
 def render_archive_page(
-    site: Site, channel: Channel, page: int, items: Sequence[Any], names: Names
+    site: Site,
+    channel: Channel,
+    page: int,
+    items: Sequence[Article],
+    names: Names,
+    *,
+    entries: Callable[[Article], str] | None = None,
+    has_next: bool = False,
 ) -> bytes:
-    """One archive document: its entries newest first, linked to the page before it and
-    to the channel's feed."""
-    fg = _generator(site, channel, items, names)
-    fg.register_extension("fh", _HistoryExtension, None, atom=True, rss=False)
-    fg.id(f"{fg.id()}/archive/{page}")
-    fg.title(f"{plain_title(site.title)} — {channel.name} (archive page {page})")
-    fg.link(href=archive_url(site, channel, page), rel="self", type=CONTENT_TYPES["atom"])
-    fg.link(href=feed_url(site, channel, "atom"), rel="current", type=CONTENT_TYPES["atom"])
-    if page > 1:
-        fg.link(
-            href=archive_url(site, channel, page - 1),
-            rel="prev-archive",
-            type=CONTENT_TYPES["atom"],
-        )
-    fg.link(href=site.index_url, rel="alternate", type="text/html")
-    data: bytes = fg.atom_str(pretty=True)
-    return data
+    """One archive document: its entries newest first, linked to the page before it, to
+    the page after it once there is one (``has_next``), and to the channel's feed.
+
+    RFC 5005 §4: an archive document links ``prev-archive`` unless it is the oldest, and
+    ``next-archive`` unless it is the newest. A page is final once the next one exists,
+    so it is rendered once more then, with its ``next-archive`` link, and never again.
+    """
+    return render_archive_document(
+        site,
+        channel,
+        page,
+        items,
+        names,
+        self_url=archive_url(site, channel, page),
+        prev_url=archive_url(site, channel, page - 1) if page > 1 else "",
+        next_url=archive_url(site, channel, page + 1) if has_next else "",
+        entries=entries,
+    )
 
 
 @dataclass
@@ -249,6 +239,7 @@ def _plan(
             assert changed is not None
             candidates = changed
         newcomers: list[Archivable] = []
+        newest_before = cache.newest_page(channel.path)
         for article_id in candidates:
             article = articles.get(article_id)
             inside = article is not None and channel.includes(article)
@@ -269,6 +260,9 @@ def _plan(
             page = cache.assign(channel.path, article.id)
             plan.added.append((channel.path, article.id, page))
             plan.dirty.add((channel, page))
+        if newest_before and cache.newest_page(channel.path) > newest_before:
+            # The page that was the newest now has one after it: its next-archive link.
+            plan.dirty.add((channel, newest_before))
         if full:
             plan.dirty |= {(channel, page) for page in cache.pages.get(channel.path, {})}
         plan.newest[channel.path] = cache.newest_page(channel.path)
@@ -291,6 +285,7 @@ def update_archives(
     html: Callable[[Channel, int, list[Article]], tuple[str, bytes]] | None = None,
     fresh: bool = False,
     kept: KeptArchives | None = None,
+    entries: Callable[[Article], str] | None = None,
 ) -> ArchiveResult:
     """Bring the archive pages in line with ``articles`` (every active one, by id).
 
@@ -332,30 +327,47 @@ def update_archives(
     dirty = plan.dirty
     with state.engine.connect() as conn:
         stored = {} if fresh else feed_signatures(conn, f"{ARCHIVE_DIR}/")
-    wanted: dict[str, tuple[Channel, int, list[str]]] = {}
+    wanted: dict[str, tuple[Channel, int, list[str], bool]] = {}
     signatures: dict[str, str] = {}
     for channel, page in dirty:
         ids = cache.present_on(channel.path, page)
         relative = archive_path(channel, page)
+        has_next = page < cache.newest_page(channel.path)
         signature = signature_of(
             site_signature,
             channel,
             page,
+            has_next,
             [_fingerprint(articles[i]) for i in ids],
         )
         if stored.get(relative) != signature or not (output_dir / relative).is_file():
-            wanted[relative] = (channel, page, ids)
+            wanted[relative] = (channel, page, ids, has_next)
             signatures[relative] = signature
-    batch: list[tuple[str, Channel, int, list[str]]] = []
+    batch: list[tuple[str, Channel, int, list[str], bool]] = []
     directories: set[Path] = set()
 
+    # Articles read for earlier pages: most sit in several channels' pages. Bounded, so a
+    # huge archive does not hold every article at once.
+    loaded: dict[str, Article] = {}
+
     def flush() -> None:
+        missing = {i for _, _, _, ids, _ in batch for i in ids if i not in loaded}
+        if len(loaded) + len(missing) > _KEPT_ARTICLES:
+            loaded.clear()
+            missing = {i for _, _, _, ids, _ in batch for i in ids}
         with state.engine.connect() as conn:
-            loaded = full_articles(conn, (i for *_, ids in batch for i in ids))
+            loaded.update(full_articles(conn, missing))
         files: list[tuple[str, bytes]] = []
-        for relative, channel, page, ids in batch:
+        for relative, channel, page, ids, has_next in batch:
             items = sorted((loaded[i] for i in ids), key=_oldest_first, reverse=True)
-            files.append((relative, render_archive_page(site, channel, page, items, names)))
+            files.append(
+                (
+                    relative,
+                    render_archive_page(
+                        site, channel, page, items, names, entries=entries, has_next=has_next
+                    ),
+                )
+            )
             if html is not None:
                 files.append(html(channel, page, items))
             result.pages_rendered += 1
@@ -371,8 +383,8 @@ def update_archives(
             directories.add((output_dir / relative).parent)
         batch.clear()
 
-    for relative, (channel, page, ids) in sorted(wanted.items()):
-        batch.append((relative, channel, page, ids))
+    for relative, (channel, page, ids, has_next) in sorted(wanted.items()):
+        batch.append((relative, channel, page, ids, has_next))
         if sum(len(entry[3]) for entry in batch) >= _BATCH:
             flush()
     flush()

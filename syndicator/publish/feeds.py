@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
@@ -326,18 +326,23 @@ def render_all(
     names: Names,
     *,
     prev_archive: str = "",
+    entries: Callable[[Article], str] | None = None,
 ) -> dict[str, bytes]:
-    """The channel in every format; the feedgen model is built once for RSS and Atom.
+    """The channel in every format.
 
     ``prev_archive`` is the URL of the channel's newest archive document (RFC 5005), linked
-    from the Atom feed.
+    from the Atom feed; ``entries`` gives each article's Atom entry (written once for
+    every document of a publish).
     """
+    # Imported here: the Atom writer builds on this module's helpers.
+    from syndicator.publish.atom import render_channel_atom  # noqa: PLC0415
+
     fg = _generator(site, channel, items, names)
     _links(fg, site, channel, "rss")
     rss: bytes = fg.rss_str(pretty=True)
-    fg.link([], replace=True)
-    _links(fg, site, channel, "atom", prev_archive)
-    atom: bytes = fg.atom_str(pretty=True)
+    atom = render_channel_atom(
+        site, channel, items, names, prev_archive=prev_archive, entries=entries
+    )
     return {"rss": rss, "atom": atom, "json": render_json(site, channel, items, names)}
 
 

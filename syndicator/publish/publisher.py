@@ -37,7 +37,9 @@ from syndicator.publish.archives import (
     signature_of,
     update_archives,
 )
+from syndicator.publish.atom import AtomEntries
 from syndicator.publish.channel_pages import (
+    ChannelItems,
     archive_page_path,
     channel_page_path,
     channel_page_url,
@@ -220,6 +222,7 @@ class Pages:
         environment.globals["channels_of"] = self._channels_of
         self._by_slug = {(c.kind, c.slug): c for c in channels}
         self.environment = environment
+        self._items = ChannelItems(environment)
         self._index = environment.get_template("index.html")
         self._article = environment.get_template("article.html")
         all_channel = next((c for c in channels if c.kind == "all"), None)
@@ -261,7 +264,13 @@ class Pages:
         self, channel: Channel, articles: Sequence[Article], *, page: int = 0, older: int = 0
     ) -> bytes:
         return render_channel_page(
-            self.environment, channel, articles, site=self.site, page=page, older=older
+            self.environment,
+            channel,
+            articles,
+            site=self.site,
+            page=page,
+            older=older,
+            items=self._items,
         )
 
     def article(self, article: Article) -> bytes:
@@ -543,6 +552,7 @@ def publish(
     prev_archive: dict[str, str] = {}
     newest_page: dict[str, int] = {}
     counts: dict[str, int] = {}
+    entries = AtomEntries(site, names)
     if archive_size:
         archived = update_archives(
             state,
@@ -561,6 +571,7 @@ def publish(
             ),
             fresh=fresh,
             kept=kept.archives,
+            entries=entries,
         )
         result.written += archived.written
         newest_page, counts = archived.newest, archived.counts
@@ -585,7 +596,12 @@ def publish(
         channel_articles = [full[item.id] for item in items]
         channel_updated = feed_updated(channel_articles)
         rendered = render_all(
-            site, channel, channel_articles, names, prev_archive=prev_archive.get(channel.path, "")
+            site,
+            channel,
+            channel_articles,
+            names,
+            prev_archive=prev_archive.get(channel.path, ""),
+            entries=entries,
         )
         for fmt, data in rendered.items():
             relative = f"{channel.path}.{fmt}"

@@ -119,6 +119,9 @@ class Service:
         self.health = Health(interval=float(config.store.reload_interval))
         self.metrics = Metrics()
         self.busy = asyncio.Lock()
+        # Held while a heartbeat is being written: the shutdown waits for it instead of
+        # letting the scheduler cancel it in the middle.
+        self._beating = asyncio.Lock()
         self.wake = asyncio.Event()
         self.stopping = False
         self.reload_requested = False
@@ -323,17 +326,22 @@ class Service:
         except (OSError, RuntimeError) as exc:
             log.warning("cannot watch %s (%s); the interval still applies", path, exc)
 
-    def _watchdog(self) -> None:
+    async def _watchdog(self) -> None:
+        # A coroutine, run in the event loop: never in the middle of something when the
+        # scheduler shuts down (it cancels the jobs it still runs).
         self.notifier.watchdog()
 
     async def _heartbeat(self) -> None:
         """Beat this instance's heartbeat; note who else is alive (health, metrics)."""
-        now = self.clock()
-        try:
-            found = await asyncio.to_thread(self._beat, now)
-        except SyndicatorError as exc:
-            log.warning("heartbeat failed: %s", exc)
+        if self.stopping:
             return
+        async with self._beating:
+            now = self.clock()
+            try:
+                found = await asyncio.to_thread(self._beat, now)
+            except SyndicatorError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                return
         period = timedelta(seconds=self.config.service.heartbeat_seconds)
         live = [instance for instance in found if instance.alive(now, period)]
         by_role = {
@@ -598,6 +606,15 @@ class Service:
         else:
             self.busy.release()
         if self.scheduler is not None and self.scheduler.running:
+            # The scheduler's shutdown cancels the jobs still running: let a heartbeat in
+            # flight finish first (it logs its own failure; cancelled, it would be logged
+            # with a traceback).
+            try:
+                await asyncio.wait_for(self._beating.acquire(), timeout=STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("heartbeat still running after %ss: abandoning it", STOP_TIMEOUT)
+            else:
+                self._beating.release()
             self.scheduler.shutdown(wait=False)
         # Runs asked for and not started were waiting for the work above: drop them.
         await self._cycles.cancel()

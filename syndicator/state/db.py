@@ -50,7 +50,7 @@ from sqlalchemy.types import TypeDecorator
 from syndicator.errors import StateError
 from syndicator.models import Article
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_SECONDS = 30
 
 
@@ -143,6 +143,8 @@ subscribers_table = Table(
     Column("permanent_failures", Integer, nullable=False, default=0),
     Column("next_digest_at", AwareDateTime, nullable=True, index=True),
     Column("unsubscribed_at", AwareDateTime, nullable=True),
+    # How a digest's table of contents is grouped: "region" or "topic".
+    Column("group_by", String(16), nullable=False, default="region", server_default="region"),
 )
 
 # Subscriptions asked for on the web and not yet confirmed (double opt-in). A request
@@ -227,6 +229,7 @@ _ADDED_COLUMNS = (
     ("messages", "lease_owner"),
     ("messages", "lease_expires_at"),
     ("messages", "digest_slot"),
+    ("subscribers", "group_by"),
 )
 SCHEMA_LOCK = "schema"
 
@@ -448,8 +451,15 @@ class State:
             raise StateError(f"cannot use state database {url!r}: {exc}") from exc
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
+        elif engine.dialect.name == "postgresql":
+            _configure_postgresql(engine)
         state = cls(engine)
-        state._create_schema()
+        try:
+            state._create_schema()
+        except BaseException:
+            # A database refused (newer schema, unreachable) leaves no connection open.
+            engine.dispose()
+            raise
         return state
 
     def close(self) -> None:
@@ -620,7 +630,25 @@ def _add_missing_columns(conn: Connection) -> None:
             continue
         column = metadata.tables[table_name].c[column_name]
         kind = column.type.compile(dialect=conn.dialect)
-        conn.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {column_name} {kind}")
+        # A column with a server default is filled in for the rows already there.
+        default = column.server_default
+        fill = ""
+        if default is not None:
+            value = str(default.arg)  # type: ignore[attr-defined]
+            fill = " NOT NULL DEFAULT '" + value.replace("'", "''") + "'"
+        conn.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {column_name} {kind}{fill}")
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # As SQLite's busy timeout: a statement waiting for a lock held by another session
+        # (a hung client's open transaction, an operator's LOCK TABLE) gives up after this
+        # long with one clear error, instead of waiting for ever while holding the cycle.
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET lock_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
+        cursor.close()
+        dbapi_connection.commit()
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -25,6 +25,7 @@ IMMEDIATE``), so two processes never claim the same message.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,12 +41,17 @@ from syndicator.state.coordination import (
     release_dead_leases,
     release_messages,
     renew_leases,
+    sending_by,
 )
 from syndicator.state.db import State, insert_rows, matches_table, messages_table
 from syndicator.state.subscribers import count_permanent_failure
 
+log = logging.getLogger(__name__)
+
 NO_SUBSCRIBER = 0  # messages.subscriber_id of a confirmation mail
 LEASE = timedelta(seconds=60)  # how long a claim holds unless renewed
+# A lease is renewed at a commit once it has run this long (or a quarter of itself).
+RENEWAL = timedelta(seconds=1)
 
 
 class MessageStatus(StrEnum):
@@ -206,25 +212,68 @@ def claim_due_messages(
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What :func:`record_outcomes` did: the messages whose permanent failure suspended
+    their subscriber, and how many outcomes it left out because their lease had passed
+    to another instance."""
+
+    suspended: list[ClaimedMessage]
+    lost_leases: int
+
+
 def record_outcomes(
-    conn: Connection, outcomes: Outcomes, *, now: datetime, suspend_after: int
-) -> list[ClaimedMessage]:
-    """Record what became of claimed messages, a statement per kind of outcome.
+    conn: Connection, outcomes: Outcomes, *, now: datetime, suspend_after: int, owner: str
+) -> Recorded:
+    """Record what became of messages ``owner`` claimed, a statement per kind of outcome.
+
+    Only messages ``owner`` still holds (``sending`` under its lease) are recorded. One
+    whose lease expired and was claimed by another instance is that instance's now: its
+    outcome is the one recorded, never overwritten by a late one from here (a ``retry``
+    written over its ``sent`` would send the message again). Rows are locked as they are
+    read, so no claim takes them meanwhile (claims skip locked rows).
 
     A permanent failure counts against its subscriber, who is suspended at
-    ``suspend_after``; returns the messages whose failure suspended theirs.
+    ``suspend_after``.
     """
+    claimed = len(outcomes.sent) + len(outcomes.retry) + len(outcomes.failed)
+    recorded = 0
     if outcomes.sent:
-        conn.execute(
-            update(messages_table)
-            .where(messages_table.c.id.in_([message.id for message in outcomes.sent]))
-            .values(
-                status=MessageStatus.SENT,
-                sent_at=now,
-                last_error="",
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+        # One statement, the condition checked as each row is locked: the usual commit.
+        recorded += len(
+            conn.execute(
+                update(messages_table)
+                .where(
+                    messages_table.c.id.in_([message.id for message in outcomes.sent]),
+                    sending_by(owner),
+                )
+                .values(
+                    status=MessageStatus.SENT,
+                    sent_at=now,
+                    last_error="",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+                .returning(messages_table.c.id)
+            ).all()
+        )
+    if outcomes.retry or outcomes.failed:
+        # Rarer: the rows still held, locked as they are read (claims skip locked rows).
+        others = [
+            *(retry.message.id for retry in outcomes.retry),
+            *(failed.message.id for failed in outcomes.failed),
+        ]
+        held = set(
+            conn.execute(
+                select(messages_table.c.id)
+                .where(messages_table.c.id.in_(others), sending_by(owner))
+                .with_for_update()
+            ).scalars()
+        )
+        recorded += len(held)
+        outcomes = Outcomes(
+            retry=[retry for retry in outcomes.retry if retry.message.id in held],
+            failed=[failed for failed in outcomes.failed if failed.message.id in held],
         )
     if outcomes.retry:
         conn.execute(
@@ -254,12 +303,13 @@ def record_outcomes(
             ),
             [{"key": failed.message.id, "error": failed.error} for failed in outcomes.failed],
         )
-    return [
+    suspended = [
         failed.message
         for failed in outcomes.failed
         if failed.permanent
         and count_permanent_failure(conn, failed.message.subscriber_id, suspend_after=suspend_after)
     ]
+    return Recorded(suspended, claimed - recorded)
 
 
 def release_inflight(conn: Connection, *, me: str) -> int:
@@ -282,7 +332,9 @@ def count_by_status(conn: Connection) -> dict[str, int]:
 class Outbox:
     """The outbox as delivery sees it: claim due messages, record what became of them,
     give back what was claimed and not sent. Claims are leased to ``owner`` for
-    ``lease``; each record renews the leases ``owner`` still holds.
+    ``lease``; a record renews the leases ``owner`` still holds that have run for
+    ``RENEWAL`` (or a quarter of the lease), at most once in that time, so while commits
+    go on a lease never has less than three quarters of itself left.
 
     Each verb is one write transaction of ``state``.
     """
@@ -299,6 +351,7 @@ class Outbox:
         self.suspend_after = suspend_after
         self.owner = owner or state.instance_id
         self.lease = lease
+        self._renewed_at: datetime | None = None
 
     def claim(self, now: datetime, limit: int) -> list[ClaimedMessage]:
         """Claim up to ``limit`` messages due at ``now`` (durably) and return them."""
@@ -311,14 +364,30 @@ class Outbox:
         """Record a batch's outcomes, renew the leases still held and, in the same
         transaction, claim up to ``claim_next`` more messages: ``(suspended, claimed)``."""
         with self.state.transaction() as conn:
-            suspended = record_outcomes(conn, outcomes, now=now, suspend_after=self.suspend_after)
-            renew_leases(conn, owner=self.owner, until=now + self.lease)
+            recorded = record_outcomes(
+                conn, outcomes, now=now, suspend_after=self.suspend_after, owner=self.owner
+            )
+            every = min(RENEWAL, self.lease / 4)
+            if self._renewed_at is None or now - self._renewed_at >= every:
+                renew_leases(
+                    conn,
+                    owner=self.owner,
+                    until=now + self.lease,
+                    unless_after=now + self.lease - every,
+                )
+                self._renewed_at = now
             claimed = (
                 claim_due_messages(conn, now, claim_next, owner=self.owner, lease=self.lease)
                 if claim_next
                 else []
             )
-        return suspended, claimed
+        if recorded.lost_leases:
+            log.warning(
+                "%s outcomes not recorded: their leases had expired and another instance "
+                "claimed them (it sends them again); service.lease_seconds may be too short",
+                recorded.lost_leases,
+            )
+        return recorded.suspended, claimed
 
     def release(self, messages: Sequence[ClaimedMessage]) -> None:
         """Give back claimed messages never handed to the transport."""

@@ -31,7 +31,7 @@ OPERATOR_SOURCES = (FROM_FILE, FROM_CLI)
 
 # The columns a subscriber's own settings live in (what a subscribers file entry, the
 # command line or the manage page can change).
-SETTINGS = ("email", "name", "filters", "cadence", "hour", "weekday", "timezone")
+SETTINGS = ("email", "name", "filters", "cadence", "hour", "weekday", "timezone", "group_by")
 _CHUNK = 500  # ids or addresses per IN (...) list
 _FILTERS_KEPT = 4096  # distinct filters parsed once per read; memory stays bounded
 
@@ -58,6 +58,8 @@ class SubscriberRecord:
     added_seq: int
     permanent_failures: int
     next_digest_at: datetime | None
+    # How the table of contents of their digests is grouped: "region" or "topic".
+    group_by: str = "region"
     # The stored settings columns, as stored (the filters as their JSON text).
     settings: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -99,6 +101,7 @@ class _Records:
             added_seq=row.added_seq,
             permanent_failures=row.permanent_failures,
             next_digest_at=row.next_digest_at,
+            group_by=row.group_by,
             settings={key: getattr(row, key) for key in SETTINGS},
         )
 

@@ -66,6 +66,7 @@ FIELD_LABELS = {
     "hour": "Hour",
     "weekday": "Day of the week",
     "timezone": "Time zone",
+    "group_by": "Digest contents",
 }
 # What confirming did, as the page after the redirect is told it (anything else: "already").
 CONFIRM_OUTCOMES = frozenset({"subscribed", "updated", "operator", "already"})
@@ -74,6 +75,10 @@ CADENCES = (
     ("daily", "A daily digest"),
     ("weekly", "A weekly digest"),
     ("feed", "No mail: a private feed for my feed reader"),
+)
+GROUPINGS = (
+    ("region", "Region"),
+    ("topic", "Topic"),
 )
 WEEKDAY_LABELS = tuple(
     zip(
@@ -91,6 +96,7 @@ DEFAULTS: dict[str, Any] = {
     "hour": 8,
     "weekday": "mon",
     "timezone": "UTC",
+    "group_by": "region",
 }
 
 
@@ -274,6 +280,7 @@ def entry_from_form(
         "hour": _text(form, "hour", "8").strip(),
         "weekday": _text(form, "weekday", "mon"),
         "timezone": _text(form, "timezone", default_timezone).strip(),
+        "group_by": _text(form, "group_by", "region"),
     }
     values = {
         **entry,
@@ -293,6 +300,7 @@ def _values_of(record: SubscriberRecord) -> dict[str, Any]:
         "hour": record.hour,
         "weekday": record.weekday,
         "timezone": record.timezone,
+        "group_by": record.group_by,
     }
 
 
@@ -383,6 +391,7 @@ class SubscriptionPages:
             "topic_groups": topic_groups(names.topics),
             "cadences": CADENCES,
             "weekdays": WEEKDAY_LABELS,
+            "groupings": GROUPINGS,
             "keywords_max": MAX_KEYWORDS_FIELD,
             "labels": FIELD_LABELS,
             "anchors": {"email": "email", "keywords": "keywords", "hour": "hour"},

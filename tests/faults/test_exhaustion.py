@@ -241,3 +241,68 @@ async def test_disk_full_makes_the_service_unhealthy_until_it_recovers(
         assert "Chile Launches" in (output / "americas.atom").read_text()
     finally:
         database.close()
+
+
+PG_LOCKER = """
+import sys, time
+from sqlalchemy import create_engine
+engine = create_engine(sys.argv[1])
+with engine.connect() as conn, conn.begin():
+    # What a write takes: other sessions may read these tables, never change them.
+    conn.exec_driver_sql("LOCK TABLE articles, meta, messages IN EXCLUSIVE MODE")
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def hold_tables(url: str, seconds: float) -> subprocess.Popen[str]:
+    """Another session holding the tables a cycle writes for ``seconds`` (PostgreSQL)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", PG_LOCKER, url, str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+@pytest.mark.postgresql_only  # the counterpart of SQLite's busy timeout: lock_timeout
+def test_state_tables_locked_by_another_session(
+    install: Path,
+    capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(state, "BUSY_TIMEOUT_SECONDS", 2)  # 30 in service; shorter to wait less
+    url = load_config(install).state.url
+    with Sink() as sink:
+        config = use_smtp(install, sink.port, immediate([DESK]))
+        store = with_sample_store(install)
+        assert main(["--config", str(config), "run", "--once"]) == 0
+        # A lock shorter than the lock timeout: the cycle waits its turn, then does it all.
+        add_article(store, "chile.txt", "Chile Launches AEO Programme", "Chile's customs did.")
+        locker = hold_tables(url, 1.0)
+        started = time.monotonic()
+        assert main(["--config", str(config), "run", "--once"]) == 0
+        assert time.monotonic() - started >= 0.5
+        assert finish(locker) == 0
+        assert [r.message["Subject"] for r in sink.received] == ["Chile Launches AEO Programme"]
+        # A lock longer than the lock timeout: one clear line, exit 1, nothing half-done.
+        add_article(store, "peru.txt", "Peru Opens Green Lane", "Peru's customs did.")
+        capsys.readouterr()
+        locker = hold_tables(url, 6.0)
+        try:
+            assert main(["--config", str(config), "run", "--once"]) == 1
+        finally:
+            finish(locker)
+        _, err = capsys.readouterr()
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines[-1] == (
+            "syndicator: error: state database error: canceling statement due to lock timeout "
+            "(another process may hold it locked; try again)"
+        ), err
+        assert "Traceback" not in err
+        assert len(sink.received) == 1
+        # The next cycle finds the article as new and mails it: nothing was lost.
+        assert main(["--config", str(config), "run", "--once"]) == 0
+        subjects = sorted(r.message["Subject"] for r in sink.received)
+    assert subjects == ["Chile Launches AEO Programme", "Peru Opens Green Lane"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mailbox
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,15 +58,28 @@ EXPECTED = {
 }
 
 
+_OPEN: list[State] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_states() -> Iterator[None]:
+    """Every state ``mail_everyone`` opened is closed after its test."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 @dataclass
 class Mailed:
     state: State
     keys: dict[str, int]  # recipient -> message row id
 
 
-def mail_everyone(tmp_path: Path, *addresses: str) -> Mailed:
-    """A state where each address subscribed and was sent one message (into a Maildir)."""
-    state = State.open(f"sqlite:///{tmp_path / 'state.db'}")
+def mail_everyone(tmp_path: Path, *addresses: str, url: str) -> Mailed:
+    """A state (at ``url``) where each address subscribed and was sent one message (into
+    a Maildir under ``tmp_path``)."""
+    state = State.open(url)
+    _OPEN.append(state)
     keys: dict[str, int] = {}
     with state.transaction() as conn:
         for number, address in enumerate(addresses):
@@ -162,9 +176,11 @@ def test_every_corpus_file_has_an_expectation() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_corpus_report_decides_for_exactly_its_subscriber(name: str, tmp_path: Path) -> None:
+def test_corpus_report_decides_for_exactly_its_subscriber(
+    name: str, tmp_path: Path, state_url: str
+) -> None:
     kind, _, after = EXPECTED[name]
-    mailed = mail_everyone(tmp_path, "desk@example.net", "bystander@example.net")
+    mailed = mail_everyone(tmp_path, "desk@example.net", "bystander@example.net", url=state_url)
     data = report_for(name, key=mailed.keys["desk@example.net"], recipient="desk@example.net")
     outcome = act_on_report(mailed.state, data, secret=SECRET, policy=Policy(), now=T0, origin=name)
     assert status_of(mailed.state, "desk@example.net") == after, outcome.line
@@ -222,8 +238,8 @@ def mail_more(tmp_path: Path, state: State, address: str, count: int) -> list[in
     return [row["id"] for row in messages if row["status"] == "sent"]
 
 
-def test_soft_bounces_older_than_the_window_do_not_count(tmp_path: Path) -> None:
-    mailed = mail_everyone(tmp_path, "a@example.net", "b@example.net")
+def test_soft_bounces_older_than_the_window_do_not_count(tmp_path: Path, state_url: str) -> None:
+    mailed = mail_everyone(tmp_path, "a@example.net", "b@example.net", url=state_url)
     keys = mail_more(tmp_path, mailed.state, "a@example.net", 3)
     assert len(keys) == 4
     policy = Policy(soft_limit=3, soft_days=7)
@@ -241,8 +257,8 @@ def test_soft_bounces_older_than_the_window_do_not_count(tmp_path: Path) -> None
     assert status_of(mailed.state, "b@example.net") == "active"
 
 
-def test_several_reports_about_one_message_count_once(tmp_path: Path) -> None:
-    mailed = mail_everyone(tmp_path, "a@example.net")
+def test_several_reports_about_one_message_count_once(tmp_path: Path, state_url: str) -> None:
+    mailed = mail_everyone(tmp_path, "a@example.net", url=state_url)
     key = mailed.keys["a@example.net"]
     template = report_for("postfix-dsn-mailbox-full-failed.eml", key=key, recipient="a@x")
     for number in range(4):
@@ -253,8 +269,8 @@ def test_several_reports_about_one_message_count_once(tmp_path: Path) -> None:
     assert status_of(mailed.state, "a@example.net") == "active"
 
 
-def test_soft_limit_reached_suspends(tmp_path: Path) -> None:
-    mailed = mail_everyone(tmp_path, "a@example.net", "b@example.net")
+def test_soft_limit_reached_suspends(tmp_path: Path, state_url: str) -> None:
+    mailed = mail_everyone(tmp_path, "a@example.net", "b@example.net", url=state_url)
     state = mailed.state
     keys = mail_more(tmp_path, state, "a@example.net", 2)
     assert len(keys) == 3
@@ -273,8 +289,10 @@ def test_soft_limit_reached_suspends(tmp_path: Path) -> None:
 # --- hostile reports -----------------------------------------------------------------------
 
 
-def test_forged_token_changes_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    mailed = mail_everyone(tmp_path, "desk@example.net")
+def test_forged_token_changes_nothing(
+    tmp_path: Path, state_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    mailed = mail_everyone(tmp_path, "desk@example.net", url=state_url)
     data = report_for(
         "postfix-dsn-hard.eml",
         key=mailed.keys["desk@example.net"],
@@ -287,8 +305,8 @@ def test_forged_token_changes_nothing(tmp_path: Path, caplog: pytest.LogCaptureF
     assert status_of(mailed.state, "desk@example.net") == "active"
 
 
-def test_bounce_for_a_message_never_sent_changes_nothing(tmp_path: Path) -> None:
-    mailed = mail_everyone(tmp_path, "desk@example.net")
+def test_bounce_for_a_message_never_sent_changes_nothing(tmp_path: Path, state_url: str) -> None:
+    mailed = mail_everyone(tmp_path, "desk@example.net", url=state_url)
     data = report_for("exchange-dsn.eml", key=999, recipient="stranger@example.net")
     outcome = act_on_report(mailed.state, data, secret=SECRET, policy=Policy(), now=T0, origin="u")
     assert "names no message we sent" in outcome.line
@@ -297,8 +315,9 @@ def test_bounce_for_a_message_never_sent_changes_nothing(tmp_path: Path) -> None
 
 def test_a_bounce_naming_another_address_still_only_touches_the_tokens_message(
     tmp_path: Path,
+    state_url: str,
 ) -> None:
-    mailed = mail_everyone(tmp_path, "desk@example.net", "other@example.net")
+    mailed = mail_everyone(tmp_path, "desk@example.net", "other@example.net", url=state_url)
     data = report_for(
         "postfix-dsn-hard.eml", key=mailed.keys["desk@example.net"], recipient="other@example.net"
     )
@@ -307,8 +326,10 @@ def test_a_bounce_naming_another_address_still_only_touches_the_tokens_message(
     assert status_of(mailed.state, "other@example.net") == "active"
 
 
-def test_huge_report_is_one_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    mailed = mail_everyone(tmp_path, "desk@example.net")
+def test_huge_report_is_one_log_line(
+    tmp_path: Path, state_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    mailed = mail_everyone(tmp_path, "desk@example.net", url=state_url)
     box = tmp_path / "bounces"
     for sub in ("new", "cur", "tmp"):
         (box / sub).mkdir(parents=True)
@@ -336,9 +357,9 @@ def test_huge_report_is_one_log_line(tmp_path: Path, caplog: pytest.LogCaptureFi
     ],
 )
 def test_malformed_report_is_one_line_and_changes_nothing(
-    data: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    data: bytes, tmp_path: Path, state_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    mailed = mail_everyone(tmp_path, "desk@example.net")
+    mailed = mail_everyone(tmp_path, "desk@example.net", url=state_url)
     box = tmp_path / "bounces"
     for sub in ("new", "cur", "tmp"):
         (box / sub).mkdir(parents=True)
@@ -353,8 +374,12 @@ def test_malformed_report_is_one_line_and_changes_nothing(
 # --- sources -------------------------------------------------------------------------------
 
 
-def test_maildir_reports_are_moved_aside_and_never_read_twice(tmp_path: Path) -> None:
-    mailed = mail_everyone(tmp_path, "hard@example.net", "soft@example.net", "ok@example.net")
+def test_maildir_reports_are_moved_aside_and_never_read_twice(
+    tmp_path: Path, state_url: str
+) -> None:
+    mailed = mail_everyone(
+        tmp_path, "hard@example.net", "soft@example.net", "ok@example.net", url=state_url
+    )
     box = tmp_path / "bounces"
     for sub in ("new", "cur", "tmp"):
         (box / sub).mkdir(parents=True)
@@ -390,8 +415,8 @@ def test_maildir_reports_are_moved_aside_and_never_read_twice(tmp_path: Path) ->
     assert status_of(mailed.state, "ok@example.net") == "active"
 
 
-def test_process_path_reads_an_mbox(tmp_path: Path) -> None:
-    mailed = mail_everyone(tmp_path, "one@example.net", "two@example.net")
+def test_process_path_reads_an_mbox(tmp_path: Path, state_url: str) -> None:
+    mailed = mail_everyone(tmp_path, "one@example.net", "two@example.net", url=state_url)
     path = tmp_path / "bounces.mbox"
     box = mailbox.mbox(path)
     for address, name in (
@@ -406,13 +431,13 @@ def test_process_path_reads_an_mbox(tmp_path: Path) -> None:
     assert result.unsubscribed == ["two@example.net"]
 
 
-def test_forgetting_a_bounced_address_leaves_no_trace_of_it(tmp_path: Path) -> None:
+def test_forgetting_a_bounced_address_leaves_no_trace_of_it(tmp_path: Path, state_url: str) -> None:
     from sqlalchemy import select
 
     from syndicator.mail.rights import forget_address
     from syndicator.state.db import metadata
 
-    mailed = mail_everyone(tmp_path, "Gone@Example.net", "stays@example.net")
+    mailed = mail_everyone(tmp_path, "Gone@Example.net", "stays@example.net", url=state_url)
     for name in ("postfix-dsn-hard.eml", "arf-abuse.eml"):
         data = report_for(name, key=mailed.keys["Gone@Example.net"], recipient="Gone@Example.net")
         act_on_report(mailed.state, data, secret=SECRET, policy=Policy(), now=T0, origin=name)

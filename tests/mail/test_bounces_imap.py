@@ -18,7 +18,14 @@ import pytest
 from syndicator.config import Config
 from syndicator.mail.feedback import process_configured
 from tests.imap_server import PASSWORD, USER, Dovecot
-from tests.mail.test_bounces import SECRET, mail_everyone, report_for, status_of
+from tests.mail.test_bounces import (  # noqa: F401 (_close_states closes what fill opens)
+    SECRET,
+    Mailed,
+    _close_states,
+    mail_everyone,
+    report_for,
+    status_of,
+)
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -67,8 +74,10 @@ def inbox(server: Dovecot, folder: str = "INBOX") -> list[bytes]:
         client.logout()
 
 
-def fill(server: Dovecot, tmp_path: Path) -> object:
-    mailed = mail_everyone(tmp_path, "hard@example.net", "angry@example.net", "away@example.net")
+def fill(server: Dovecot, tmp_path: Path, state_url: str) -> Mailed:
+    mailed = mail_everyone(
+        tmp_path, "hard@example.net", "angry@example.net", "away@example.net", url=state_url
+    )
     keys = mailed.keys
     server.deliver("1.dsn", report_for("postfix-dsn-hard.eml", key=keys["hard@example.net"],
                                        recipient="hard@example.net"))  # fmt: skip
@@ -79,9 +88,11 @@ def fill(server: Dovecot, tmp_path: Path) -> object:
     return mailed
 
 
-def test_imaps_reports_are_processed_once_and_flagged(dovecot: Dovecot, tmp_path: Path) -> None:
-    mailed = fill(dovecot, tmp_path)
-    state = mailed.state  # type: ignore[attr-defined]
+def test_imaps_reports_are_processed_once_and_flagged(
+    dovecot: Dovecot, tmp_path: Path, state_url: str
+) -> None:
+    mailed = fill(dovecot, tmp_path, state_url)
+    state = mailed.state
     config = imap_config(dovecot, security="tls")
     first = process_configured(config, state, secret=SECRET, now=T0)
     assert (first.read, first.counted) == (3, 2)
@@ -94,9 +105,11 @@ def test_imaps_reports_are_processed_once_and_flagged(dovecot: Dovecot, tmp_path
     assert again.read == 0
 
 
-def test_starttls_reports_are_moved_to_a_folder(dovecot: Dovecot, tmp_path: Path) -> None:
-    mailed = fill(dovecot, tmp_path)
-    state = mailed.state  # type: ignore[attr-defined]
+def test_starttls_reports_are_moved_to_a_folder(
+    dovecot: Dovecot, tmp_path: Path, state_url: str
+) -> None:
+    mailed = fill(dovecot, tmp_path, state_url)
+    state = mailed.state
     config = imap_config(dovecot, security="starttls", move_to="Processed")
     result = process_configured(config, state, secret=SECRET, now=T0)
     assert (result.read, result.counted) == (3, 2)
@@ -107,15 +120,16 @@ def test_starttls_reports_are_moved_to_a_folder(dovecot: Dovecot, tmp_path: Path
 def test_a_wrong_password_is_one_error_line_and_changes_nothing(
     dovecot: Dovecot,
     tmp_path: Path,
+    state_url: str,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    mailed = fill(dovecot, tmp_path)
+    mailed = fill(dovecot, tmp_path, state_url)
     monkeypatch.setenv("SYNDICATOR_IMAP_PASSWORD", "wrong")
     with caplog.at_level(logging.ERROR, logger="syndicator"):
         result = process_configured(
             imap_config(dovecot, security="tls"),
-            mailed.state,  # type: ignore[attr-defined]
+            mailed.state,
             secret=SECRET,
             now=T0,
         )

@@ -871,12 +871,16 @@ def test_template_blocks_make_the_whole_and_end_at_line_breaks() -> None:
         "manage_url": RECIPIENT.manage_url,
     }
     for template in _templates():
-        blocks = [
-            "".join(template.blocks[name](template.new_context(context)))
-            for name in ("head", "items", "foot")
-        ]
-        assert "".join(blocks) == template.render(context)
-        assert all(block.endswith("\n") for block in blocks)
+        for more in (0, 7):
+            context = {**context, "more": more, "more_is_feed": bool(more)}
+            blocks = [
+                "".join(template.blocks[name](template.new_context(context)))
+                for name in ("head", "items", "more", "foot")
+            ]
+            assert "".join(blocks) == template.render(context)
+            # "more" says nothing when everything fitted.
+            assert (blocks[2] == "") == (more == 0)
+            assert all(block.endswith("\n") for block in blocks if block)
 
 
 def test_one_line_removes_exactly_the_unsafe_categories() -> None:

@@ -22,13 +22,13 @@ def run(config: Path, *argv: str, stdin: bytes = b"") -> subprocess.CompletedPro
     )
 
 
-def test_bounces_process_reads_standard_input(install: Path, tmp_path: Path) -> None:
-    mailed = mail_everyone(tmp_path, "gone@example.net", "stays@example.net")
+def test_bounces_process_reads_standard_input(
+    install: Path, tmp_path: Path, state_url: str
+) -> None:
+    mailed = mail_everyone(tmp_path, "gone@example.net", "stays@example.net", url=state_url)
     mailed.state.close()
-    state_file = tmp_path / "state.db"
-    text = install.read_text().replace(
-        'url = "sqlite:///../state/syndicator.db"', f'url = "sqlite:///{state_file}"'
-    )
+    # The installation's own state (``state_url`` is its absolute address).
+    text = install.read_text()
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(SECRET)
     text = text.replace("[mail]\n", f'[mail]\nunsubscribe_secret_file = "{secret_file}"\n')
@@ -42,7 +42,7 @@ def test_bounces_process_reads_standard_input(install: Path, tmp_path: Path) -> 
     assert b"hard (dsn) for gone@example.net: suspended (hard bounce 5.1.10)" in done.stderr
     again = run(install, "bounces", "process", "-", stdin=data)
     assert b"already processed" in again.stderr
-    state = State.open(f"sqlite:///{state_file}")
+    state = State.open(state_url)
     try:
         assert status_of(state, "gone@example.net") == "suspended"
         assert status_of(state, "stays@example.net") == "active"

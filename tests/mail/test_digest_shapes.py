@@ -4,14 +4,16 @@ footer. Golden files for each shape; volatile fields are inputs (clock, Message-
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 from dataclasses import replace
 
 import pytest
 
-from syndicator.mail.compose import SECTION_BUDGET
-from tests.conftest import DATA_DIR
-from tests.mail.test_compose import RECIPIENT, article, digest, parts, send
+from syndicator.mail.compose import SECTION_BUDGET, Composer
+from tests.conftest import DATA_DIR, T0
+from tests.mail.test_compose import NAMES, RECIPIENT, SETTINGS, article, digest, parts, send
 
 GOLDEN = DATA_DIR / "golden"
 FEED = "https://news.example.org/feeds/private/7.0.AAAAAAAAAAAAAAAAAAAAAA.atom"
@@ -84,11 +86,48 @@ def test_a_huge_digest_stays_under_100_kb_and_says_how_many_more() -> None:
     shown = html.count('<h2 id="article-')
     assert 10 < shown < 600
     more = 600 - shown
-    assert f"{more} more articles</a> did not fit in this message." in html
-    assert f"{more} more articles did not fit in this message:\nhttps://news.example.org/" in (
-        text.replace("\r\n", "\n")
-    )
-    assert FEED in text and FEED in html  # the rest is in the reader's own feed
+    # "N more articles" leads to the reader's own feed, in both parts.
+    assert (
+        f'<a href="{FEED}" style="color:#0b5cad; text-decoration:underline;">'
+        f"{more} more articles</a> did not fit in this message; read on in your own feed."
+    ) in html
+    assert (
+        f"{more} more articles did not fit in this message; read on in your own feed:\n{FEED}\n"
+    ) in text.replace("\r\n", "\n")
     # The table of contents lists exactly what is shown.
     assert len(re.findall(r'href="#article-', html)) == shown
     assert SECTION_BUDGET < 100_000
+
+
+def test_a_capped_digest_without_a_private_feed_links_to_the_site() -> None:
+    _, parsed = send(many(600), replace(RECIPIENT, feed_url=""))
+    text, html = parts(parsed)
+    more = 600 - html.count('<h2 id="article-')
+    assert 0 < more < 590
+    assert (
+        '<a href="https://news.example.org/" style="color:#0b5cad; text-decoration:underline;">'
+        f"{more} more articles</a> did not fit in this message."
+    ) in html
+    assert f"{more} more articles did not fit in this message:\nhttps://news.example.org/\n" in (
+        text.replace("\r\n", "\n")
+    )
+    assert "/feeds/private/" not in text + html
+
+
+def test_readers_of_the_same_capped_digest_each_get_their_own_feed_link() -> None:
+    """The article list is rendered once for both readers; the link is each one's own."""
+    other = FEED.replace("/7.0.", "/8.0.")
+    composer = Composer(SETTINGS, NAMES)
+    articles = many(600)
+    first = composer.compose_bytes(
+        replace(RECIPIENT, feed_url=FEED), articles, now=T0, message_id="<a@news.example.org>"
+    )
+    second = composer.compose_bytes(
+        replace(RECIPIENT, feed_url=other), articles, now=T0, message_id="<b@news.example.org>"
+    )
+    assert composer.cache_info().hits >= 1
+    for data, mine, theirs in ((first, FEED, other), (second, other, FEED)):
+        text, html = parts(email.message_from_bytes(data, policy=email.policy.default))
+        assert f'<a href="{mine}" style="color:#0b5cad' in html
+        assert f"read on in your own feed:\n{mine}" in text.replace("\r\n", "\n")
+        assert theirs not in text + html

@@ -145,15 +145,21 @@ def test_an_edit_or_removal_rerenders_only_the_pages_holding_it(
     changed = sorted(str(p.relative_to(output)) for p in before if before[p] != after[p])
     assert changed == rewritten
     assert b"No. 999<" not in (archive / "all" / "1.atom").read_bytes()
-    # New articles fill the newest page, then open the next; full pages stay as they were.
+    # New articles open the next pages; page 10, the newest until now, is rendered once
+    # more with its next-archive link (RFC 5005 §4); pages 1 to 9 stay as they were.
+    before = {p: p.read_bytes() for p in archive.rglob("*.atom")}
     store_files(config.store.path, 150, start=1000)
     result = run(config, classifier, state, minutes=3)
-    assert "archive/all/11.atom" in result and "archive/all/12.atom" in result
-    assert not any(
-        p.startswith("archive/all/") and p not in {"archive/all/11.atom", "archive/all/12.atom"}
-        for p in result
-    )
+    opened = {"archive/all/10.atom", "archive/all/11.atom", "archive/all/12.atom"}
+    assert opened <= set(result)
+    assert not any(p.startswith("archive/all/") and p not in opened for p in result)
     assert (output / "all.atom").read_text().count("archive/all/12.atom") == 1
+    tenth = (archive / "all" / "10.atom").read_text()
+    assert 'archive/all/11.atom" rel="next-archive"' in tenth
+    assert 'archive/all/9.atom" rel="prev-archive"' in tenth
+    assert "next-archive" not in (archive / "all" / "12.atom").read_text()
+    # Pages that had a next page already are untouched.
+    assert (archive / "all" / "9.atom").read_bytes() == before[archive / "all" / "9.atom"]
 
 
 def run(config: Config, classifier: Classifier, state: State, *, minutes: int) -> list[str]:

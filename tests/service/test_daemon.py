@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -10,11 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,6 +242,56 @@ def test_cycles_never_overlap(install: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert most == 1
 
 
+def test_a_heartbeat_in_flight_at_sigterm_finishes_without_a_traceback(
+    install: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler's shutdown cancels the jobs it still runs; a heartbeat being written
+    then is waited for, not cancelled (which logged a traceback)."""
+    from syndicator.state import coordination
+
+    text = daemon_config(install, free_port()).read_text()
+    install.write_text(text + "\n[service]\nheartbeat_seconds = 1\n")
+    config = load_config(install)
+    config = config.model_copy(update={"http": config.http.model_copy(update={"enabled": False})})
+    classifier = Classifier.load(SHIPPED_REGIONS, SHIPPED_TOPICS)
+    beats: list[tuple[float, float]] = []
+    writing = threading.Event()
+    real = coordination.heartbeat
+
+    def slow_heartbeat(*args: Any, **kwargs: Any) -> None:
+        began = time.monotonic()
+        writing.set()
+        time.sleep(1.5)  # a slow database
+        real(*args, **kwargs)
+        beats.append((began, time.monotonic()))
+
+    monkeypatch.setattr(coordination, "heartbeat", slow_heartbeat)
+
+    async def scenario() -> float:
+        state = State.open(config.state.url)
+        service = Service(
+            config, classifier, state, clock=lambda: datetime.now(UTC), notifier=Notifier({})
+        )
+        task = asyncio.create_task(service.run())
+        while not beats:  # the first beat, at start
+            await asyncio.sleep(0.05)
+        writing.clear()
+        # The scheduler's next beat is under way: stop now.
+        assert await asyncio.to_thread(writing.wait, 30)
+        stopped_at = time.monotonic()
+        service._on_signal(signal.SIGTERM)
+        assert await task == 0
+        state.close()
+        return stopped_at
+
+    with caplog.at_level(logging.INFO):
+        stopped_at = asyncio.run(scenario())
+    assert any(began < stopped_at < ended for began, ended in beats), beats
+    assert not [record for record in caplog.records if record.exc_info], caplog.text
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert "stopped" in caplog.text
+
+
 def test_notifier_speaks_to_abstract_sockets() -> None:
     name = f"syndicator-test-{os.getpid()}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
@@ -270,6 +323,84 @@ def test_unit_is_hardened_and_verifies_cleanly() -> None:
     )
     assert verify.stdout == "" and verify.stderr == "", verify.stderr
     assert datetime.now(UTC).year >= 2024  # the check ran
+
+
+TEMPLATE = ROOT / "systemd" / "syndicator@.service"
+
+
+def unit_settings(text: str) -> list[str]:
+    """A unit's settings, without comments and blank lines."""
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def readme_block(containing: str) -> str:
+    """The README's shell block that contains ``containing``."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    found = [str(block) for block in blocks if containing in block]
+    assert len(found) == 1, containing
+    return found[0]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_the_instance_template_and_the_loop_that_makes_instances(tmp_path: Path) -> None:
+    """The README's example of several instances on one host: the template unit verifies
+    and is as hardened as the single unit, and the README's loop makes configurations that
+    load, share what must be shared and keep apart what must be each instance's own."""
+    instance = tmp_path / "syndicator@node1.service"
+    instance.write_text(TEMPLATE.read_text())
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(instance)], capture_output=True, text=True, check=False
+    )
+    assert verify.stdout == "" and verify.stderr == "", verify.stderr
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(instance)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout)
+    assert match, security.stdout + security.stderr
+    assert float(match.group(1)) < 2.0
+    # The same unit but for what makes it an instance.
+    single, template = unit_settings(UNIT.read_text()), unit_settings(TEMPLATE.read_text())
+    assert [line for line in template if line not in single] == [
+        "Description=syndicator feed and notification service, instance %i",
+        "After=network-online.target postgresql.service",
+        "ExecStart=/usr/bin/env syndicator --config /etc/syndicator/%i.toml run",
+        "StateDirectory=syndicator/%i",
+    ]
+    assert len(single) == len(template)
+    # The configuration moved to PostgreSQL, with its files under the state directory as the
+    # README's "Running as a service" says; the loop run on it.
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    url = "postgresql+psycopg://syndicator@db.example.org/syndicator"
+    (etc / "syndicator.toml").write_text(
+        (ROOT / "config" / "syndicator.toml")
+        .read_text()
+        .replace('path = "../articles"', 'path = "/srv/syndicator/articles"')
+        .replace('output_dir = "../feeds"', 'output_dir = "/var/lib/syndicator/feeds"')
+        .replace('url = "sqlite:///../state/syndicator.db"', f'url = "{url}"')
+        .replace('maildir = "../mail"', 'maildir = "/var/lib/syndicator/mail"')
+    )
+    (etc / "subscribers.toml").write_text("")
+    block = readme_block("syndicator@.service")
+    loop = block[: block.index("done\n") + len("done\n")].replace("/etc/syndicator", str(etc))
+    subprocess.run(["bash", "-euc", loop], check=True, timeout=60)
+    configs = [load_config(etc / f"node{n}.toml") for n in (1, 2, 3)]
+    state_directory = next(
+        line.split("=", 1)[1] for line in template if line.startswith("StateDirectory=")
+    )
+    assert {config.state.url for config in configs} == {url}
+    assert len({config.site.base_url for config in configs}) == 1
+    assert len({config.http.listen for config in configs}) == 3
+    assert len({config.service.instance_id for config in configs}) == 3
+    for n, config in enumerate(configs, start=1):
+        own = Path("/var/lib") / state_directory.replace("%i", f"node{n}")
+        assert config.feeds.output_dir.is_relative_to(own), config.feeds.output_dir
+        assert config.mail.maildir.is_relative_to(own), config.mail.maildir
+    # The units the README enables are instances of this template.
+    assert "systemctl enable --now syndicator@node1 syndicator@node2 syndicator@node3" in block
 
 
 def test_store_watch_and_rebinding_http_on_reload(install: Path) -> None:

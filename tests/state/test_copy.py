@@ -76,3 +76,59 @@ def test_copy_to_postgresql_then_run_there_mails_nothing_again(
         assert len(after.articles()) == 12
     finally:
         after.close()
+
+
+@pytest.mark.sqlite_only  # from SQLite, to the PostgreSQL database of the fixture
+def test_copy_keeps_digest_grouping_private_feeds_and_archive_pages(
+    state_url: str, empty_postgresql: str
+) -> None:
+    from syndicator.mail import private_feeds, roster
+    from syndicator.mail.subscribers import Subscriber
+    from syndicator.state.copy import copy_state
+    from syndicator.state.readers import archive_entries, save_archive_entries
+    from tests.conftest import T0
+
+    source = State.open(state_url)
+    target = State.open(empty_postgresql)
+    try:
+        secret = load_secret(source, None)
+        with source.transaction() as conn:
+            roster.add_subscriber(
+                conn, Subscriber(email="ana@example.org", group_by="topic"), now=T0
+            )
+            roster.add_subscriber(conn, Subscriber(email="bo@example.org"), now=T0)
+            ana = roster.find_subscriber(conn, "ana@example.org")
+            save_archive_entries(
+                source,
+                conn,
+                added=[("all", "a1", 1), ("all", "a2", 1), ("europe", "a2", 1)],
+                presence=[("all", "a1", False)],
+            )
+        assert ana is not None
+        token = private_feeds.rotate(source, secret, ana.id)
+        report = copy_state(source, target)
+        assert report.rows["private_feeds"] == 1
+        assert report.rows["archive_entries"] == 3
+        with target.engine.connect() as conn:
+            copied = {
+                email: roster.find_subscriber(conn, email)
+                for email in ("ana@example.org", "bo@example.org")
+            }
+            entries = sorted(archive_entries(conn))
+        assert {e: r.group_by for e, r in copied.items() if r} == {
+            "ana@example.org": "topic",
+            "bo@example.org": "region",
+        }
+        assert entries == [
+            ("all", "a1", 1, False),
+            ("all", "a2", 1, True),
+            ("europe", "a2", 1, True),
+        ]
+        # The rotated private feed URL still works on the copy; the first one is still gone.
+        assert load_secret(target, None) == secret
+        assert private_feeds.look_up(target, secret, token).verdict is private_feeds.Verdict.OK
+        first = private_feeds.make_token(secret, ana.id, 0)
+        assert private_feeds.look_up(target, secret, first).verdict is private_feeds.Verdict.GONE
+    finally:
+        source.close()
+        target.close()

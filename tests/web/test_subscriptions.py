@@ -248,8 +248,11 @@ async def test_subscribe_page_is_self_contained_labelled_and_sets_a_csrf_cookie(
     controls = [
         attrs for tag, attrs in tags if tag in {"input", "select"} and attrs.get("type") != "hidden"
     ]
-    # email, regions, topics, keywords, cadences (with "feed only"), hour, weekday, zone
-    assert len(controls) == 1 + 7 + 25 + 1 + 4 + 3
+    # email, regions, topics, keywords, cadences (with "feed only"), hour, weekday, zone,
+    # and how a digest's contents are grouped (by region, the default, or by topic)
+    assert len(controls) == 1 + 7 + 25 + 1 + 4 + 3 + 1
+    assert '<option value="region" selected>Region</option>' in html
+    assert '<option value="topic">Topic</option>' in html
     assert all(attrs["id"] in labelled for attrs in controls)
     # Each checkbox is labelled with the name of its region or topic.
     assert 'id="region-americas" name="regions" value="americas"> Americas and Caribbean' in html
@@ -259,6 +262,73 @@ async def test_subscribe_page_is_self_contained_labelled_and_sets_a_csrf_cookie(
 
 
 # --- double opt-in, end to end over HTTP -------------------------------------------------------
+
+
+async def test_a_digest_grouped_by_topic_chosen_on_the_form_then_by_region_on_manage(
+    site: Pages,
+) -> None:
+    status, _, _ = await site.subscribe(
+        "bo@example.org", cadence="daily", hour="9", timezone="UTC", group_by="topic"
+    )
+    assert status == 303
+    (token,) = links(to(await site.delivered(), "bo@example.org")[0], "confirm")
+    csrf = await site.form(f"/confirm/{token}")
+    status, page = await site.post_and_follow(f"/confirm/{token}", {"csrf": csrf})
+    assert status == 200 and "You are subscribed" in page
+    record = site.record("bo@example.org")
+    assert record is not None and (record.cadence, record.group_by) == ("daily", "topic")
+
+    site.add_article(
+        "chile.txt",
+        "Chile Launches AEO Programme",
+        "Chile's customs launched an Authorized Economic Operator programme in Santiago.",
+    )
+    site.add_article(
+        "kenya.txt",
+        "Kenya Rolls Out Single Window",
+        "The Kenya Revenue Authority rolled out its Single Window system in Nairobi.",
+    )
+    site.cycle(T0 + timedelta(minutes=5))
+    site.cycle(datetime(2026, 3, 3, 9, 0, tzinfo=UTC))  # the first digest is due
+    await deliver_due(site.config, site.state, clock=site.clock)
+    _, digest = to(site.sink.received, "bo@example.org")  # the confirmation, the digest
+    assert digest["Subject"].startswith("2 new articles: ")
+    body = digest.get_body(("plain",))
+    assert body is not None
+    text = body.get_content().replace("\r\n", "\n")
+    # The table of contents is grouped by each article's first topic, not by region.
+    assert "\nAUTHORIZED ECONOMIC OPERATORS\n" in text
+    assert "\nSINGLE WINDOW\n" in text
+    assert "AMERICAS AND CARIBBEAN" not in text
+
+    (manage,) = links(digest, "manage")
+    async with site.session.get(f"{site.base}/manage/{manage}") as response:
+        page = await response.text()
+    assert '<option value="topic" selected>Topic</option>' in page
+    csrf = await site.form(f"/manage/{manage}")
+    status, headers, _ = await site.post(
+        f"/manage/{manage}",
+        [
+            ("csrf", csrf),
+            ("action", "save"),
+            ("cadence", "daily"),
+            ("hour", "9"),
+            ("weekday", "mon"),
+            ("timezone", "UTC"),
+            ("group_by", "region"),
+        ],
+    )
+    assert status == 303, headers
+    record = site.record("bo@example.org")
+    assert record is not None and record.group_by == "region"
+    # A value outside the two choices is refused, naming the field, and nothing changes.
+    status, _, page = await site.post(
+        f"/manage/{manage}",
+        [("csrf", csrf), ("action", "save"), ("cadence", "daily"), ("group_by", "weekday")],
+    )
+    assert status == 400 and "Digest contents:" in page
+    record = site.record("bo@example.org")
+    assert record is not None and record.group_by == "region"
 
 
 async def test_double_opt_in_confirm_receive_change_and_leave(site: Pages) -> None:
