@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from syndicator.classify.classifier import Classifier
-from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
+from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS, Config
+from syndicator.state.db import State
 from tests import pg
 from tests.smtp_sink import Sink
 
@@ -33,6 +34,14 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+@pytest.fixture
+def state(config: Config) -> Iterator[State]:
+    """The state database of the test module's ``config`` fixture, closed after the test."""
+    opened = State.open(config.state.url)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture(scope="session")

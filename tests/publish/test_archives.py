@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from xml.etree import ElementTree
@@ -26,18 +25,6 @@ PAGE = 100
 @pytest.fixture
 def config(install: Path) -> Config:
     return configure(install, f"archive_size = {PAGE}")
-
-
-@pytest.fixture
-def classifier(config: Config) -> Classifier:
-    return Classifier.load(config.classify.regions, config.classify.topics)
-
-
-@pytest.fixture
-def state(config: Config) -> Iterator[State]:
-    opened = State.open(config.state.url)
-    yield opened
-    opened.close()
 
 
 def store_files(store: Path, count: int, *, start: int = 0, per_file: int = 500) -> None:

@@ -40,13 +40,6 @@ def config(install: Path) -> Config:
     return load_config(install)
 
 
-@pytest.fixture
-def state(config: Config) -> Iterator[State]:
-    opened = State.open(config.state.url)
-    yield opened
-    opened.close()
-
-
 def published_files(output: Path) -> list[Path]:
     return sorted(p for p in output.rglob("*") if p.is_file())
 

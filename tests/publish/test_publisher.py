@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -56,18 +56,6 @@ def config(install: Path) -> Config:
     )
     (path.parent / "subscribers.toml").write_text("")
     return load_config(path)
-
-
-@pytest.fixture
-def classifier(config: Config) -> Classifier:
-    return Classifier.load(config.classify.regions, config.classify.topics)
-
-
-@pytest.fixture
-def state(config: Config) -> Iterator[State]:
-    opened = State.open(config.state.url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ feeds in all three formats, and a reader's private feeds, fetched from the real 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -49,18 +48,6 @@ FILTERS = (
 @pytest.fixture
 def config(install: Path) -> Config:
     return configure(install, f"archive_size = {PAGE}")
-
-
-@pytest.fixture
-def classifier(config: Config) -> Classifier:
-    return Classifier.load(config.classify.regions, config.classify.topics)
-
-
-@pytest.fixture
-def state(config: Config) -> Iterator[State]:
-    opened = State.open(config.state.url)
-    yield opened
-    opened.close()
 
 
 def lone_archive_page(path: str, output: Path) -> bool:

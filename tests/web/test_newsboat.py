@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,18 +42,6 @@ LATER = [
 @pytest.fixture
 def config(install: Path) -> Config:
     return configure(install)
-
-
-@pytest.fixture
-def classifier(config: Config) -> Classifier:
-    return Classifier.load(config.classify.regions, config.classify.topics)
-
-
-@pytest.fixture
-def state(config: Config) -> Iterator[State]:
-    opened = State.open(config.state.url)
-    yield opened
-    opened.close()
 
 
 async def newsboat(home: Path, *commands: str) -> str:

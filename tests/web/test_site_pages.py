@@ -4,7 +4,6 @@ HTTP, and in a real headless Chromium at phone and desktop widths."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,18 +27,6 @@ SPECS = [Spec(f"kenya-news-{n}", ("east-southern-africa",), ("aeo",)) for n in r
 @pytest.fixture
 def config(install: Path) -> Config:
     return configure(install, "archive_size = 3")
-
-
-@pytest.fixture
-def classifier(config: Config) -> Classifier:
-    return Classifier.load(config.classify.regions, config.classify.topics)
-
-
-@pytest.fixture
-def state(config: Config) -> Iterator[State]:
-    opened = State.open(config.state.url)
-    yield opened
-    opened.close()
 
 
 async def page(http: aiohttp.ClientSession, url: str) -> str:
