@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import pytest
 import trustme
 
+from tests.daemons import require_daemon
 from tests.smtp_sink import free_port
 
 USER = "bounces"
@@ -26,26 +26,7 @@ PASSWORD = "imap-secret-1"
 
 
 def require_dovecot() -> str:
-    command = shutil.which("dovecot") or (
-        "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
-    )
-    problem = ""
-    if command is None:
-        problem = "dovecot is not installed (apt-get install dovecot-imapd)"
-    elif os.geteuid() != 0:
-        problem = "a private dovecot needs root"
-    else:
-        for user in ("dovecot", "dovenull"):
-            try:
-                pwd.getpwnam(user)
-            except KeyError:
-                problem = f"there is no {user!r} user"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
-    assert command is not None
-    return command
+    return require_daemon("dovecot", "dovecot-imapd", ("dovecot", "dovenull"))
 
 
 class Dovecot:

@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import pytest
-
+from tests.daemons import require_daemon
 from tests.smtp_sink import free_port
 
 LOCAL_DOMAIN = "local.syndicator.test"
@@ -57,25 +56,7 @@ postlog   unix-dgram n - n - 1 postlogd
 
 def require_postfix() -> str:
     """The postfix command; skips the test where it cannot run, fails in CI."""
-    command = shutil.which("postfix") or (
-        "/usr/sbin/postfix" if Path("/usr/sbin/postfix").exists() else None
-    )
-    problem = ""
-    if command is None:
-        problem = "postfix is not installed (apt-get install postfix)"
-    elif os.geteuid() != 0:
-        problem = "a private postfix needs root"
-    else:
-        try:
-            pwd.getpwnam("postfix")
-        except KeyError:
-            problem = "there is no 'postfix' user"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
-    assert command is not None
-    return command
+    return require_daemon("postfix", "postfix", ("postfix",))
 
 
 class Postfix:
