@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from syndicator.config import Config
+    from syndicator.state.bounces import Suppression
     from syndicator.state.db import State
 
 # The parser imports this module for --help too: nothing heavy at the top.
@@ -176,15 +177,19 @@ def cmd_mail_resume(args: argparse.Namespace) -> int:
 # --- suppression ---------------------------------------------------------------------------
 
 
-def cmd_suppress_list(args: argparse.Namespace) -> int:
+def _suppressions(args: argparse.Namespace) -> list[Suppression]:
     from syndicator.state import bounces as store  # noqa: PLC0415
 
     _config, state = _state(args)
     try:
         with state.engine.connect() as conn:
-            entries = store.suppressions(conn)
+            return store.suppressions(conn)
     finally:
         state.close()
+
+
+def cmd_suppress_list(args: argparse.Namespace) -> int:
+    entries = _suppressions(args)
     for item in entries:
         print(f"{item.entry:40} {item.added_at:%Y-%m-%d}  {item.reason}")
     print(f"{len(entries)} entr{'ies' if len(entries) != 1 else 'y'}", file=sys.stderr)
@@ -193,15 +198,8 @@ def cmd_suppress_list(args: argparse.Namespace) -> int:
 
 def cmd_suppress_export(args: argparse.Namespace) -> int:
     from syndicator.mail.suppression import to_csv  # noqa: PLC0415
-    from syndicator.state import bounces as store  # noqa: PLC0415
 
-    _config, state = _state(args)
-    try:
-        with state.engine.connect() as conn:
-            entries = store.suppressions(conn)
-    finally:
-        state.close()
-    sys.stdout.write(to_csv(entries))
+    sys.stdout.write(to_csv(_suppressions(args)))
     return EXIT_OK
 
 
