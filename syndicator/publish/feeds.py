@@ -300,14 +300,11 @@ def _generator(site: Site, channel: Channel, items: Sequence[Article], names: Na
     return fg
 
 
-def _links(fg: Any, site: Site, channel: Channel, fmt: str, prev_archive: str = "") -> None:
+def _rss_links(fg: Any, site: Site, channel: Channel) -> None:
     # feedgen uses the *last* link as RSS <channel><link>: self first, then alternate.
-    fg.link(href=feed_url(site, channel, fmt), rel="self", type=CONTENT_TYPES[fmt])
+    fg.link(href=feed_url(site, channel, "rss"), rel="self", type=CONTENT_TYPES["rss"])
     if site.hub:
         fg.link(href=site.hub, rel="hub")
-    if prev_archive and fmt == "atom":
-        # RFC 5005 section 4: the newest archive document of this feed.
-        fg.link(href=prev_archive, rel="prev-archive", type=CONTENT_TYPES["atom"])
     fg.link(href=site.index_url, rel="alternate", type="text/html")
 
 
@@ -338,7 +335,7 @@ def render_all(
     from syndicator.publish.atom import render_channel_atom  # noqa: PLC0415
 
     fg = _generator(site, channel, items, names)
-    _links(fg, site, channel, "rss")
+    _rss_links(fg, site, channel)
     rss: bytes = fg.rss_str(pretty=True)
     atom = render_channel_atom(
         site, channel, items, names, prev_archive=prev_archive, entries=entries

@@ -21,7 +21,6 @@ from syndicator.publish.feeds import (
     Names,
     Site,
     _generator,
-    _links,
     feed_url,
     plain_title,
 )
@@ -106,7 +105,13 @@ def feedgen_channel(
     site: Site, channel: Channel, items: list[Article], names: Names, prev_archive: str = ""
 ) -> bytes:
     fg = _generator(site, channel, items, names)
-    _links(fg, site, channel, "atom", prev_archive)
+    atom = CONTENT_TYPES["atom"]
+    fg.link(href=feed_url(site, channel, "atom"), rel="self", type=atom)
+    if site.hub:
+        fg.link(href=site.hub, rel="hub")
+    if prev_archive:
+        fg.link(href=prev_archive, rel="prev-archive", type=atom)
+    fg.link(href=site.index_url, rel="alternate", type="text/html")
     data: bytes = fg.atom_str(pretty=True)
     return data
 
