@@ -140,6 +140,8 @@ class _Assignments:
     page_size: int
     pages: dict[str, dict[int, list[str]]] = field(default_factory=dict)
     entries: dict[str, dict[str, tuple[int, bool]]] = field(default_factory=dict)
+    # How many of each channel's entries are present, kept as they change.
+    present: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -149,6 +151,7 @@ class _Assignments:
         for channel, article_id, page, present in rows:
             loaded.entries.setdefault(channel, {})[article_id] = (page, present)
             loaded.pages.setdefault(channel, {}).setdefault(page, []).append(article_id)
+            loaded.present[channel] = loaded.present.get(channel, 0) + present
         return loaded
 
     def newest_page(self, channel: str) -> int:
@@ -163,10 +166,17 @@ class _Assignments:
             pages[newest] = []
         pages[newest].append(article_id)
         self.entries.setdefault(channel, {})[article_id] = (newest, True)
+        self.present[channel] = self.present.get(channel, 0) + 1
         return newest
 
+    def set_present(self, channel: str, article_id: str, present: bool) -> None:
+        page, was = self.entries[channel][article_id]
+        if was != present:
+            self.entries[channel][article_id] = (page, present)
+            self.present[channel] = self.present.get(channel, 0) + (1 if present else -1)
+
     def present_count(self, channel: str) -> int:
-        return sum(1 for _page, present in self.entries.get(channel, {}).values() if present)
+        return self.present.get(channel, 0)
 
     def present_on(self, channel: str, page: int) -> list[str]:
         entries = self.entries[channel]
@@ -251,7 +261,7 @@ def _plan(
                 continue
             page, present = entry
             if present != inside:
-                entries[article_id] = (page, inside)
+                cache.set_present(channel.path, article_id, inside)
                 plan.presence.append((channel.path, article_id, inside))
                 plan.dirty.add((channel, page))
             elif inside and not full:
@@ -326,7 +336,11 @@ def update_archives(
     result.counts.update(plan.counts)
     dirty = plan.dirty
     with state.engine.connect() as conn:
-        stored = {} if fresh else feed_signatures(conn, f"{ARCHIVE_DIR}/")
+        stored = (
+            {}
+            if fresh
+            else feed_signatures(conn, [archive_path(channel, page) for channel, page in dirty])
+        )
     wanted: dict[str, tuple[Channel, int, list[str], bool]] = {}
     signatures: dict[str, str] = {}
     for channel, page in dirty:

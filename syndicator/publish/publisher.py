@@ -545,7 +545,7 @@ def publish(
     site_signature = settings_signature(site, names, max_items)
     with state.engine.connect() as conn, conn.begin():
         catalogue, changed, touched = _catalogue(state, conn, kept, rebuild=verify_pages)
-        stored = {} if fresh else feed_signatures(conn)
+        stored = {} if fresh else feed_signatures(conn, [c.path for c in channels])
         awaiting_mail = articles_awaiting_mail(conn)
     catalogue.choose(channels, max_items, touched)
     pages = Pages(site, names, channels)

@@ -9,7 +9,7 @@ cycle publish (and check every file) again.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -57,9 +57,22 @@ def mark_published(conn: Connection, settings: str) -> None:
     set_meta(conn, _SETTINGS, settings)
 
 
-def feed_signatures(conn: Connection) -> dict[str, str]:
-    """What each channel's published files were built from, by channel path."""
-    return {row.path: row.signature for row in conn.execute(select(feeds_table))}
+_CHUNK = 500  # paths per IN (...) list
+
+
+def feed_signatures(conn: Connection, paths: Collection[str] | None = None) -> dict[str, str]:
+    """What each channel's published files were built from, by channel path; only those
+    of ``paths`` when given (a publish looks up what it may render, not every file)."""
+    if paths is None:
+        return {row.path: row.signature for row in conn.execute(select(feeds_table))}
+    wanted = sorted(paths)
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        query = select(feeds_table.c.path, feeds_table.c.signature).where(
+            feeds_table.c.path.in_(wanted[start : start + _CHUNK])
+        )
+        found.update((row.path, row.signature) for row in conn.execute(query))
+    return found
 
 
 def record_feed_signatures(conn: Connection, signatures: Mapping[str, str]) -> None:

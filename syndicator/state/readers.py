@@ -13,7 +13,7 @@ Archive page signatures live in ``feeds`` next to the channel feeds', under
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,6 +44,7 @@ from syndicator.state.db import (
     metadata,
     subscribers_table,
 )
+from syndicator.state.feeds import feed_signatures as signatures_of
 
 archive_entries_table = Table(
     "archive_entries",
@@ -205,12 +206,9 @@ def save_archive_entries(
     return revision
 
 
-def feed_signatures(conn: Connection, prefix: str) -> dict[str, str]:
-    """Signatures of published files whose path starts with ``prefix``."""
-    query = select(feeds_table.c.path, feeds_table.c.signature).where(
-        feeds_table.c.path.startswith(prefix, autoescape=True)
-    )
-    return {row.path: row.signature for row in conn.execute(query)}
+def feed_signatures(conn: Connection, paths: Collection[str]) -> dict[str, str]:
+    """Signatures of the published files ``paths`` (those that have one)."""
+    return signatures_of(conn, paths)
 
 
 def set_feed_signatures(conn: Connection, signatures: dict[str, str]) -> None:
