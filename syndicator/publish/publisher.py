@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import BytecodeCache, Environment, PackageLoader, select_autoescape
+from jinja2.bccache import Bucket
 from sqlalchemy.engine import Connection
 
 from syndicator import __version__
@@ -187,6 +188,27 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+class _CompiledTemplates(BytecodeCache):
+    """The templates as compiled once in this process, for every environment below: each
+    publish makes an environment of its own (its globals are the site's), and compiling
+    the templates again would cost more than rendering what one new article changes.
+    Jinja checks each template's source against the checksum kept with its code."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+_COMPILED = _CompiledTemplates()
+
+
 def _templates() -> Environment:
     return Environment(
         loader=PackageLoader("syndicator", "templates"),
@@ -194,6 +216,7 @@ def _templates() -> Environment:
         trim_blocks=False,
         lstrip_blocks=False,
         keep_trailing_newline=True,
+        bytecode_cache=_COMPILED,
     )
 
 
