@@ -339,6 +339,7 @@ def reload_store(
     subscribers: Sequence[Subscriber] | None = None,
     held_subscribers: frozenset[str] = frozenset(),
     subscriber_index: SubscriberIndex | None = None,
+    known_files: stored_articles.KnownFiles | None = None,
 ) -> ReloadResult:
     """Bring state in line with the store; return what changed.
 
@@ -346,14 +347,16 @@ def reload_store(
     known so far (nothing is matched on the very first load of a store: that is
     the baseline), then ``subscribers`` (the subscribers file, when given) is
     synced, so a subscriber added now receives only articles seen from now on.
+    ``known_files`` keeps the files state knows between calls (without it they are read).
     """
     started = time.perf_counter()
     result = ReloadResult()
     scanned = scan(store_path)
     result.errors.extend(scanned.errors)
     result.files = len(scanned.files)
+    kept_files = stored_articles.KnownFiles() if known_files is None else known_files
     with state.transaction() as conn:
-        known = state.files(conn)
+        known = kept_files.read(state, conn)
         changed = [
             item for item in scanned.files if known.get(item.location) != (item.size, item.mtime_ns)
         ]
@@ -390,7 +393,9 @@ def reload_store(
         touched = plan.touched
         if touched:
             state.record_article_changes(conn, touched)
-        stored_articles.record_files(conn, forget=plan.forget_files, read=plan.file_rows)
+        files_revisions = stored_articles.record_files(
+            conn, forget=plan.forget_files, read=plan.file_rows
+        )
         result.errors.extend(plan.errors)
         result.new.extend(plan.new)
         result.updated.extend(plan.updated)
@@ -419,6 +424,7 @@ def reload_store(
             # In the transaction that records the change: a crash before publishing leaves
             # the feeds marked for rebuilding, not silently behind.
             feed_marks.mark_feeds_dirty(conn)
+    kept_files.recorded(files_revisions, forget=plan.forget_files, read=plan.file_rows)
     for error in result.errors:
         log.warning("%s", error)
     result.duration = time.perf_counter() - started
@@ -512,6 +518,8 @@ class Pipeline:
         self.catalogue = KeptCatalogue()
         # The active subscribers' matching index, kept while they do not change.
         self.subscriber_index = SubscriberIndex()
+        # The store files state knows, kept while no other process changes them.
+        self.known_files = stored_articles.KnownFiles()
         # The subscribers file as last parsed: the key (path, size, mtime, topics) and result.
         self._subscribers: tuple[tuple[object, ...], SubscribersFile] | None = None
         # The parse last synced into state (the same parse again needs no sync).
@@ -586,6 +594,7 @@ class Pipeline:
                 subscribers=None if synced_before else listed,
                 held_subscribers=held,
                 subscriber_index=self.subscriber_index,
+                known_files=self.known_files,
             ),
         )
         if listed is not None:

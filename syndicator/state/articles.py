@@ -6,6 +6,7 @@ parameters of one statement); writes of many rows go out as one executemany each
 
 from __future__ import annotations
 
+import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -15,7 +16,16 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from syndicator.models import Article
-from syndicator.state.db import article_from_row, articles_table, files_table, insert_rows
+from syndicator.state.db import (
+    State,
+    article_from_row,
+    articles_table,
+    files_table,
+    get_meta,
+    insert_rows,
+    meta_table,
+    set_meta,
+)
 
 CHUNK = 500
 # Columns written when an article's content or metadata changed (the same for every row,
@@ -155,12 +165,74 @@ def record_articles(
 
 def record_files(
     conn: Connection, *, forget: Sequence[str], read: Sequence[dict[str, Any]]
-) -> None:
+) -> tuple[str | None, str] | None:
     """Forget the store files ``forget`` and record the files ``read`` (path, size,
-    mtime_ns, problems), so an unchanged file is not read again."""
+    mtime_ns, problems), so an unchanged file is not read again.
+
+    Returns the files revision before and after (None: nothing to record), for
+    :meth:`KnownFiles.recorded` once the transaction committed.
+    """
+    if not forget and not read:
+        return None
     for chunk in _chunks(forget):
         conn.execute(delete(files_table).where(files_table.c.path.in_(chunk)))
     insert_rows(conn, files_table, read)
+    # The row is locked while the revision moves, so ``before`` is the one this write
+    # follows, whoever else writes files at the same time.
+    insert_rows(conn, meta_table, [{"key": _FILES_REVISION, "value": ""}], skip_existing=True)
+    before = conn.execute(
+        select(meta_table.c.value).where(meta_table.c.key == _FILES_REVISION).with_for_update()
+    ).scalar()
+    after = secrets.token_hex(8)
+    set_meta(conn, _FILES_REVISION, after)
+    return (before or None, after)
+
+
+_FILES_REVISION = "files_revision"
+
+
+class KnownFiles:
+    """The store files state knows (path -> (size, mtime_ns)), kept by one process between
+    cycles while the files revision in state stands: every write of the files moves it,
+    so a cycle reads the rows again only after another process changed them.
+    """
+
+    __slots__ = ("files", "revision")
+
+    def __init__(self) -> None:
+        self.revision: str | None = None  # None: nothing kept
+        self.files: dict[str, tuple[int, int]] = {}
+
+    def read(self, state: State, conn: Connection) -> dict[str, tuple[int, int]]:
+        """The files as of ``conn``'s transaction (do not change the mapping)."""
+        # The revision first: a write committed between the two reads shows as a new
+        # revision next time, never as a stale mapping kept for good.
+        revision = get_meta(conn, _FILES_REVISION) or None
+        if revision is None or revision != self.revision:
+            self.files = state.files(conn)
+            self.revision = revision
+        return self.files
+
+    def recorded(
+        self,
+        revisions: tuple[str | None, str] | None,
+        *,
+        forget: Sequence[str],
+        read: Sequence[dict[str, Any]],
+    ) -> None:
+        """What :func:`record_files` wrote and returned, after its transaction committed."""
+        if revisions is None:
+            return
+        before, after = revisions
+        if before is None or before != self.revision:
+            # Another process wrote files in between: read them all next time.
+            self.revision, self.files = None, {}
+            return
+        for path in forget:
+            self.files.pop(path, None)
+        for row in read:
+            self.files[row["path"]] = (row["size"], row["mtime_ns"])
+        self.revision = after
 
 
 def record_classes(
