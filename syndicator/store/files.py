@@ -21,9 +21,9 @@ import os
 import re
 import stat as stat_module
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,13 +62,6 @@ class ScanResult:
     errors: list[StoreError]
 
 
-def _is_candidate(name: str) -> bool:
-    if name.startswith((".", "#")) or name.endswith("~"):
-        return False
-    dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in STORE_SUFFIXES
-
-
 def scan(root: Path) -> ScanResult:
     """List the store's article files, sorted by path, with their size and mtime.
 
@@ -97,16 +90,23 @@ def scan(root: Path) -> ScanResult:
         return ScanResult(files, errors)
     if stat_module.S_ISREG(root_stat.st_mode):
         return ScanResult([FileStat(str(root), root_stat.st_size, root_stat.st_mtime_ns)], errors)
-    seen_dirs: set[tuple[int, int]] = set()
-    for entry_path, entry_stat in _walk(root, seen_dirs, errors):
-        files.append(FileStat(entry_path, entry_stat.st_size, entry_stat.st_mtime_ns))
-    files.sort(key=lambda item: item.location)
+    _walk(root, set(), files, errors)
+    files.sort(key=_location)
     return ScanResult(files, errors)
 
 
+_location = attrgetter("location")
+_by_name = attrgetter("name")
+
+
 def _walk(
-    directory: Path, seen_dirs: set[tuple[int, int]], errors: list[StoreError]
-) -> Iterator[tuple[str, os.stat_result]]:
+    directory: Path,
+    seen_dirs: set[tuple[int, int]],
+    files: list[FileStat],
+    errors: list[StoreError],
+) -> None:
+    """Add the article files under ``directory`` to ``files``, each directory's in name
+    order. Every cycle stats every store file, so the loop over them is kept lean."""
     try:
         dir_stat = directory.stat()
     except OSError as exc:
@@ -129,7 +129,7 @@ def _walk(
     seen_dirs.add(key)
     try:
         with os.scandir(directory) as entries:
-            children = sorted(entries, key=lambda entry: entry.name)
+            children = sorted(entries, key=_by_name)
     except OSError as exc:
         errors.append(
             StoreError(
@@ -137,14 +137,18 @@ def _walk(
             )
         )
         return
+    is_regular = stat_module.S_ISREG
     for entry in children:
-        if entry.name.startswith("."):
+        name = entry.name
+        if name.startswith("."):
             continue
         try:
             if entry.is_dir():
-                yield from _walk(Path(entry.path), seen_dirs, errors)
+                _walk(Path(entry.path), seen_dirs, files, errors)
                 continue
-            if not _is_candidate(entry.name):
+            # Article files only: no editor leftovers ("#draft.md#", "a.md~"), only the
+            # store's suffixes (without a dot, the last character is no suffix either).
+            if name[0] == "#" or name[name.rfind(".") :].lower() not in STORE_SUFFIXES:
                 continue
             entry_stat = entry.stat()
         except FileNotFoundError:
@@ -167,8 +171,8 @@ def _walk(
                 )
             )
             continue
-        if stat_module.S_ISREG(entry_stat.st_mode):
-            yield entry.path, entry_stat
+        if is_regular(entry_stat.st_mode):
+            files.append(FileStat(entry.path, entry_stat.st_size, entry_stat.st_mtime_ns))
 
 
 def read_file(path: Path) -> tuple[list[RawArticle], list[StoreError]]:
