@@ -61,7 +61,8 @@ class _Built:
 
 class SubscriberIndex:
     """The active subscribers' filters, indexed for matching, kept while the subscribers
-    revision of the database stands (on SQLite; elsewhere it is built for each batch).
+    revision of the database stands (SQLite and PostgreSQL count every change; on other
+    databases it is built for each batch).
 
     Whoever owns a :class:`~syndicator.state.db.State` owns one and passes it to
     :func:`record_matches`; it holds nothing but what it read from that database.

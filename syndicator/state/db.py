@@ -408,17 +408,44 @@ _SUBSCRIBER_TRIGGERS = tuple(
 )
 # Replaced by the trigger above, which also counts changes of cadence.
 _OLD_SUBSCRIBER_TRIGGERS = ("DROP TRIGGER IF EXISTS subscribers_revision_update",)
+# On PostgreSQL, the same changes are counted once per transaction, as it commits: a
+# deferred trigger takes the revision row only then, so writers never hold it while they
+# work (nor wait for it holding subscribers' rows), and counts after the row's first use.
+_POSTGRESQL_SUBSCRIBER_COUNT = f"""
+CREATE OR REPLACE FUNCTION syndicator_count_subscriber_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('syndicator.subscribers_counted', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('syndicator.subscribers_counted', 'on', true);
+    INSERT INTO meta (key, value) VALUES ('{_SUBSCRIBERS_REVISION}', '1')
+    ON CONFLICT (key) DO UPDATE SET value = (CAST(meta.value AS BIGINT) + 1)::text;
+    RETURN NULL;
+END
+$$
+"""
+_POSTGRESQL_SUBSCRIBER_TRIGGER = """
+CREATE CONSTRAINT TRIGGER subscribers_revision
+AFTER INSERT OR DELETE OR UPDATE OF filters, status, added_seq, id, cadence ON subscribers
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+EXECUTE FUNCTION syndicator_count_subscriber_change()
+"""
 
 
 def subscribers_revision(conn: Connection) -> str | None:
-    """A token that changes whenever subscribers or their filters change; None where
-    changes are not counted (databases other than SQLite)."""
-    if conn.dialect.name != "sqlite":
+    """A token that changes whenever subscribers or their filters change (committed, by
+    any process); None where changes are not counted (databases other than SQLite and
+    PostgreSQL)."""
+    if conn.dialect.name not in {"sqlite", "postgresql"}:
         return None
     value = conn.execute(
         select(meta_table.c.value).where(meta_table.c.key == _SUBSCRIBERS_REVISION)
     ).scalar()
-    return None if value is None else str(value)
+    if value is None:
+        # PostgreSQL's count starts with the first change (SQLite's when state is created).
+        return "0" if conn.dialect.name == "postgresql" else None
+    return str(value)
 
 
 class State:
@@ -487,6 +514,14 @@ class State:
                     self.set_meta(conn, _SUBSCRIBERS_REVISION, "0")
                 for trigger in (*_OLD_SUBSCRIBER_TRIGGERS, *_SUBSCRIBER_TRIGGERS):
                     conn.exec_driver_sql(trigger)
+            elif conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(_POSTGRESQL_SUBSCRIBER_COUNT)
+                counted = conn.exec_driver_sql(
+                    "SELECT 1 FROM pg_trigger WHERE tgname = 'subscribers_revision' "
+                    "AND tgrelid = 'subscribers'::regclass"
+                ).first()
+                if counted is None:
+                    conn.exec_driver_sql(_POSTGRESQL_SUBSCRIBER_TRIGGER)
             version = conn.execute(
                 select(meta_table.c.value).where(meta_table.c.key == "schema_version")
             ).scalar()
