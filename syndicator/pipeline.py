@@ -360,7 +360,9 @@ def reload_store(
         changed = [
             item for item in scanned.files if known.get(item.location) != (item.size, item.mtime_ns)
         ]
-        vanished = vanished_files(scanned, known)
+        # Every file state knows found again (the usual cycle): none vanished.
+        found_again = len(scanned.files) - sum(1 for item in changed if item.location not in known)
+        vanished = [] if found_again == len(known) else vanished_files(scanned, known)
         parsed = read_files(classifier, changed)
         result.files_read = len(changed)
         next_seq = state.next_seq(conn)
