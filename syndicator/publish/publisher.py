@@ -615,6 +615,19 @@ def publish(
         plan.pages = set(plan.page_signatures)
     with state.engine.connect() as conn:
         full = articles_by_id(conn, plan.articles_needed)
+    # Files to write: (path relative to output_dir, bytes, modification time, the feed's
+    # URL when it is one), written a batch at a time.
+    batch: list[tuple[str, bytes, datetime | None, str]] = []
+
+    def flush() -> None:
+        done = _write_files(output_dir, [(path, data, mtime) for path, data, mtime, _ in batch])
+        for (relative, _, _, url), wrote in zip(batch, done, strict=True):
+            if wrote:
+                result.written.append(relative)
+                if url:
+                    result.changed_feed_urls.append(url)
+        batch.clear()
+
     for channel, items in plan.feeds.items():
         channel_articles = [full[item.id] for item in items]
         channel_updated = feed_updated(channel_articles)
@@ -628,27 +641,22 @@ def publish(
         )
         for fmt, data in rendered.items():
             relative = f"{channel.path}.{fmt}"
-            if write_if_changed(output_dir / relative, data, modified=channel_updated):
-                result.written.append(relative)
-                result.changed_feed_urls.append(feed_url(site, channel, fmt))
+            batch.append((relative, data, channel_updated, feed_url(site, channel, fmt)))
         page = pages.channel(channel, channel_articles, older=newest_page.get(channel.path, 0))
-        if write_if_changed(output_dir / channel_page_path(channel), page):
-            result.written.append(channel_page_path(channel))
+        batch.append((channel_page_path(channel), page, None, ""))
         result.channels_rendered += 1
+        if len(batch) >= _BATCH_FILES:
+            flush()
+    flush()  # the feeds before the pages that list them
     updated = feed_updated([full[item.id] for item in plan.latest])
-    for relative, data in (
-        (
-            "index.html",
-            pages.index(
-                [full[item.id] for item in plan.latest],
-                counts,
-                {path: items[0].published for path, items in catalogue.selections.items() if items},
-            ),
-        ),
-        ("feeds.opml", render_opml(site, channels, updated)),
-    ):
-        if write_if_changed(output_dir / relative, data, modified=updated):
-            result.written.append(relative)
+    index = pages.index(
+        [full[item.id] for item in plan.latest],
+        counts,
+        {path: items[0].published for path, items in catalogue.selections.items() if items},
+    )
+    batch.append(("index.html", index, updated, ""))
+    batch.append(("feeds.opml", render_opml(site, channels, updated), updated, ""))
+    flush()
     result.written += _write_pages(output_dir, pages, [full[i] for i in sorted(plan.pages)])
     result.pages_rendered += len(plan.pages)
     if plan.unpublish is None:
@@ -731,6 +739,31 @@ class PageOnDemand:
         with self.state.transaction() as conn:
             record_page_signatures(conn, {article.id: signature})
         return True
+
+
+_BATCH_FILES = 64  # rendered files held at once before they are written
+
+
+def _write_files(
+    output_dir: Path, files: Sequence[tuple[str, bytes, datetime | None]]
+) -> list[bool]:
+    """Write ``files`` (path relative to ``output_dir``, bytes, modification time) from a
+    few threads (fsync waits on the disk, not the interpreter), each directory fsynced once
+    at the end; whether each one was written."""
+    if not files:
+        return []
+
+    def write(file: tuple[str, bytes, datetime | None]) -> bool:
+        relative, data, modified = file
+        return write_if_changed(
+            output_dir / relative, data, sync_directory=False, modified=modified
+        )
+
+    with ThreadPoolExecutor(max_workers=_WRITERS) as pool:
+        done = list(pool.map(write, files))
+    for directory in sorted({(output_dir / relative).parent for relative, _, _ in files}):
+        _fsync_directory(directory)
+    return done
 
 
 def _write_pages(output_dir: Path, pages: Pages, articles: Sequence[Article]) -> list[str]:
