@@ -17,10 +17,13 @@ file, is still read.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import stat as stat_module
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from operator import attrgetter
@@ -90,9 +93,26 @@ def scan(root: Path) -> ScanResult:
         return ScanResult(files, errors)
     if stat_module.S_ISREG(root_stat.st_mode):
         return ScanResult([FileStat(str(root), root_stat.st_size, root_stat.st_mtime_ns)], errors)
-    _walk(root, set(), files, errors)
+    with _collector_paused():
+        _walk(root, set(), files, errors)
     files.sort(key=_location)
     return ScanResult(files, errors)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused (reference counting still frees), as the scan
+    makes one object per store file, all kept until the caller is done with them: else the
+    collections their number sets off move them to the oldest generation, and that sets
+    off a full collection of everything a long-lived process keeps, at every cycle."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 _location = attrgetter("location")
