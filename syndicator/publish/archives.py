@@ -280,6 +280,14 @@ def _plan(
     return plan
 
 
+def prime_archives(state: State, kept: KeptArchives, page_size: int) -> None:
+    """Load the page assignments to keep now, so the first update after it costs what
+    changed, not a read of every assignment."""
+    with state.engine.connect() as conn, conn.begin():
+        revision = archives_revision(state, conn)
+        kept.assignments = _Assignments.load(revision, page_size, archive_entries(conn))
+
+
 def update_archives(
     state: State,
     *,

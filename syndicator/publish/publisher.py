@@ -35,6 +35,7 @@ from syndicator.models import Article
 from syndicator.publish.archives import (
     KeptArchives,
     prev_archive_links,
+    prime_archives,
     signature_of,
     update_archives,
 )
@@ -441,11 +442,13 @@ def _catalogue(
     return catalogue, None, None
 
 
-def prime_catalogue(state: State, kept: KeptCatalogue) -> None:
-    """Load the catalogue to keep now, so the first change after it costs what it changes,
-    not a read of every article."""
+def prime_catalogue(state: State, kept: KeptCatalogue, *, archive_size: int = 0) -> None:
+    """Load the catalogue to keep now (with ``archive_size``, the archive page assignments
+    too), so the first change after it costs what it changes, not a read of every article."""
     with state.engine.connect() as conn, conn.begin():
         _catalogue(state, conn, kept, rebuild=False)
+    if archive_size:
+        prime_archives(state, kept.archives, archive_size)
 
 
 @dataclass(slots=True)
