@@ -12,6 +12,13 @@ newest page; each page links ``prev-archive`` to the one before it and ``current
 feed, and carries ``<fh:archive/>``. A client that walks ``prev-archive`` from the feed
 sees every article of the channel, each on exactly one archive page.
 
+A channel whose articles all sit on its first page has no archive document yet: a lone
+page would have neither a page before nor after it to link (RFC 5005 asks for neither,
+and the W3C validator warns about an archive without them). Its feed holds every one of
+its articles instead and says so with ``<fh:complete/>`` (section 2); the archive is
+published from the moment a second page opens, the first page with its ``next-archive``
+link.
+
 Assignments are kept in state (:mod:`syndicator.state.readers`) and cached in memory
 between publishes, keyed by a revision any process bumps when it changes them.
 """
@@ -93,12 +100,19 @@ def archive_url(site: Site, channel: Channel, page: int) -> str:
 def prev_archive_links(
     site: Site, channels: Sequence[Channel], newest: Mapping[str, int]
 ) -> dict[str, str]:
-    """The ``prev-archive`` link of each channel's feed: its newest archive page."""
+    """The ``prev-archive`` link of each channel's feed: its newest archive page (none
+    while the channel fits on one page, which is then not published)."""
     return {
         channel.path: archive_url(site, channel, newest[channel.path])
         for channel in channels
-        if newest.get(channel.path)
+        if is_archived(newest.get(channel.path, 0))
     }
+
+
+def is_archived(newest_page: int) -> bool:
+    """Whether a channel whose newest page is ``newest_page`` has archive documents: from
+    its second page on (before that its feed is complete)."""
+    return newest_page >= 2
 
 
 def render_archive_page(
@@ -352,6 +366,8 @@ def update_archives(
     wanted: dict[str, tuple[Channel, int, list[str], bool]] = {}
     signatures: dict[str, str] = {}
     for channel, page in dirty:
+        if not is_archived(cache.newest_page(channel.path)):
+            continue  # one page: the feed holds it all (fh:complete)
         ids = cache.present_on(channel.path, page)
         relative = archive_path(channel, page)
         has_next = page < cache.newest_page(channel.path)

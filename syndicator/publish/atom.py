@@ -146,10 +146,12 @@ def atom_document(
     subtitle: str,
     entries: Iterable[str],
     archive: bool = False,
+    complete: bool = False,
 ) -> bytes:
     """A whole ``<feed>``; ``generator`` is (name, version, uri); ``archive`` marks it an
-    archive document (RFC 5005 ``fh:archive``)."""
-    namespaces = f' xmlns:fh="{HISTORY_NS}"' if archive else ""
+    archive document (RFC 5005 ``fh:archive``), ``complete`` a document holding every
+    entry of its feed (``fh:complete``)."""
+    namespaces = f' xmlns:fh="{HISTORY_NS}"' if archive or complete else ""
     language_attribute = f' xml:lang="{_attribute(language)}"' if language else ""
     indent = "  "
     name, version, uri = generator
@@ -176,6 +178,8 @@ def atom_document(
         head.append(_element(indent, "subtitle", subtitle))
     if archive:
         head.append(f"{indent}<fh:archive/>\n")
+    if complete:
+        head.append(f"{indent}<fh:complete/>\n")
     return ("".join(head) + "".join(entries) + "</feed>\n").encode("utf-8")
 
 
@@ -189,6 +193,7 @@ def _channel_document(
     title: str,
     links: Sequence[Link],
     archive: bool = False,
+    complete: bool = False,
 ) -> bytes:
     return atom_document(
         feed_id=feed_id,
@@ -201,6 +206,7 @@ def _channel_document(
         subtitle=channel.description,
         entries=map(entries, items),
         archive=archive,
+        complete=complete,
     )
 
 
@@ -216,10 +222,12 @@ def render_channel_atom(
     names: Names,
     *,
     prev_archive: str = "",
+    complete: bool = False,
     entries: Callable[[Article], str] | None = None,
 ) -> bytes:
     """The channel's Atom feed; ``prev_archive`` links its newest archive document
-    (RFC 5005 section 4)."""
+    (RFC 5005 section 4), ``complete`` says ``items`` are every article of the channel
+    (section 2: there is no archive to link yet)."""
     links = [Link(feed_url(site, channel, "atom"), "self", CONTENT_TYPES["atom"])]
     if site.hub:
         links.append(Link(site.hub, "hub"))
@@ -234,6 +242,7 @@ def render_channel_atom(
         feed_id=channel_feed_id(site, channel),
         title=f"{plain_title(site.title)} — {channel.name}",
         links=links,
+        complete=complete,
     )
 
 

@@ -323,13 +323,15 @@ def render_all(
     names: Names,
     *,
     prev_archive: str = "",
+    complete: bool = False,
     entries: Callable[[Article], str] | None = None,
 ) -> dict[str, bytes]:
     """The channel in every format.
 
     ``prev_archive`` is the URL of the channel's newest archive document (RFC 5005), linked
-    from the Atom feed; ``entries`` gives each article's Atom entry (written once for
-    every document of a publish).
+    from the Atom feed; ``complete``: ``items`` are the whole channel, which the Atom feed
+    says with ``fh:complete``; ``entries`` gives each article's Atom entry (written once
+    for every document of a publish).
     """
     # Imported here: the Atom writer builds on this module's helpers.
     from syndicator.publish.atom import render_channel_atom  # noqa: PLC0415
@@ -338,7 +340,13 @@ def render_all(
     _rss_links(fg, site, channel)
     rss: bytes = fg.rss_str(pretty=True)
     atom = render_channel_atom(
-        site, channel, items, names, prev_archive=prev_archive, entries=entries
+        site,
+        channel,
+        items,
+        names,
+        prev_archive=prev_archive,
+        complete=complete,
+        entries=entries,
     )
     return {"rss": rss, "atom": atom, "json": render_json(site, channel, items, names)}
 

@@ -34,6 +34,7 @@ from syndicator import __version__
 from syndicator.models import Article
 from syndicator.publish.archives import (
     KeptArchives,
+    archive_path,
     prev_archive_links,
     prime_archives,
     signature_of,
@@ -395,17 +396,25 @@ class _Catalogue:
         return touched
 
     def choose(
-        self, channels: Sequence[Channel], max_items: int, touched: list[_LightArticle] | None
+        self,
+        channels: Sequence[Channel],
+        max_items: int,
+        touched: list[_LightArticle] | None,
+        *,
+        whole: frozenset[str] = frozenset(),
+        whole_limit: int = 0,
     ) -> None:
         """Each channel's items: all again, or only the channels ``touched`` articles
-        were or are in."""
-        chosen_for = (tuple(channels), max_items)
+        were or are in. The channels named in ``whole`` get up to ``whole_limit`` items
+        (all of theirs: they fit on one archive page) instead of ``max_items``."""
+        chosen_for = (tuple(channels), max_items, whole, whole_limit)
         if touched is None or self.chosen_for != chosen_for:
             affected = list(channels)
         else:
             affected = [c for c in channels if any(c.includes(item) for item in touched)]
         for channel in affected:
-            self.selections[channel.path] = select_items(channel, self.order, max_items)
+            limit = max(max_items, whole_limit) if channel.path in whole else max_items
+            self.selections[channel.path] = select_items(channel, self.order, limit)
         self.chosen_for = chosen_for
 
 
@@ -480,6 +489,7 @@ def plan_publish(
     awaiting_mail: Collection[str],
     changed: frozenset[str] | None,
     prev_archive: Mapping[str, str] | None = None,
+    complete: Collection[str] = (),
 ) -> PublishPlan:
     """Which feeds and pages to render (pure: the files present are handed in).
 
@@ -489,7 +499,8 @@ def plan_publish(
     Pages are kept for the articles something links to (a feed, the index, a mail
     about to be sent) and for those ``changed`` that have one (None: every changed).
     ``prev_archive`` gives each channel's newest archive page (RFC 5005), which its feed
-    links to; a channel's HTML page counts among its files.
+    links to, and ``complete`` the channels whose feed holds every one of their articles
+    (``fh:complete``); a channel's HTML page counts among its files.
     """
     prev_archive = prev_archive or {}
     feeds: dict[Channel, list[_LightArticle]] = {}
@@ -501,6 +512,7 @@ def plan_publish(
             channel,
             [(i.id, i.published, i.updated, i.content_hash, i.regions, i.topics) for i in items],
             prev_archive.get(channel.path, ""),
+            channel.path in complete,
         )
         signatures[channel.path] = signature
         missing = any(f"{channel.path}.{fmt}" not in feed_files for fmt in FORMATS)
@@ -573,11 +585,11 @@ def publish(
         catalogue, changed, touched = _catalogue(state, conn, kept, rebuild=verify_pages)
         stored = {} if fresh else feed_signatures(conn, [c.path for c in channels])
         awaiting_mail = articles_awaiting_mail(conn)
-    catalogue.choose(channels, max_items, touched)
     pages = Pages(site, names, channels)
     prev_archive: dict[str, str] = {}
     newest_page: dict[str, int] = {}
     counts: dict[str, int] = {}
+    complete: frozenset[str] = frozenset()
     entries = AtomEntries(site, names)
     if archive_size:
         archived = update_archives(
@@ -602,6 +614,9 @@ def publish(
         result.written += archived.written
         newest_page, counts = archived.newest, archived.counts
         prev_archive = prev_archive_links(site, channels, archived.newest)
+        complete = frozenset(c.path for c in channels if c.path not in prev_archive)
+        result.removed += _remove_unarchived(output_dir, channels, complete)
+    catalogue.choose(channels, max_items, touched, whole=complete, whole_limit=archive_size)
     plan = plan_publish(
         catalogue,
         channels=channels,
@@ -613,6 +628,7 @@ def publish(
         awaiting_mail=awaiting_mail,
         changed=changed,
         prev_archive=prev_archive,
+        complete=complete,
     )
     if fresh:
         plan.pages = set(plan.page_signatures)
@@ -640,12 +656,14 @@ def publish(
             channel_articles,
             names,
             prev_archive=prev_archive.get(channel.path, ""),
+            complete=channel.path in complete,
             entries=entries,
         )
         for fmt, data in rendered.items():
             relative = f"{channel.path}.{fmt}"
             batch.append((relative, data, channel_updated, feed_url(site, channel, fmt)))
-        page = pages.channel(channel, channel_articles, older=newest_page.get(channel.path, 0))
+        older = newest_page.get(channel.path, 0) if channel.path in prev_archive else 0
+        page = pages.channel(channel, channel_articles, older=older)
         batch.append((channel_page_path(channel), page, None, ""))
         result.channels_rendered += 1
         if len(batch) >= _BATCH_FILES:
@@ -666,7 +684,7 @@ def publish(
         unpublished = _remove_stale_pages(output_dir, catalogue)
     else:
         unpublished = _remove_pages(output_dir, plan.unpublish)
-    result.removed = [article_page_path(i) for i in unpublished]
+    result.removed += [article_page_path(i) for i in unpublished]
     if verify_pages:  # a rebuild, as after a crash: clear what a killed writer left
         result.removed += remove_leftovers(output_dir)
     if not record:
@@ -687,6 +705,25 @@ def publish(
         catalogue.by_id[article_id].page_signature = plan.page_signatures[article_id]
     result.duration = time.perf_counter() - started
     return result
+
+
+def _remove_unarchived(
+    output_dir: Path, channels: Sequence[Channel], complete: Collection[str]
+) -> list[str]:
+    """Remove the first archive page (and its HTML twin) of each channel in ``complete``,
+    as published before a channel that fits on one page stopped having one; the paths
+    removed."""
+    removed = []
+    for channel in channels:
+        if channel.path not in complete:
+            continue
+        for relative in (archive_path(channel, 1), archive_page_path(channel, 1)):
+            try:
+                (output_dir / relative).unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(relative)
+    return removed
 
 
 def _listing(directory: Path, *, files_only: bool = False) -> set[str]:

@@ -155,3 +155,46 @@ def run(config: Config, classifier: Classifier, state: State, *, minutes: int) -
     result = run_cycle(config, classifier, state, now=T0 + timedelta(minutes=minutes))
     assert result.publish is not None
     return result.publish.written
+
+
+COMPLETE = b"<fh:complete/>"
+
+
+async def test_a_channel_on_one_page_is_served_whole_until_its_second_page_opens(
+    config: Config, classifier: Classifier, state: State
+) -> None:
+    assert config.feeds.max_items < PAGE
+    output = config.feeds.output_dir
+    store_files(config.store.path, PAGE)
+    cycle(config, classifier, state, T0)
+    # One full page: no archive document (it could link no page before or after it); the
+    # feed holds every article, past max_items, and says it is complete (RFC 5005 §2).
+    feed = (output / "all.atom").read_bytes()
+    assert COMPLETE in feed and b"prev-archive" not in feed
+    assert len(feedparser.parse(feed).entries) == PAGE
+    assert not (output / "archive" / "all").exists()
+    assert not (output / "all").exists()  # nor the HTML twins
+    assert 'rel="prev"' not in (output / "all.html").read_text()
+    # A page 1 left by an earlier version, for a channel still on one page, goes.
+    stale = output / "archive" / "europe" / "1.atom"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"<feed/>")
+    # One more article opens page 2: the archive appears, page 1 with its next-archive
+    # link, and the feed is back to max_items with prev-archive to the newest page.
+    store_files(config.store.path, 1, start=PAGE)
+    written = run(config, classifier, state, minutes=1)
+    assert {"archive/all/1.atom", "archive/all/2.atom", "all/1.html", "all/2.html"} <= set(written)
+    assert not stale.exists()
+    feed = (output / "all.atom").read_bytes()
+    assert COMPLETE not in feed
+    assert len(feedparser.parse(feed).entries) == config.feeds.max_items
+    first = (output / "archive" / "all" / "1.atom").read_text()
+    assert 'archive/all/2.atom" rel="next-archive"' in first and "prev-archive" not in first
+    second = (output / "archive" / "all" / "2.atom").read_text()
+    assert 'archive/all/1.atom" rel="prev-archive"' in second and "next-archive" not in second
+    async with serving(config, classifier, state) as served, aiohttp.ClientSession() as http:
+        current, pages = await walk(http, f"{served.base}feeds/all.atom")
+    archived = [i for page in pages for i in page]
+    assert sorted(short(archived)) == sorted(channel_ids(state))
+    assert [len(page) for page in pages] == [1, PAGE]
+    assert len(current) == config.feeds.max_items
