@@ -685,11 +685,13 @@ class Pipeline:
 
     def prime(self) -> None:
         """Load what the cycle keeps between cycles now (the service, once started): the
-        catalogue and archive pages publishing keeps, the store files state knows; so the
-        first change after a start costs what it changes, not a read of every article."""
+        catalogue and archive pages publishing keeps, the store files state knows, the
+        subscribers' matching index; so the first change after a start costs what it
+        changes, not a read of every article."""
         prime_catalogue(self.state, self.catalogue, archive_size=self.config.feeds.archive_size)
         with self.state.engine.connect() as conn, conn.begin():
             self.known_files.read(self.state, conn)
+            self.subscriber_index.current(conn)
 
     def page_writer(self) -> PageOnDemand:
         """Writes, on request, the page of an article nothing linked to yet."""
