@@ -27,11 +27,11 @@ Everything here is pure: :meth:`Classifier.classify` takes text and returns a
 from __future__ import annotations
 
 import bisect
-import contextlib
 import hashlib
 import logging
 import operator
 import re
+import sys
 import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -458,18 +458,26 @@ class Classification:
 # --- loading -------------------------------------------------------------------------------
 
 
-def _load_toml(path: Path, what: str) -> dict[str, Any]:
+def _read(path: Path, what: str) -> bytes:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        return path.read_bytes()
     except FileNotFoundError as exc:
         raise ConfigError(
             f"{what} not found", path=path, hint=f"set classify.{what} in the configuration"
         ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", path=path) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=path) from exc
+
+
+def _parse_toml(data: bytes, path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(data.decode())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", path=path) from exc
+
+
+def _load_toml(path: Path, what: str) -> dict[str, Any]:
+    return _parse_toml(_read(path, what), path)
 
 
 def _strings(path: Path, key: str, value: Any) -> list[str]:
@@ -1031,6 +1039,39 @@ def _framework_role(text: str, start: int, cue: Cue, earlier: list[Mention]) -> 
     return "", ""
 
 
+def _matcher_of(gazetteer: Gazetteer, taxonomy: Taxonomy) -> _Matcher:
+    topic_cues: list[Cue] = []
+    for topic in taxonomy.topics.values():
+        topic_cues.extend(Cue(phrase, topic.slug, "cue", topic.slug) for phrase in topic.cues)
+        topic_cues.extend(Cue(phrase, topic.slug, "weak", topic.slug) for phrase in topic.weak_cues)
+    return _Matcher(gazetteer.cues + topic_cues)
+
+
+def _code_sources() -> list[bytes]:
+    """What a cached matcher depends on besides the two files: the code that builds and
+    reads it, and the pyahocorasick installed (an automaton is its own pickle format)."""
+    sources = [
+        Path(sys.modules[name].__file__ or "").read_bytes()
+        for name in (__name__, "syndicator.classify.names", "syndicator.classify.tokens")
+    ]
+    library = Path(ahocorasick.__file__ or "").stat()
+    sources.append(f"{ahocorasick.__file__} {library.st_size} {library.st_mtime_ns}".encode())
+    return sources
+
+
+def _valid_entry(entry: object) -> tuple[Gazetteer, Taxonomy, _Matcher] | None:
+    """``entry`` if it is what :meth:`Classifier.load` stores, else None."""
+    if (
+        isinstance(entry, tuple)
+        and len(entry) == 3
+        and isinstance(entry[0], Gazetteer)
+        and isinstance(entry[1], Taxonomy)
+        and isinstance(entry[2], _Matcher)
+    ):
+        return entry
+    return None
+
+
 class Classifier:
     """Regions and topics for article text, from a gazetteer and a taxonomy."""
 
@@ -1041,34 +1082,46 @@ class Classifier:
         *,
         fingerprint: str = "",
         corrections: Corrections | None = None,
+        _matcher: _Matcher | None = None,
     ) -> None:
         self.gazetteer = gazetteer
         self.taxonomy = taxonomy
         self.corrections = corrections if corrections is not None else Corrections()
         self.fingerprint = fingerprint or ENGINE_VERSION
-        topic_cues: list[Cue] = []
-        for topic in taxonomy.topics.values():
-            topic_cues.extend(Cue(phrase, topic.slug, "cue", topic.slug) for phrase in topic.cues)
-            topic_cues.extend(
-                Cue(phrase, topic.slug, "weak", topic.slug) for phrase in topic.weak_cues
-            )
-        self._matcher = _Matcher(gazetteer.cues + topic_cues)
+        self._matcher = _matcher if _matcher is not None else _matcher_of(gazetteer, taxonomy)
 
     @classmethod
     def load(
-        cls, regions_path: Path, topics_path: Path, corrections_path: Path | None = None
+        cls,
+        regions_path: Path,
+        topics_path: Path,
+        corrections_path: Path | None = None,
+        *,
+        cache_dir: Path | None = None,
     ) -> Classifier:
         """The classifier of a gazetteer, a taxonomy and, optionally, editors' corrections.
 
         Its fingerprint covers all three files, so a change to any of them has every
-        stored article classified (and corrected) again."""
-        hashed = [ENGINE_VERSION.encode()]
-        for path in (regions_path, topics_path):
-            # An unreadable file is reported by the loaders below, with a clearer message.
-            with contextlib.suppress(OSError):
-                hashed.append(path.read_bytes())
-        gazetteer = Gazetteer.load(regions_path)
-        taxonomy = Taxonomy.load(topics_path)
+        stored article classified (and corrected) again. With ``cache_dir``, the gazetteer,
+        taxonomy and matcher built from the two files are kept there and read back while
+        neither file (nor the code) changes (see :mod:`syndicator.classify.cache`)."""
+        regions_data = _read(regions_path, "regions")
+        topics_data = _read(topics_path, "topics")
+        hashed = [ENGINE_VERSION.encode(), regions_data, topics_data]
+        built: tuple[Gazetteer, Taxonomy, _Matcher] | None = None
+        if cache_dir is not None:
+            from syndicator.classify import cache  # noqa: PLC0415
+
+            entry = cache.entry_path(cache_dir, (regions_path, topics_path))
+            key = cache.cache_key([*_code_sources(), regions_data, topics_data])
+            built = _valid_entry(cache.read(entry, key))
+        if built is None:
+            gazetteer = Gazetteer.from_dict(_parse_toml(regions_data, regions_path), regions_path)
+            taxonomy = Taxonomy.from_dict(_parse_toml(topics_data, topics_path), topics_path)
+            built = (gazetteer, taxonomy, _matcher_of(gazetteer, taxonomy))
+            if cache_dir is not None:
+                cache.write(entry, key, built)
+        gazetteer, taxonomy, matcher = built
         corrections = Corrections()
         if corrections_path is not None:
             corrections = Corrections.load(
@@ -1082,6 +1135,7 @@ class Classifier:
             taxonomy,
             fingerprint=hashlib.sha256(b"".join(hashed)).hexdigest()[:16],
             corrections=corrections,
+            _matcher=matcher,
         )
 
     @property
