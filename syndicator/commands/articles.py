@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from syndicator.classify.classifier import Taxonomy
 from syndicator.commands.common import EXIT_OK, classifier_of, load
 from syndicator.errors import NotFoundError
 from syndicator.models import REGION_SLUGS, Article
@@ -25,13 +24,15 @@ def cmd_articles(args: argparse.Namespace) -> int:
             f"unknown region {args.region!r}", hint=f"known regions: {', '.join(REGION_SLUGS)}"
         )
     if args.topic:
+        # Only a topic needs the taxonomy, and only the articles to review the classifier.
+        from syndicator.classify.classifier import Taxonomy  # noqa: PLC0415
+
         taxonomy = Taxonomy.load(config.classify.topics)
         if args.topic not in taxonomy.topics:
             raise NotFoundError(
                 f"unknown topic {args.topic!r}",
                 hint=f"known topics: {', '.join(taxonomy.topics)}",
             )
-    # Only the articles to review need the whole classifier; a topic needs the taxonomy.
     classifier = classifier_of(config) if args.uncertain else None
     state = State.open(config.state.url)
     try:

@@ -8,7 +8,6 @@ from syndicator.classify.classifier import GLOBAL, Classification, Classifier
 from syndicator.commands.common import EXIT_OK, open_all
 from syndicator.config import Config
 from syndicator.errors import NotFoundError
-from syndicator.store.files import read_file, scan
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -51,6 +50,8 @@ def _store_candidates(
     config: Config, needle: str
 ) -> list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...] | None]]:
     """Articles straight from the store, for articles state has not seen yet."""
+    from syndicator.store.files import read_file, scan  # noqa: PLC0415
+
     lowered = needle.lower()
     found = []
     for item in scan(config.store.path).files:
