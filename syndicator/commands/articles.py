@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from syndicator.commands.common import EXIT_OK, classifier_of, load
 from syndicator.errors import NotFoundError
 from syndicator.models import REGION_SLUGS, Article
-from syndicator.state.db import State
+from syndicator.state import lookup
 
 if TYPE_CHECKING:
     from syndicator.classify.classifier import Classifier
@@ -34,11 +34,15 @@ def cmd_articles(args: argparse.Namespace) -> int:
                 hint=f"known topics: {', '.join(taxonomy.topics)}",
             )
     classifier = classifier_of(config) if args.uncertain else None
-    state = State.open(config.state.url)
-    try:
-        articles = state.articles(region=args.region, topic=args.topic)
-    finally:
-        state.close()
+    articles = lookup.articles(config.state.url, region=args.region, topic=args.topic)
+    if articles is None:
+        from syndicator.state.db import State  # noqa: PLC0415
+
+        state = State.open(config.state.url)
+        try:
+            articles = state.articles(region=args.region, topic=args.topic)
+        finally:
+            state.close()
     doubts: dict[str, tuple[float, tuple[str, ...]]] = {}
     if args.uncertain and classifier is not None:
         doubts = _doubts_of(classifier, articles)

@@ -49,8 +49,8 @@ from sqlalchemy.types import TypeDecorator
 
 from syndicator.errors import StateError
 from syndicator.models import Article
+from syndicator.state import SCHEMA_VERSION
 
-SCHEMA_VERSION = 3
 BUSY_TIMEOUT_SECONDS = 30
 
 
@@ -487,8 +487,9 @@ class State:
         self.engine.dispose()
 
     def _create_schema(self) -> None:
-        # The deliverability tables live in their own module; importing it registers them.
-        import syndicator.state.bounces  # noqa: F401, PLC0415
+        # Every table must be known first: those of the reader-facing feeds and of
+        # deliverability live in their own modules, and importing them registers them.
+        from syndicator.state import bounces, readers  # noqa: F401, PLC0415
 
         # A database this schema was last brought up to date for needs nothing: one read,
         # and no write lock, where checking every table, column, index and trigger takes

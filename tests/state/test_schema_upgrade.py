@@ -25,7 +25,8 @@ from syndicator.errors import StateError
 from syndicator.mail import private_feeds, roster
 from syndicator.mail.private_feeds import Verdict
 from syndicator.mail.unsubscribe import load_secret
-from syndicator.state.db import SCHEMA_VERSION, State, meta_table
+from syndicator.state import SCHEMA_VERSION
+from syndicator.state.db import State, meta_table
 from syndicator.state.readers import archive_entries, newest_archive_pages
 from syndicator.state.subscribers import change_subscriber
 from tests.conftest import DATA_DIR
