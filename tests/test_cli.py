@@ -340,13 +340,17 @@ def test_listing_commands_load_no_publishing_or_serving_module(module: str) -> N
 # What each listing command, run, still does without: the state database for `check`; the
 # classifier and the store reader for `articles` (only --topic and --uncertain need them);
 # the store reader for `explain` of an article state knows (only one it does not know is
-# looked for in the store); the store reader for `subscribers list`. On SQLite, `articles`
+# looked for in the store); the store reader and the classifier for `subscribers list`,
+# which needs the taxonomy alone. On SQLite, `articles`
 # and `explain` read state without SQLAlchemy (`state.lookup`).
 NOT_LOADED_BY_COMMAND = [
     (["check"], ("sqlalchemy", "syndicator.state")),
     (["articles"], ("ahocorasick", "syndicator.classify", "syndicator.store")),
     (["explain", "Uzbekistan"], ("syndicator.store",)),
-    (["subscribers", "list"], ("syndicator.store",)),
+    (
+        ["subscribers", "list"],
+        ("ahocorasick", "syndicator.classify.classifier", "syndicator.store"),
+    ),
 ]
 NOT_LOADED_ON_SQLITE = {
     "articles": ("sqlalchemy", "syndicator.state.db"),

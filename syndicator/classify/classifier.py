@@ -32,7 +32,6 @@ import logging
 import operator
 import re
 import sys
-import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,13 @@ from syndicator.classify.names import (
     is_capitalised_text,
     may_name_person,
     name_role,
+)
+from syndicator.classify.taxonomy import (
+    Taxonomy,
+    load_toml,
+    parse_toml,
+    read_data,
+    string_list,
 )
 from syndicator.classify.tokens import (
     SENTENCE_BREAK,
@@ -427,15 +433,6 @@ class Region:
     description: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Topic:
-    slug: str
-    name: str
-    description: str
-    cues: tuple[str, ...]
-    weak_cues: tuple[str, ...] = ()
-
-
 @dataclass(slots=True)
 class Classification:
     """The regions and topics of one article, with the evidence behind them."""
@@ -458,36 +455,6 @@ class Classification:
 # --- loading -------------------------------------------------------------------------------
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"{what} not found", path=path, hint=f"set classify.{what} in the configuration"
-        ) from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", path=path) from exc
-
-
-def _parse_toml(data: bytes, path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(data.decode())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", path=path) from exc
-
-
-def _load_toml(path: Path, what: str) -> dict[str, Any]:
-    return _parse_toml(_read(path, what), path)
-
-
-def _strings(path: Path, key: str, value: Any) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfigError("must be a list of strings", path=path, key=key)
-    return [item for item in value if item.strip()]
-
-
 @dataclass(slots=True)
 class Gazetteer:
     regions: dict[str, Region]
@@ -497,7 +464,7 @@ class Gazetteer:
 
     @classmethod
     def load(cls, path: Path) -> Gazetteer:
-        return cls.from_dict(_load_toml(path, "regions"), path)
+        return cls.from_dict(load_toml(path, "regions"), path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: Path) -> Gazetteer:
@@ -514,7 +481,7 @@ class Gazetteer:
                     key=f"{key}.slug",
                 )
             regions[slug] = Region(slug, str(entry.get("name", slug)), entry.get("description", ""))
-            for phrase in _strings(path, f"{key}.groupings", entry.get("groupings")):
+            for phrase in string_list(path, f"{key}.groupings", entry.get("groupings")):
                 cues.append(Cue(phrase, slug, "grouping", phrase))
         missing = [s for s in REGION_SLUGS if s != GLOBAL and s not in regions]
         if missing:
@@ -537,7 +504,7 @@ class Gazetteer:
                 ("place", "places"),
                 ("agency", "agencies"),
             ):
-                for phrase in _strings(path, f"{key}.{list_key}", entry.get(list_key)):
+                for phrase in string_list(path, f"{key}.{list_key}", entry.get(list_key)):
                     cues.append(Cue(phrase, region, kind, name))
         homonyms: dict[str, Cue] = {}
         countries = {c.entity: c.target for c in cues if c.kind == "country"}
@@ -557,46 +524,9 @@ class Gazetteer:
         if not isinstance(neutral, dict):
             raise ConfigError("must be a table of lists", path=path, key="neutral")
         for list_key, value in neutral.items():
-            for phrase in _strings(path, f"neutral.{list_key}", value):
+            for phrase in string_list(path, f"neutral.{list_key}", value):
                 cues.append(Cue(phrase, NEUTRAL, list_key, phrase))
         return cls(regions, cues, homonyms)
-
-
-@dataclass(slots=True)
-class Taxonomy:
-    topics: dict[str, Topic]
-
-    @classmethod
-    def load(cls, path: Path) -> Taxonomy:
-        return cls.from_dict(_load_toml(path, "topics"), path)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], path: Path) -> Taxonomy:
-        topics: dict[str, Topic] = {}
-        for index, entry in enumerate(data.get("topic", [])):
-            key = f"topic[{index}]"
-            slug = entry.get("slug")
-            if not isinstance(slug, str) or not slug or slug != slug.lower() or " " in slug:
-                raise ConfigError(
-                    f"invalid topic slug {slug!r}: use lower-case words joined by hyphens",
-                    path=path,
-                    key=f"{key}.slug",
-                )
-            if slug in topics:
-                raise ConfigError(f"topic {slug!r} defined twice", path=path, key=f"{key}.slug")
-            cues = _strings(path, f"{key}.cues", entry.get("cues"))
-            if not cues:
-                raise ConfigError(f"topic {slug!r} has no cues", path=path, key=f"{key}.cues")
-            topics[slug] = Topic(
-                slug=slug,
-                name=str(entry.get("name", slug)),
-                description=str(entry.get("description", "")),
-                cues=tuple(cues),
-                weak_cues=tuple(_strings(path, f"{key}.weak_cues", entry.get("weak_cues"))),
-            )
-        if not topics:
-            raise ConfigError("no [[topic]] entries", path=path)
-        return cls(topics)
 
 
 # --- matching ------------------------------------------------------------------------------
@@ -1052,7 +982,12 @@ def _code_sources() -> list[bytes]:
     reads it, and the pyahocorasick installed (an automaton is its own pickle format)."""
     sources = [
         Path(sys.modules[name].__file__ or "").read_bytes()
-        for name in (__name__, "syndicator.classify.names", "syndicator.classify.tokens")
+        for name in (
+            __name__,
+            "syndicator.classify.taxonomy",
+            "syndicator.classify.names",
+            "syndicator.classify.tokens",
+        )
     ]
     library = Path(ahocorasick.__file__ or "").stat()
     sources.append(f"{ahocorasick.__file__} {library.st_size} {library.st_mtime_ns}".encode())
@@ -1105,8 +1040,8 @@ class Classifier:
         stored article classified (and corrected) again. With ``cache_dir``, the gazetteer,
         taxonomy and matcher built from the two files are kept there and read back while
         neither file (nor the code) changes (see :mod:`syndicator.classify.cache`)."""
-        regions_data = _read(regions_path, "regions")
-        topics_data = _read(topics_path, "topics")
+        regions_data = read_data(regions_path, "regions")
+        topics_data = read_data(topics_path, "topics")
         hashed = [ENGINE_VERSION.encode(), regions_data, topics_data]
         built: tuple[Gazetteer, Taxonomy, _Matcher] | None = None
         if cache_dir is not None:
@@ -1116,8 +1051,8 @@ class Classifier:
             key = cache.cache_key([*_code_sources(), regions_data, topics_data])
             built = _valid_entry(cache.read(entry, key))
         if built is None:
-            gazetteer = Gazetteer.from_dict(_parse_toml(regions_data, regions_path), regions_path)
-            taxonomy = Taxonomy.from_dict(_parse_toml(topics_data, topics_path), topics_path)
+            gazetteer = Gazetteer.from_dict(parse_toml(regions_data, regions_path), regions_path)
+            taxonomy = Taxonomy.from_dict(parse_toml(topics_data, topics_path), topics_path)
             built = (gazetteer, taxonomy, _matcher_of(gazetteer, taxonomy))
             if cache_dir is not None:
                 cache.write(entry, key, built)

@@ -25,7 +25,7 @@ def cmd_articles(args: argparse.Namespace) -> int:
         )
     if args.topic:
         # Only a topic needs the taxonomy, and only the articles to review the classifier.
-        from syndicator.classify.classifier import Taxonomy  # noqa: PLC0415
+        from syndicator.classify.taxonomy import Taxonomy  # noqa: PLC0415
 
         taxonomy = Taxonomy.load(config.classify.topics)
         if args.topic not in taxonomy.topics:
