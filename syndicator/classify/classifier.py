@@ -1041,7 +1041,12 @@ class Classifier:
         taxonomy and matcher built from the two files are kept there and read back while
         neither file (nor the code) changes (see :mod:`syndicator.classify.cache`)."""
         regions_data = read_data(regions_path, "regions")
-        topics_data = read_data(topics_path, "topics")
+        try:
+            topics_data = read_data(topics_path, "topics")
+        except ConfigError:
+            # A gazetteer that does not load is the first problem reported, as it always was.
+            Gazetteer.from_dict(parse_toml(regions_data, regions_path), regions_path)
+            raise
         hashed = [ENGINE_VERSION.encode(), regions_data, topics_data]
         built: tuple[Gazetteer, Taxonomy, _Matcher] | None = None
         if cache_dir is not None:
