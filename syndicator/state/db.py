@@ -49,8 +49,8 @@ from sqlalchemy.types import TypeDecorator
 
 from syndicator.errors import StateError
 from syndicator.models import Article
+from syndicator.state import SCHEMA_VERSION
 
-SCHEMA_VERSION = 3
 BUSY_TIMEOUT_SECONDS = 30
 
 
@@ -410,6 +410,27 @@ _SUBSCRIBER_TRIGGERS = tuple(
 _OLD_SUBSCRIBER_TRIGGERS = ("DROP TRIGGER IF EXISTS subscribers_revision_update",)
 
 
+# What the schema of this code is (see State._create_schema), stored in ``meta`` once a
+# database was brought up to date for it.
+_SCHEMA_SIGNATURE = "schema_signature"
+# The rows of ``meta`` that describe the database's schema rather than what it holds.
+SCHEMA_META_KEYS = frozenset({"schema_version", _SCHEMA_SIGNATURE})
+
+
+def _schema_signature() -> str:
+    """A digest of every table, column, constraint, index and trigger this code expects."""
+    parts = [str(SCHEMA_VERSION), repr(_ADDED_COLUMNS)]
+    parts += [*_OLD_SUBSCRIBER_TRIGGERS, *_SUBSCRIBER_TRIGGERS]
+    for table in sorted(metadata.tables.values(), key=lambda table: table.name):
+        parts.append(repr(table))
+        parts += sorted(repr(constraint) for constraint in table.constraints)
+        parts += sorted(
+            f"{index.name} unique={index.unique} {[column.name for column in index.columns]}"
+            for index in table.indexes
+        )
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def subscribers_revision(conn: Connection) -> str | None:
     """A token that changes whenever subscribers or their filters change; None where
     changes are not counted (databases other than SQLite)."""
@@ -466,9 +487,25 @@ class State:
         self.engine.dispose()
 
     def _create_schema(self) -> None:
-        # The deliverability tables live in their own module; importing it registers them.
-        import syndicator.state.bounces  # noqa: F401, PLC0415
+        # Every table must be known first: those of the reader-facing feeds and of
+        # deliverability live in their own modules, and importing them registers them.
+        from syndicator.state import bounces, readers  # noqa: F401, PLC0415
 
+        # A database this schema was last brought up to date for needs nothing: one read,
+        # and no write lock, where checking every table, column, index and trigger takes
+        # a write transaction and a query or two each.
+        signature = _schema_signature()
+        with self.transaction(write=False) as conn:
+            if conn.dialect.has_table(conn, meta_table.name):
+                rows = conn.execute(
+                    select(meta_table.c.key, meta_table.c.value).where(
+                        meta_table.c.key.in_(SCHEMA_META_KEYS)
+                    )
+                )
+                found = dict(rows.all())
+                expected = {"schema_version": str(SCHEMA_VERSION), _SCHEMA_SIGNATURE: signature}
+                if found == expected:
+                    return
         with self.transaction() as conn:
             if conn.dialect.name == "postgresql":
                 # Instances started together on an empty database take turns here: the
@@ -502,13 +539,16 @@ class State:
                     f"syndicator understands ({SCHEMA_VERSION})",
                     hint="upgrade syndicator",
                 )
+            self.set_meta(conn, _SCHEMA_SIGNATURE, signature)
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+    def transaction(self, *, write: bool = True) -> Iterator[Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` on SQLite), or with ``write=False``
+        one that only reads (it waits for no writer)."""
         try:
             with self.engine.connect() as conn:
-                conn.execution_options(syndicator_write=True)
+                if write:
+                    conn.execution_options(syndicator_write=True)
                 with conn.begin():
                     yield conn
         except IntegrityError as exc:
