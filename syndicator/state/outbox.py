@@ -16,11 +16,13 @@ or the instance itself takes it back when it starts again (:func:`release_inflig
 then goes out with the same bytes and the same ``Message-ID``: the only duplicates
 possible are those in flight.
 
-Every statement on ``messages`` is here. A claim is one transaction that picks the due
-messages and marks them ``sending`` under a lease: on PostgreSQL with ``SELECT ... FOR
-UPDATE SKIP LOCKED``, so instances claiming together take different messages and never
-wait for each other; on SQLite that transaction holds the write lock (``BEGIN
-IMMEDIATE``), so two processes never claim the same message.
+Every statement on ``messages`` is here. A claim is one statement that picks the due
+messages and marks them ``sending`` under a lease: on PostgreSQL they are picked with
+``FOR UPDATE SKIP LOCKED``, so instances claiming together take different messages and
+never wait for each other; on SQLite its transaction holds the write lock (``BEGIN
+IMMEDIATE``), so two processes never claim the same message. On PostgreSQL a group commit
+of messages sent, with the renewal of the leases and the next claim, is one statement
+too: one round trip to the database per group.
 """
 
 from __future__ import annotations
