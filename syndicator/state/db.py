@@ -545,23 +545,24 @@ class State:
     def transaction(self, *, write: bool = True) -> Iterator[Connection]:
         """One write transaction (``BEGIN IMMEDIATE`` on SQLite), or with ``write=False``
         one that only reads (it waits for no writer)."""
-        try:
-            with self.engine.connect() as conn:
-                if write:
-                    conn.execution_options(syndicator_write=True)
-                with conn.begin():
-                    yield conn
-        except IntegrityError as exc:
-            # Another instance wrote the same row first: nothing was changed here.
-            raise StateError(
-                f"state database conflict: {_first_line(exc.orig)}",
-                hint="another instance changed the same rows; the next attempt sees them",
-            ) from exc
-        except DBAPIError as exc:
-            raise StateError(
-                f"state database error: {_first_line(exc.orig)}",
-                hint="another process may hold it locked; try again",
-            ) from exc
+        with _state_errors(), self.engine.connect() as conn:
+            if write:
+                conn.execution_options(syndicator_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def single_statement(self) -> Iterator[Connection]:
+        """A connection for one write statement that is a transaction of its own. On
+        PostgreSQL it runs in autocommit, so the statement is the one round trip (no
+        ``BEGIN`` and ``COMMIT`` of their own); elsewhere it is :meth:`transaction`."""
+        if self.engine.dialect.name != "postgresql":
+            with self.transaction() as conn:
+                yield conn
+            return
+        with _state_errors(), self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
 
     def insert_ignoring_conflict(self, conn: Connection, table: Table, row: dict[str, Any]) -> bool:
         """Insert ``row`` unless its key is taken (by a concurrent writer too); whether it was
@@ -655,6 +656,24 @@ class State:
             return True
         with self.engine.connect() as conn:
             return conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+@contextmanager
+def _state_errors() -> Iterator[None]:
+    """Database errors as :class:`StateError`, with what to do about them."""
+    try:
+        yield
+    except IntegrityError as exc:
+        # Another instance wrote the same row first: nothing was changed here.
+        raise StateError(
+            f"state database conflict: {_first_line(exc.orig)}",
+            hint="another instance changed the same rows; the next attempt sees them",
+        ) from exc
+    except DBAPIError as exc:
+        raise StateError(
+            f"state database error: {_first_line(exc.orig)}",
+            hint="another process may hold it locked; try again",
+        ) from exc
 
 
 def _first_line(error: BaseException | None) -> str:
