@@ -36,6 +36,20 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The user cache directory (``XDG_CACHE_HOME``) of the commands the tests run, in
+    process or not: the session's own, not the home of whoever runs the tests."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    directory = tmp_path_factory.mktemp("cache-home")
+    os.environ["XDG_CACHE_HOME"] = str(directory)
+    yield directory
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture
 def state(config: Config) -> Iterator[State]:
     """The state database of the test module's ``config`` fixture, closed after the test."""

@@ -337,6 +337,54 @@ def test_listing_commands_load_no_publishing_or_serving_module(module: str) -> N
     )
 
 
+# What each listing command, run, still does without: the state database for `check`; the
+# classifier and the store reader for `articles` (only --topic and --uncertain need them);
+# the store reader for `explain` of an article state knows (only one it does not know is
+# looked for in the store); the store reader and the classifier for `subscribers list`,
+# which needs the taxonomy alone. On SQLite, `articles`
+# and `explain` read state without SQLAlchemy (`state.lookup`).
+NOT_LOADED_BY_COMMAND = [
+    (["check"], ("sqlalchemy", "syndicator.state")),
+    (["articles"], ("ahocorasick", "syndicator.classify", "syndicator.store")),
+    (["explain", "Uzbekistan"], ("syndicator.store",)),
+    (
+        ["subscribers", "list"],
+        ("ahocorasick", "syndicator.classify.classifier", "syndicator.store"),
+    ),
+]
+NOT_LOADED_ON_SQLITE = {
+    "articles": ("sqlalchemy", "syndicator.state.db"),
+    "explain": ("sqlalchemy", "syndicator.state.db"),
+}
+
+
+@pytest.mark.parametrize(
+    ("argv", "unneeded"),
+    [pytest.param(argv, unneeded, id=" ".join(argv)) for argv, unneeded in NOT_LOADED_BY_COMMAND],
+)
+def test_listing_commands_run_without_what_they_do_not_need(
+    sample_install: Path, db_url: str, argv: list[str], unneeded: tuple[str, ...]
+) -> None:
+    run = syndicator("--config", str(sample_install), "run", "--once")
+    assert run.returncode == 0, run.stderr
+    if db_url.startswith("sqlite:"):
+        unneeded += NOT_LOADED_ON_SQLITE.get(argv[0], ())
+    code = (
+        "from syndicator.cli import main\n"
+        f"assert main(['--config', {str(sample_install)!r}, *{argv!r}]) == 0\n"
+    )
+    loaded = _modules_after(code)
+    heavy = (*PUBLISHING_AND_SERVING, *unneeded)
+    assert (
+        sorted(
+            name
+            for name in loaded
+            if any(name == module or name.startswith(module + ".") for module in heavy)
+        )
+        == []
+    )
+
+
 def test_digest_grouping_from_the_file_the_command_line_and_in_the_export(install: Path) -> None:
     config = str(install)
     subscribers = install.parent / "subscribers.toml"

@@ -27,12 +27,11 @@ Everything here is pure: :meth:`Classifier.classify` takes text and returns a
 from __future__ import annotations
 
 import bisect
-import contextlib
 import hashlib
 import logging
 import operator
 import re
-import tomllib
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,13 @@ from syndicator.classify.names import (
     is_capitalised_text,
     may_name_person,
     name_role,
+)
+from syndicator.classify.taxonomy import (
+    Taxonomy,
+    load_toml,
+    parse_toml,
+    read_data,
+    string_list,
 )
 from syndicator.classify.tokens import (
     SENTENCE_BREAK,
@@ -427,15 +433,6 @@ class Region:
     description: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Topic:
-    slug: str
-    name: str
-    description: str
-    cues: tuple[str, ...]
-    weak_cues: tuple[str, ...] = ()
-
-
 @dataclass(slots=True)
 class Classification:
     """The regions and topics of one article, with the evidence behind them."""
@@ -458,28 +455,6 @@ class Classification:
 # --- loading -------------------------------------------------------------------------------
 
 
-def _load_toml(path: Path, what: str) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"{what} not found", path=path, hint=f"set classify.{what} in the configuration"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", path=path) from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", path=path) from exc
-
-
-def _strings(path: Path, key: str, value: Any) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfigError("must be a list of strings", path=path, key=key)
-    return [item for item in value if item.strip()]
-
-
 @dataclass(slots=True)
 class Gazetteer:
     regions: dict[str, Region]
@@ -489,7 +464,7 @@ class Gazetteer:
 
     @classmethod
     def load(cls, path: Path) -> Gazetteer:
-        return cls.from_dict(_load_toml(path, "regions"), path)
+        return cls.from_dict(load_toml(path, "regions"), path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: Path) -> Gazetteer:
@@ -506,7 +481,7 @@ class Gazetteer:
                     key=f"{key}.slug",
                 )
             regions[slug] = Region(slug, str(entry.get("name", slug)), entry.get("description", ""))
-            for phrase in _strings(path, f"{key}.groupings", entry.get("groupings")):
+            for phrase in string_list(path, f"{key}.groupings", entry.get("groupings")):
                 cues.append(Cue(phrase, slug, "grouping", phrase))
         missing = [s for s in REGION_SLUGS if s != GLOBAL and s not in regions]
         if missing:
@@ -529,7 +504,7 @@ class Gazetteer:
                 ("place", "places"),
                 ("agency", "agencies"),
             ):
-                for phrase in _strings(path, f"{key}.{list_key}", entry.get(list_key)):
+                for phrase in string_list(path, f"{key}.{list_key}", entry.get(list_key)):
                     cues.append(Cue(phrase, region, kind, name))
         homonyms: dict[str, Cue] = {}
         countries = {c.entity: c.target for c in cues if c.kind == "country"}
@@ -549,46 +524,9 @@ class Gazetteer:
         if not isinstance(neutral, dict):
             raise ConfigError("must be a table of lists", path=path, key="neutral")
         for list_key, value in neutral.items():
-            for phrase in _strings(path, f"neutral.{list_key}", value):
+            for phrase in string_list(path, f"neutral.{list_key}", value):
                 cues.append(Cue(phrase, NEUTRAL, list_key, phrase))
         return cls(regions, cues, homonyms)
-
-
-@dataclass(slots=True)
-class Taxonomy:
-    topics: dict[str, Topic]
-
-    @classmethod
-    def load(cls, path: Path) -> Taxonomy:
-        return cls.from_dict(_load_toml(path, "topics"), path)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], path: Path) -> Taxonomy:
-        topics: dict[str, Topic] = {}
-        for index, entry in enumerate(data.get("topic", [])):
-            key = f"topic[{index}]"
-            slug = entry.get("slug")
-            if not isinstance(slug, str) or not slug or slug != slug.lower() or " " in slug:
-                raise ConfigError(
-                    f"invalid topic slug {slug!r}: use lower-case words joined by hyphens",
-                    path=path,
-                    key=f"{key}.slug",
-                )
-            if slug in topics:
-                raise ConfigError(f"topic {slug!r} defined twice", path=path, key=f"{key}.slug")
-            cues = _strings(path, f"{key}.cues", entry.get("cues"))
-            if not cues:
-                raise ConfigError(f"topic {slug!r} has no cues", path=path, key=f"{key}.cues")
-            topics[slug] = Topic(
-                slug=slug,
-                name=str(entry.get("name", slug)),
-                description=str(entry.get("description", "")),
-                cues=tuple(cues),
-                weak_cues=tuple(_strings(path, f"{key}.weak_cues", entry.get("weak_cues"))),
-            )
-        if not topics:
-            raise ConfigError("no [[topic]] entries", path=path)
-        return cls(topics)
 
 
 # --- matching ------------------------------------------------------------------------------
@@ -1031,6 +969,44 @@ def _framework_role(text: str, start: int, cue: Cue, earlier: list[Mention]) -> 
     return "", ""
 
 
+def _matcher_of(gazetteer: Gazetteer, taxonomy: Taxonomy) -> _Matcher:
+    topic_cues: list[Cue] = []
+    for topic in taxonomy.topics.values():
+        topic_cues.extend(Cue(phrase, topic.slug, "cue", topic.slug) for phrase in topic.cues)
+        topic_cues.extend(Cue(phrase, topic.slug, "weak", topic.slug) for phrase in topic.weak_cues)
+    return _Matcher(gazetteer.cues + topic_cues)
+
+
+def _code_sources() -> list[bytes]:
+    """What a cached matcher depends on besides the two files: the code that builds and
+    reads it, and the pyahocorasick installed (an automaton is its own pickle format)."""
+    sources = [
+        Path(sys.modules[name].__file__ or "").read_bytes()
+        for name in (
+            __name__,
+            "syndicator.classify.taxonomy",
+            "syndicator.classify.names",
+            "syndicator.classify.tokens",
+        )
+    ]
+    library = Path(ahocorasick.__file__ or "").stat()
+    sources.append(f"{ahocorasick.__file__} {library.st_size} {library.st_mtime_ns}".encode())
+    return sources
+
+
+def _valid_entry(entry: object) -> tuple[Gazetteer, Taxonomy, _Matcher] | None:
+    """``entry`` if it is what :meth:`Classifier.load` stores, else None."""
+    if (
+        isinstance(entry, tuple)
+        and len(entry) == 3
+        and isinstance(entry[0], Gazetteer)
+        and isinstance(entry[1], Taxonomy)
+        and isinstance(entry[2], _Matcher)
+    ):
+        return entry
+    return None
+
+
 class Classifier:
     """Regions and topics for article text, from a gazetteer and a taxonomy."""
 
@@ -1041,34 +1017,51 @@ class Classifier:
         *,
         fingerprint: str = "",
         corrections: Corrections | None = None,
+        _matcher: _Matcher | None = None,
     ) -> None:
         self.gazetteer = gazetteer
         self.taxonomy = taxonomy
         self.corrections = corrections if corrections is not None else Corrections()
         self.fingerprint = fingerprint or ENGINE_VERSION
-        topic_cues: list[Cue] = []
-        for topic in taxonomy.topics.values():
-            topic_cues.extend(Cue(phrase, topic.slug, "cue", topic.slug) for phrase in topic.cues)
-            topic_cues.extend(
-                Cue(phrase, topic.slug, "weak", topic.slug) for phrase in topic.weak_cues
-            )
-        self._matcher = _Matcher(gazetteer.cues + topic_cues)
+        self._matcher = _matcher if _matcher is not None else _matcher_of(gazetteer, taxonomy)
 
     @classmethod
     def load(
-        cls, regions_path: Path, topics_path: Path, corrections_path: Path | None = None
+        cls,
+        regions_path: Path,
+        topics_path: Path,
+        corrections_path: Path | None = None,
+        *,
+        cache_dir: Path | None = None,
     ) -> Classifier:
         """The classifier of a gazetteer, a taxonomy and, optionally, editors' corrections.
 
         Its fingerprint covers all three files, so a change to any of them has every
-        stored article classified (and corrected) again."""
-        hashed = [ENGINE_VERSION.encode()]
-        for path in (regions_path, topics_path):
-            # An unreadable file is reported by the loaders below, with a clearer message.
-            with contextlib.suppress(OSError):
-                hashed.append(path.read_bytes())
-        gazetteer = Gazetteer.load(regions_path)
-        taxonomy = Taxonomy.load(topics_path)
+        stored article classified (and corrected) again. With ``cache_dir``, the gazetteer,
+        taxonomy and matcher built from the two files are kept there and read back while
+        neither file (nor the code) changes (see :mod:`syndicator.classify.cache`)."""
+        regions_data = read_data(regions_path, "regions")
+        try:
+            topics_data = read_data(topics_path, "topics")
+        except ConfigError:
+            # A gazetteer that does not load is the first problem reported, as it always was.
+            Gazetteer.from_dict(parse_toml(regions_data, regions_path), regions_path)
+            raise
+        hashed = [ENGINE_VERSION.encode(), regions_data, topics_data]
+        built: tuple[Gazetteer, Taxonomy, _Matcher] | None = None
+        if cache_dir is not None:
+            from syndicator.classify import cache  # noqa: PLC0415
+
+            entry = cache.entry_path(cache_dir, (regions_path, topics_path))
+            key = cache.cache_key([*_code_sources(), regions_data, topics_data])
+            built = _valid_entry(cache.read(entry, key))
+        if built is None:
+            gazetteer = Gazetteer.from_dict(parse_toml(regions_data, regions_path), regions_path)
+            taxonomy = Taxonomy.from_dict(parse_toml(topics_data, topics_path), topics_path)
+            built = (gazetteer, taxonomy, _matcher_of(gazetteer, taxonomy))
+            if cache_dir is not None:
+                cache.write(entry, key, built)
+        gazetteer, taxonomy, matcher = built
         corrections = Corrections()
         if corrections_path is not None:
             corrections = Corrections.load(
@@ -1082,6 +1075,7 @@ class Classifier:
             taxonomy,
             fingerprint=hashlib.sha256(b"".join(hashed)).hexdigest()[:16],
             corrections=corrections,
+            _matcher=matcher,
         )
 
     @property

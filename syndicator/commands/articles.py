@@ -8,11 +8,10 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from syndicator.classify.classifier import Taxonomy
 from syndicator.commands.common import EXIT_OK, classifier_of, load
 from syndicator.errors import NotFoundError
 from syndicator.models import REGION_SLUGS, Article
-from syndicator.state.db import State
+from syndicator.state import lookup
 
 if TYPE_CHECKING:
     from syndicator.classify.classifier import Classifier
@@ -25,19 +24,25 @@ def cmd_articles(args: argparse.Namespace) -> int:
             f"unknown region {args.region!r}", hint=f"known regions: {', '.join(REGION_SLUGS)}"
         )
     if args.topic:
+        # Only a topic needs the taxonomy, and only the articles to review the classifier.
+        from syndicator.classify.taxonomy import Taxonomy  # noqa: PLC0415
+
         taxonomy = Taxonomy.load(config.classify.topics)
         if args.topic not in taxonomy.topics:
             raise NotFoundError(
                 f"unknown topic {args.topic!r}",
                 hint=f"known topics: {', '.join(taxonomy.topics)}",
             )
-    # Only the articles to review need the whole classifier; a topic needs the taxonomy.
     classifier = classifier_of(config) if args.uncertain else None
-    state = State.open(config.state.url)
-    try:
-        articles = state.articles(region=args.region, topic=args.topic)
-    finally:
-        state.close()
+    articles = lookup.articles(config.state.url, region=args.region, topic=args.topic)
+    if articles is None:
+        from syndicator.state.db import State  # noqa: PLC0415
+
+        state = State.open(config.state.url)
+        try:
+            articles = state.articles(region=args.region, topic=args.topic)
+        finally:
+            state.close()
     doubts: dict[str, tuple[float, tuple[str, ...]]] = {}
     if args.uncertain and classifier is not None:
         doubts = _doubts_of(classifier, articles)

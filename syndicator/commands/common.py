@@ -27,10 +27,15 @@ def load(args: argparse.Namespace) -> Config:
 
 
 def classifier_of(config: Config) -> Classifier:
+    """The configured classifier, its built matcher kept in the user's cache directory."""
+    from syndicator.classify import cache  # noqa: PLC0415
     from syndicator.classify.classifier import Classifier  # noqa: PLC0415
 
     return Classifier.load(
-        config.classify.regions, config.classify.topics, config.classify.corrections
+        config.classify.regions,
+        config.classify.topics,
+        config.classify.corrections,
+        cache_dir=cache.default_directory(),
     )
 
 

@@ -5,18 +5,24 @@ from __future__ import annotations
 import argparse
 
 from syndicator.classify.classifier import GLOBAL, Classification, Classifier
-from syndicator.commands.common import EXIT_OK, open_all
+from syndicator.commands.common import EXIT_OK, classifier_of, load
 from syndicator.config import Config
 from syndicator.errors import NotFoundError
-from syndicator.store.files import read_file, scan
+from syndicator.state import lookup
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    config, classifier, state = open_all(args)
-    try:
-        found = state.find_articles(args.article)
-    finally:
-        state.close()
+    config = load(args)
+    classifier = classifier_of(config)
+    found = lookup.find_articles(config.state.url, args.article)
+    if found is None:
+        from syndicator.state.db import State  # noqa: PLC0415
+
+        state = State.open(config.state.url)
+        try:
+            found = state.find_articles(args.article)
+        finally:
+            state.close()
     candidates: list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...] | None]] = [
         (article.id, article.title, article.body, None, None) for article in found
     ]
@@ -51,6 +57,8 @@ def _store_candidates(
     config: Config, needle: str
 ) -> list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...] | None]]:
     """Articles straight from the store, for articles state has not seen yet."""
+    from syndicator.store.files import read_file, scan  # noqa: PLC0415
+
     lowered = needle.lower()
     found = []
     for item in scan(config.store.path).files:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from syndicator.classify.classifier import Taxonomy
+from syndicator.classify.taxonomy import Taxonomy
 from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, load, now
 from syndicator.config import Config
 from syndicator.errors import NotFoundError, SyndicatorError

@@ -31,7 +31,10 @@ BACKOFF_FIRST = timedelta(minutes=1)
 BACKOFF_LIMIT = timedelta(hours=6)
 BATCH_SIZE = 64
 UNRECORDED_LIMIT = 16  # messages handed to the transport and not yet recorded, at most
-LINGER = 0.005  # seconds an outcome may wait for others to share its commit
+# Seconds an outcome may wait for others to share its commit. Each commit costs about the
+# same whatever its size, so outcomes wait for a group of half the window (the other half
+# keeps the transport busy meanwhile); this only bounds how long a slow trickle waits.
+LINGER = 0.05
 
 
 class MessageStore(Protocol):
@@ -106,14 +109,16 @@ async def deliver(
 
     Messages are claimed in batches (``sending``, under a lease held by ``owner``) before
     any SMTP conversation starts. At most ``window`` messages are ever handed to the
-    transport and not yet recorded: outcomes are committed together as soon as
-    ``window`` of them wait, or the oldest has waited ``linger`` seconds, or nothing else
-    is being sent; each commit also renews the leases still held and claims the next
-    batch. A crash can therefore repeat at most ``window`` messages, with the same
-    Message-ID. Stopping (``should_stop``) lets the messages in conversation finish and
-    be recorded, and gives the claimed ones not yet started back to the queue.
-    ``sender`` is the envelope sender, or a function of the message's row id that makes
-    one per message (a VERP return path).
+    transport and not yet recorded. Outcomes are committed together, one commit at a
+    time, as soon as half the window's worth of them wait, or no further message may be
+    handed over until they are recorded, or the oldest has waited ``linger`` seconds, or
+    nothing else is being sent: while one group commits, the other half of the window is
+    being sent. Each commit also renews the leases still held and claims the next batch.
+    A crash can therefore repeat at most ``window`` messages, with the same Message-ID.
+    Stopping (``should_stop``) lets the messages in conversation finish and be recorded,
+    and gives the claimed ones not yet started back to the queue. ``sender`` is the
+    envelope sender, or a function of the message's row id that makes one per message (a
+    VERP return path).
     """
     outbox = (
         Outbox(state, suspend_after=SUSPEND_AFTER, owner=owner, lease=lease)
@@ -122,14 +127,14 @@ async def deliver(
     )
     rng = rng or random.Random()
     window = max(1, window)
+    group = max(1, window // 2)  # outcomes that make a commit worth its round trips
     report = DeliveryReport()
-    limit = asyncio.Semaphore(max(1, concurrency))
+    concurrency = max(1, concurrency)
     loop = asyncio.get_running_loop()
 
     async def send(message: ClaimedMessage) -> Delivery:
-        async with limit:
-            envelope = sender(message.id) if callable(sender) else sender
-            return await transport.send(message.body, sender=envelope, recipient=message.recipient)
+        envelope = sender(message.id) if callable(sender) else sender
+        return await transport.send(message.body, sender=envelope, recipient=message.recipient)
 
     def record(
         batch: list[tuple[ClaimedMessage, Delivery]], finished: datetime, claim_next: int
@@ -172,12 +177,18 @@ async def deliver(
                 # Never handed to the transport: back to the queue, for anyone.
                 await asyncio.to_thread(outbox.release, list(claimed))
                 claimed.clear()
-            while claimed and len(sending) + len(finished) + recorded_size < window:
+            # No more at once than the transport sends at once: the rest of the window is
+            # left for outcomes waiting for their commit.
+            while (
+                claimed
+                and len(sending) < concurrency
+                and len(sending) + len(finished) + recorded_size < window
+            ):
                 message = claimed.popleft()
                 sending[asyncio.ensure_future(send(message))] = message
             if recording is None and finished:
                 full = len(sending) + len(finished) >= window
-                if full or not sending or loop.time() - oldest >= linger:
+                if full or len(finished) >= group or not sending or loop.time() - oldest >= linger:
                     batch, finished = finished, []
                     recorded_size = len(batch)
                     asked = (

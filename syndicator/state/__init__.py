@@ -1,7 +1,10 @@
 """Durable state: the schema and every SQL statement, behind functions named for what they do.
 
 Takes rows and questions from the stages; gives records, with dialect details kept here alone.
+Importing the package loads nothing else: the modules that define tables are imported by
+``State.open`` before it creates or checks the schema, and commands that only read
+articles from SQLite (``lookup``) need no SQLAlchemy at all.
 """
 
-# Every table must be known before the schema is created on first use.
-from syndicator.state import readers as readers
+# The version of the schema this code reads and writes (``meta.schema_version``).
+SCHEMA_VERSION = 3

@@ -16,6 +16,7 @@ The database is the coordinator; there is no protocol of our own between instanc
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -221,49 +222,78 @@ _DEFAULT_ID = re.compile(r"^(?P<host>.+):(?P<pid>\d+)$")
 def claim_messages(
     conn: Connection, now: datetime, limit: int, *, owner: str, lease: timedelta
 ) -> list[Any]:
-    """Claim up to ``limit`` messages due at ``now`` for ``owner`` until ``now + lease``.
+    """Claim up to ``limit`` messages due at ``now`` for ``owner`` until ``now + lease``;
+    the claimed rows (``id``, ``recipient``, ``body``, ``subscriber_id`` and ``attempts``,
+    this claim counted), oldest first.
 
     Due: pending, a retry whose time came, or ``sending`` under a lease that expired (its
-    instance died or hung). On PostgreSQL the rows are picked with ``FOR UPDATE SKIP
-    LOCKED``, so instances claiming at the same moment each get other messages and never
-    wait for each other; on SQLite the write transaction already holds the database.
+    instance died or hung). One statement: on PostgreSQL the rows are picked with ``FOR
+    UPDATE SKIP LOCKED``, so instances claiming at the same moment each get other messages
+    and never wait for each other; on SQLite the write transaction already holds the
+    database.
+    """
+    rows = conn.execute(
+        _claim(), {"now": now, "limit": limit, "owner": owner, "until": now + lease}
+    ).all()
+    return sorted(rows, key=lambda row: row.id)
+
+
+@functools.cache
+def _claim() -> Any:
+    return claim_statement()
+
+
+def claim_statement(leaving: Any = None) -> Any:
+    """The ``UPDATE ... RETURNING`` of :func:`claim_messages` (rows in no particular
+    order), with the parameters ``now``, ``limit``, ``owner`` and ``until``; ``leaving``,
+    a condition on ``messages``, leaves the rows it holds for out.
+
+    Statements here are built once and given their values as parameters: building one
+    costs more than running it.
     """
     sending = messages_table.c.status == "sending"
-    due = conn.execute(
-        select(
+    now: Any = bindparam("now")
+    due = (
+        (messages_table.c.status == "pending")
+        | ((messages_table.c.status == "retry") & (messages_table.c.next_attempt_at <= now))
+        | (
+            sending
+            & (
+                messages_table.c.lease_expires_at.is_(None)
+                | (messages_table.c.lease_expires_at < now)
+            )
+        )
+    )
+    if leaving is not None:
+        due = due & ~leaving
+    # Picked once (a materialised CTE: never evaluated again as the update runs), locked
+    # as picked, skipping the rows another transaction holds.
+    picked = (
+        select(messages_table.c.id)
+        .where(due)
+        .order_by(messages_table.c.id)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    return (
+        update(messages_table)
+        .where(messages_table.c.id.in_(select(picked.c.id)))
+        .values(
+            status="sending",
+            attempts=messages_table.c.attempts + 1,
+            lease_owner=bindparam("owner"),
+            lease_expires_at=bindparam("until"),
+        )
+        .returning(
             messages_table.c.id,
             messages_table.c.recipient,
             messages_table.c.body,
             messages_table.c.attempts,
             messages_table.c.subscriber_id,
         )
-        .where(
-            (messages_table.c.status == "pending")
-            | ((messages_table.c.status == "retry") & (messages_table.c.next_attempt_at <= now))
-            | (
-                sending
-                & (
-                    messages_table.c.lease_expires_at.is_(None)
-                    | (messages_table.c.lease_expires_at < now)
-                )
-            )
-        )
-        .order_by(messages_table.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
-    if due:
-        conn.execute(
-            update(messages_table)
-            .where(messages_table.c.id.in_([row.id for row in due]))
-            .values(
-                status="sending",
-                attempts=messages_table.c.attempts + 1,
-                lease_owner=owner,
-                lease_expires_at=now + lease,
-            )
-        )
-    return list(due)
+    )
 
 
 def renew_leases(
@@ -273,14 +303,29 @@ def renew_leases(
     many. With ``unless_after``, leases ending after it are left as they are: a group
     commit every few milliseconds then rewrites each claimed row about once a second, not
     at every commit (on PostgreSQL every update writes a new version of the whole row)."""
-    condition = sending_by(owner)
-    if unless_after is not None:
-        condition = condition & (messages_table.c.lease_expires_at <= unless_after)
-    return int(
-        conn.execute(
-            update(messages_table).where(condition).values(lease_expires_at=until)
-        ).rowcount
-        or 0
+    if unless_after is None:
+        statement = update(messages_table).where(sending_by(owner)).values(lease_expires_at=until)
+        return int(conn.execute(statement).rowcount or 0)
+    parameters = {"owner": owner, "renew_until": until, "unless_after": unless_after}
+    return int(conn.execute(_renewal(), parameters).rowcount or 0)
+
+
+@functools.cache
+def _renewal() -> Any:
+    return renewal_statement()
+
+
+def renewal_statement() -> Any:
+    """The ``UPDATE`` of :func:`renew_leases` with ``unless_after``, with the parameters
+    ``owner``, ``renew_until`` and ``unless_after``."""
+    return (
+        update(messages_table)
+        .where(
+            messages_table.c.status == "sending",
+            messages_table.c.lease_owner == bindparam("owner"),
+            messages_table.c.lease_expires_at <= bindparam("unless_after"),
+        )
+        .values(lease_expires_at=bindparam("renew_until"))
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, text
 
 from syndicator.errors import StateError
 from syndicator.state.db import (
+    SCHEMA_META_KEYS,
     State,
     insert_rows,
     instances_table,
@@ -34,7 +35,8 @@ class CopyReport:
 
 
 def _occupied(target: State) -> list[str]:
-    """Tables of ``target`` that hold rows (``meta`` counts past its schema version)."""
+    """Tables of ``target`` that hold rows (``meta`` counts past the rows describing its
+    schema)."""
     found = []
     with target.engine.connect() as conn:
         for table in metadata.sorted_tables:
@@ -42,7 +44,7 @@ def _occupied(target: State) -> list[str]:
                 continue
             query = select(func.count()).select_from(table)
             if table is meta_table:
-                query = query.where(meta_table.c.key != "schema_version")
+                query = query.where(meta_table.c.key.not_in(SCHEMA_META_KEYS))
             if conn.execute(query).scalar():
                 found.append(table.name)
     return found
@@ -66,7 +68,7 @@ def copy_state(source: State, target: State) -> CopyReport:
             while batch := rows.fetchmany(CHUNK):
                 values = [dict(row) for row in batch]
                 if table is meta_table:
-                    values = [row for row in values if row["key"] != "schema_version"]
+                    values = [row for row in values if row["key"] not in SCHEMA_META_KEYS]
                 if table.name == "messages":
                     for row in values:
                         if row["status"] == "sending":

@@ -49,8 +49,8 @@ from sqlalchemy.types import TypeDecorator
 
 from syndicator.errors import StateError
 from syndicator.models import Article
+from syndicator.state import SCHEMA_VERSION
 
-SCHEMA_VERSION = 3
 BUSY_TIMEOUT_SECONDS = 30
 
 
@@ -433,6 +433,27 @@ EXECUTE FUNCTION syndicator_count_subscriber_change()
 """
 
 
+# What the schema of this code is (see State._create_schema), stored in ``meta`` once a
+# database was brought up to date for it.
+_SCHEMA_SIGNATURE = "schema_signature"
+# The rows of ``meta`` that describe the database's schema rather than what it holds.
+SCHEMA_META_KEYS = frozenset({"schema_version", _SCHEMA_SIGNATURE})
+
+
+def _schema_signature() -> str:
+    """A digest of every table, column, constraint, index and trigger this code expects."""
+    parts = [str(SCHEMA_VERSION), repr(_ADDED_COLUMNS)]
+    parts += [*_OLD_SUBSCRIBER_TRIGGERS, *_SUBSCRIBER_TRIGGERS]
+    for table in sorted(metadata.tables.values(), key=lambda table: table.name):
+        parts.append(repr(table))
+        parts += sorted(repr(constraint) for constraint in table.constraints)
+        parts += sorted(
+            f"{index.name} unique={index.unique} {[column.name for column in index.columns]}"
+            for index in table.indexes
+        )
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def subscribers_revision(conn: Connection) -> str | None:
     """A token that changes whenever subscribers or their filters change (committed, by
     any process); None where changes are not counted (databases other than SQLite and
@@ -493,9 +514,25 @@ class State:
         self.engine.dispose()
 
     def _create_schema(self) -> None:
-        # The deliverability tables live in their own module; importing it registers them.
-        import syndicator.state.bounces  # noqa: F401, PLC0415
+        # Every table must be known first: those of the reader-facing feeds and of
+        # deliverability live in their own modules, and importing them registers them.
+        from syndicator.state import bounces, readers  # noqa: F401, PLC0415
 
+        # A database this schema was last brought up to date for needs nothing: one read,
+        # and no write lock, where checking every table, column, index and trigger takes
+        # a write transaction and a query or two each.
+        signature = _schema_signature()
+        with self.transaction(write=False) as conn:
+            if conn.dialect.has_table(conn, meta_table.name):
+                rows = conn.execute(
+                    select(meta_table.c.key, meta_table.c.value).where(
+                        meta_table.c.key.in_(SCHEMA_META_KEYS)
+                    )
+                )
+                found = dict(rows.all())
+                expected = {"schema_version": str(SCHEMA_VERSION), _SCHEMA_SIGNATURE: signature}
+                if found == expected:
+                    return
         with self.transaction() as conn:
             if conn.dialect.name == "postgresql":
                 # Instances started together on an empty database take turns here: the
@@ -537,26 +574,30 @@ class State:
                     f"syndicator understands ({SCHEMA_VERSION})",
                     hint="upgrade syndicator",
                 )
+            self.set_meta(conn, _SCHEMA_SIGNATURE, signature)
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
-        try:
-            with self.engine.connect() as conn:
+    def transaction(self, *, write: bool = True) -> Iterator[Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` on SQLite), or with ``write=False``
+        one that only reads (it waits for no writer)."""
+        with _state_errors(), self.engine.connect() as conn:
+            if write:
                 conn.execution_options(syndicator_write=True)
-                with conn.begin():
-                    yield conn
-        except IntegrityError as exc:
-            # Another instance wrote the same row first: nothing was changed here.
-            raise StateError(
-                f"state database conflict: {_first_line(exc.orig)}",
-                hint="another instance changed the same rows; the next attempt sees them",
-            ) from exc
-        except DBAPIError as exc:
-            raise StateError(
-                f"state database error: {_first_line(exc.orig)}",
-                hint="another process may hold it locked; try again",
-            ) from exc
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def single_statement(self) -> Iterator[Connection]:
+        """A connection for one write statement that is a transaction of its own. On
+        PostgreSQL it runs in autocommit, so the statement is the one round trip (no
+        ``BEGIN`` and ``COMMIT`` of their own); elsewhere it is :meth:`transaction`."""
+        if self.engine.dialect.name != "postgresql":
+            with self.transaction() as conn:
+                yield conn
+            return
+        with _state_errors(), self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
 
     def insert_ignoring_conflict(self, conn: Connection, table: Table, row: dict[str, Any]) -> bool:
         """Insert ``row`` unless its key is taken (by a concurrent writer too); whether it was
@@ -650,6 +691,24 @@ class State:
             return True
         with self.engine.connect() as conn:
             return conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+@contextmanager
+def _state_errors() -> Iterator[None]:
+    """Database errors as :class:`StateError`, with what to do about them."""
+    try:
+        yield
+    except IntegrityError as exc:
+        # Another instance wrote the same row first: nothing was changed here.
+        raise StateError(
+            f"state database conflict: {_first_line(exc.orig)}",
+            hint="another instance changed the same rows; the next attempt sees them",
+        ) from exc
+    except DBAPIError as exc:
+        raise StateError(
+            f"state database error: {_first_line(exc.orig)}",
+            hint="another process may hold it locked; try again",
+        ) from exc
 
 
 def _first_line(error: BaseException | None) -> str:

@@ -16,15 +16,18 @@ or the instance itself takes it back when it starts again (:func:`release_inflig
 then goes out with the same bytes and the same ``Message-ID``: the only duplicates
 possible are those in flight.
 
-Every statement on ``messages`` is here. A claim is one transaction that picks the due
-messages and marks them ``sending`` under a lease: on PostgreSQL with ``SELECT ... FOR
-UPDATE SKIP LOCKED``, so instances claiming together take different messages and never
-wait for each other; on SQLite that transaction holds the write lock (``BEGIN
-IMMEDIATE``), so two processes never claim the same message.
+Every statement on ``messages`` is here. A claim is one statement that picks the due
+messages and marks them ``sending`` under a lease: on PostgreSQL they are picked with
+``FOR UPDATE SKIP LOCKED``, so instances claiming together take different messages and
+never wait for each other; on SQLite its transaction holds the write lock (``BEGIN
+IMMEDIATE``), so two processes never claim the same message. On PostgreSQL a group commit
+of messages sent, with the renewal of the leases and the next claim, is one statement
+too: one round trip to the database per group.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 from collections.abc import Sequence
@@ -33,14 +36,16 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, literal, null, select, union_all, update
 from sqlalchemy.engine import Connection
 
 from syndicator.state.coordination import (
     claim_messages,
+    claim_statement,
     release_dead_leases,
     release_messages,
     renew_leases,
+    renewal_statement,
     sending_by,
 )
 from syndicator.state.db import State, insert_rows, matches_table, messages_table
@@ -197,18 +202,21 @@ def claim_due_messages(
 ) -> list[ClaimedMessage]:
     """Claim up to ``limit`` messages due at ``now``, oldest first, for ``owner`` until
     ``now + lease``, and return them. Due: pending, a retry whose time came, or
-    ``sending`` under a lease that expired (its instance died or hung). Run it in a write
-    transaction (see :func:`syndicator.state.coordination.claim_messages`)."""
-    due = claim_messages(conn, now, limit, owner=owner, lease=lease)
+    ``sending`` under a lease that expired (its instance died or hung). One statement
+    (see :func:`syndicator.state.coordination.claim_messages`)."""
+    return _claimed(claim_messages(conn, now, limit, owner=owner, lease=lease))
+
+
+def _claimed(rows: Sequence[Any]) -> list[ClaimedMessage]:
     return [
         ClaimedMessage(
             id=row.id,
             subscriber_id=row.subscriber_id,
             recipient=row.recipient,
             body=row.body,
-            attempt=row.attempts + 1,
+            attempt=row.attempts,
         )
-        for row in due
+        for row in rows
     ]
 
 
@@ -240,21 +248,11 @@ def record_outcomes(
     recorded = 0
     if outcomes.sent:
         # One statement, the condition checked as each row is locked: the usual commit.
+        ids = [message.id for message in outcomes.sent]
         recorded += len(
             conn.execute(
-                update(messages_table)
-                .where(
-                    messages_table.c.id.in_([message.id for message in outcomes.sent]),
-                    sending_by(owner),
-                )
-                .values(
-                    status=MessageStatus.SENT,
-                    sent_at=now,
-                    last_error="",
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-                .returning(messages_table.c.id)
+                _record_sent(),
+                {"ids": ids, "now": now, "owner": owner},
             ).all()
         )
     if outcomes.retry or outcomes.failed:
@@ -312,6 +310,92 @@ def record_outcomes(
     return Recorded(suspended, claimed - recorded)
 
 
+def record_sent_at_once(
+    conn: Connection,
+    sent: Sequence[ClaimedMessage],
+    *,
+    now: datetime,
+    owner: str,
+    renew: tuple[datetime, datetime] | None,
+    claim_next: int,
+    lease: timedelta,
+) -> tuple[int, list[ClaimedMessage]]:
+    """PostgreSQL: a group commit of messages sent as one statement, so one round trip in
+    autocommit (:meth:`State.single_statement`); how many were recorded, and the
+    messages claimed.
+
+    It does what :func:`record_outcomes`, :func:`renew_leases` (``renew``: ``(until,
+    unless_after)``) and :func:`claim_due_messages` (``claim_next``) do one after the
+    other, as data-modifying CTEs. Those all see the database as it was before the
+    statement and may not change a row twice, so each is kept off the rows of the ones
+    before it: the renewal off the messages being recorded, the claim off both (the
+    renewal first, the claim after it would not find them due either).
+    """
+    parameters: dict[str, Any] = {
+        "ids": [message.id for message in sent],
+        "now": now,
+        "owner": owner,
+    }
+    if renew is not None:
+        parameters["renew_until"], parameters["unless_after"] = renew
+    if claim_next:
+        parameters["limit"], parameters["until"] = claim_next, now + lease
+    statement = _sent_at_once(renew=renew is not None, claim=bool(claim_next))
+    rows = conn.execute(statement, parameters).all()
+    claimed = sorted((row for row in rows if row.part == "claimed"), key=lambda row: row.id)
+    return sum(1 for row in rows if row.part == "recorded"), _claimed(claimed)
+
+
+@functools.cache
+def _sent_at_once(*, renew: bool, claim: bool) -> Any:
+    recorded = _record_sent().cte("recorded")
+    recording = messages_table.c.id.in_(bindparam("ids", expanding=True))
+    ctes = []
+    leaving: Any = recording
+    if renew:
+        ctes.append(renewal_statement().where(~recording).cte("renewed"))
+        leaving = recording | (
+            (messages_table.c.status == MessageStatus.SENDING.value)
+            & (messages_table.c.lease_owner == bindparam("owner"))
+        )
+    columns = ("id", "recipient", "body", "attempts", "subscriber_id")
+    parts = [
+        select(
+            literal("recorded").label("part"),
+            recorded.c.id,
+            *(null().label(name) for name in columns[1:]),
+        )
+    ]
+    if claim:
+        claimed = claim_statement(leaving).cte("claimed")
+        parts.insert(
+            0, select(literal("claimed").label("part"), *(claimed.c[name] for name in columns))
+        )
+    return (union_all(*parts) if len(parts) > 1 else parts[0]).add_cte(*ctes)
+
+
+@functools.cache
+def _record_sent() -> Any:
+    """Messages ``owner`` still holds among ``ids`` are sent at ``now`` (the parameters);
+    their ids. The condition is checked as each row is locked."""
+    return (
+        update(messages_table)
+        .where(
+            messages_table.c.id.in_(bindparam("ids", expanding=True)),
+            messages_table.c.status == MessageStatus.SENDING.value,
+            messages_table.c.lease_owner == bindparam("owner"),
+        )
+        .values(
+            status=MessageStatus.SENT.value,
+            sent_at=bindparam("now"),
+            last_error="",
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        .returning(messages_table.c.id)
+    )
+
+
 def release_inflight(conn: Connection, *, me: str) -> int:
     """Messages left in ``sending`` by a crash of this instance (or of a dead process of
     this host) go out again, with the same Message-ID; those under the live lease of
@@ -355,39 +439,62 @@ class Outbox:
 
     def claim(self, now: datetime, limit: int) -> list[ClaimedMessage]:
         """Claim up to ``limit`` messages due at ``now`` (durably) and return them."""
-        with self.state.transaction() as conn:
+        with self.state.single_statement() as conn:
             return claim_due_messages(conn, now, limit, owner=self.owner, lease=self.lease)
 
     def record(
         self, outcomes: Outcomes, now: datetime, *, claim_next: int = 0
     ) -> tuple[list[ClaimedMessage], list[ClaimedMessage]]:
         """Record a batch's outcomes, renew the leases still held and, in the same
-        transaction, claim up to ``claim_next`` more messages: ``(suspended, claimed)``."""
-        with self.state.transaction() as conn:
-            recorded = record_outcomes(
-                conn, outcomes, now=now, suspend_after=self.suspend_after, owner=self.owner
-            )
-            every = min(RENEWAL, self.lease / 4)
-            if self._renewed_at is None or now - self._renewed_at >= every:
-                renew_leases(
+        transaction, claim up to ``claim_next`` more messages: ``(suspended, claimed)``.
+
+        On PostgreSQL a batch of messages all sent (the usual one) is a single statement
+        (:func:`record_sent_at_once`): the commit is one round trip.
+        """
+        every = min(RENEWAL, self.lease / 4)
+        renew = None
+        if self._renewed_at is None or now - self._renewed_at >= every:
+            renew = (now + self.lease, now + self.lease - every)
+        suspended: list[ClaimedMessage] = []
+        if (
+            self.state.engine.dialect.name == "postgresql"
+            and not outcomes.retry
+            and not outcomes.failed
+        ):
+            with self.state.single_statement() as conn:
+                recorded, claimed = record_sent_at_once(
                     conn,
+                    outcomes.sent,
+                    now=now,
                     owner=self.owner,
-                    until=now + self.lease,
-                    unless_after=now + self.lease - every,
+                    renew=renew,
+                    claim_next=claim_next,
+                    lease=self.lease,
                 )
-                self._renewed_at = now
-            claimed = (
-                claim_due_messages(conn, now, claim_next, owner=self.owner, lease=self.lease)
-                if claim_next
-                else []
-            )
-        if recorded.lost_leases:
+            lost_leases = len(outcomes.sent) - recorded
+        else:
+            with self.state.transaction() as conn:
+                done = record_outcomes(
+                    conn, outcomes, now=now, suspend_after=self.suspend_after, owner=self.owner
+                )
+                if renew is not None:
+                    until, unless_after = renew
+                    renew_leases(conn, owner=self.owner, until=until, unless_after=unless_after)
+                claimed = (
+                    claim_due_messages(conn, now, claim_next, owner=self.owner, lease=self.lease)
+                    if claim_next
+                    else []
+                )
+            suspended, lost_leases = done.suspended, done.lost_leases
+        if renew is not None:
+            self._renewed_at = now
+        if lost_leases:
             log.warning(
                 "%s outcomes not recorded: their leases had expired and another instance "
                 "claimed them (it sends them again); service.lease_seconds may be too short",
-                recorded.lost_leases,
+                lost_leases,
             )
-        return recorded.suspended, claimed
+        return suspended, claimed
 
     def release(self, messages: Sequence[ClaimedMessage]) -> None:
         """Give back claimed messages never handed to the transport."""

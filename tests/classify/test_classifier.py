@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from benchmarks.generate import article_texts
-from syndicator.classify.classifier import Classifier, Gazetteer, Taxonomy
+from syndicator.classify.classifier import Classifier, Gazetteer
+from syndicator.classify.taxonomy import Taxonomy
 from syndicator.errors import ConfigError
 from syndicator.store.files import read_file
 from tests.conftest import DATA_DIR, SAMPLE_STORE

@@ -1,6 +1,7 @@
 """A state database of schema version 2 (before archives, private feeds and the digest
 grouping) upgrades in place, on SQLite and on PostgreSQL, and the new tables then work:
-private feeds rotate, archive pages are assigned and published.
+private feeds rotate, archive pages are assigned and published. A database already up to
+date opens with one read, and one changed since is checked and repaired again.
 
 The old databases are built from SQL dumps of the version 2 schema
 (``tests/data/state-v2/<dialect>.sql``), with one article and one subscriber."""
@@ -16,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import feedparser
 import pytest
-from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import create_engine, delete, inspect, select, update
 
 from syndicator.classify.classifier import Classifier
 from syndicator.config import Config
@@ -24,7 +25,8 @@ from syndicator.errors import StateError
 from syndicator.mail import private_feeds, roster
 from syndicator.mail.private_feeds import Verdict
 from syndicator.mail.unsubscribe import load_secret
-from syndicator.state.db import SCHEMA_VERSION, State, meta_table
+from syndicator.state import SCHEMA_VERSION
+from syndicator.state.db import State, meta_table
 from syndicator.state.readers import archive_entries, newest_archive_pages
 from syndicator.state.subscribers import change_subscriber
 from tests.conftest import DATA_DIR
@@ -142,6 +144,54 @@ def test_a_database_newer_than_this_syndicator_is_refused(old_state: str) -> Non
     state.close()
     with pytest.raises(StateError, match="newer than this syndicator understands"):
         State.open(old_state)
+
+
+@pytest.mark.sqlite_only
+def test_an_up_to_date_database_opens_while_another_process_writes(state_url: str) -> None:
+    """Opening reads the schema's signature without the write lock, so a command listing
+    articles does not queue behind a cycle that is writing."""
+    State.open(state_url).close()
+    with closing(sqlite3.connect(state_url.removeprefix("sqlite:///"))) as writer:
+        writer.isolation_level = None
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
+        state = State.open(state_url)  # before, this waited for the lock (and then failed)
+        try:
+            assert state.articles() == []
+        finally:
+            state.close()
+        writer.execute("COMMIT")
+
+
+@pytest.mark.parametrize("signature", [None, "of another version"])
+def test_a_database_changed_since_it_was_brought_up_to_date_is_repaired(
+    state_url: str, signature: str | None
+) -> None:
+    """Without the signature this code writes (a database last opened by an older or a
+    newer syndicator), every table, column and index is checked again."""
+    State.open(state_url).close()
+    engine = create_engine(state_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP INDEX ix_articles_source")
+            row = meta_table.c.key == "schema_signature"
+            if signature is None:
+                conn.execute(delete(meta_table).where(row))
+            else:
+                conn.execute(update(meta_table).where(row).values(value=signature))
+    finally:
+        engine.dispose()
+    state = State.open(state_url)
+    try:
+        with state.engine.connect() as conn:
+            indexes = {index["name"] for index in inspect(conn).get_indexes("articles")}
+            stored = conn.execute(
+                select(meta_table.c.value).where(meta_table.c.key == "schema_signature")
+            ).scalar()
+    finally:
+        state.close()
+    assert "ix_articles_source" in indexes
+    assert stored not in {None, signature}
 
 
 @pytest.fixture
