@@ -356,7 +356,9 @@ def update_archives(
                 )
     result.newest.update(plan.newest)
     result.counts.update(plan.counts)
-    dirty = plan.dirty
+    # A channel still on one page publishes no archive document: its feed holds it all
+    # (fh:complete), so neither its signature is read nor its page rendered.
+    dirty = {(c, page) for c, page in plan.dirty if is_archived(cache.newest_page(c.path))}
     with state.engine.connect() as conn:
         stored = (
             {}
@@ -366,8 +368,6 @@ def update_archives(
     wanted: dict[str, tuple[Channel, int, list[str], bool]] = {}
     signatures: dict[str, str] = {}
     for channel, page in dirty:
-        if not is_archived(cache.newest_page(channel.path)):
-            continue  # one page: the feed holds it all (fh:complete)
         ids = cache.present_on(channel.path, page)
         relative = archive_path(channel, page)
         has_next = page < cache.newest_page(channel.path)

@@ -272,6 +272,7 @@ def test_the_publish_plan_renders_what_changed_or_went_missing(
         stored = feed_signatures(conn)
         newest = newest_archive_pages(conn)
     site = site_from_config(config)
+    archived = prev_archive_links(site, channels, newest)
 
     def plan(**changes: object) -> PublishPlan:
         inputs: dict[str, object] = {
@@ -284,10 +285,8 @@ def test_the_publish_plan_renders_what_changed_or_went_missing(
             "page_files": None,
             "awaiting_mail": set(),
             "changed": frozenset(),
-            "prev_archive": prev_archive_links(site, channels, newest),
-            "complete": {
-                c.path for c in channels if c.path not in prev_archive_links(site, channels, newest)
-            },
+            "prev_archive": archived,
+            "complete": {c.path for c in channels if c.path not in archived},
         }
         return plan_publish(catalogue, **{**inputs, **changes})  # type: ignore[arg-type]
 
