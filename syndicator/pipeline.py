@@ -338,6 +338,8 @@ def reload_store(
     now: datetime,
     subscribers: Sequence[Subscriber] | None = None,
     held_subscribers: frozenset[str] = frozenset(),
+    subscribers_signature: str | None = None,
+    subscribers_problems: Sequence[str] = (),
     subscriber_index: SubscriberIndex | None = None,
     known_files: stored_articles.KnownFiles | None = None,
 ) -> ReloadResult:
@@ -346,7 +348,8 @@ def reload_store(
     In the same transaction, new articles are matched against the subscribers
     known so far (nothing is matched on the very first load of a store: that is
     the baseline), then ``subscribers`` (the subscribers file, when given) is
-    synced, so a subscriber added now receives only articles seen from now on.
+    synced, so a subscriber added now receives only articles seen from now on, and state
+    notes the file's ``subscribers_signature`` and ``subscribers_problems`` with it.
     ``known_files`` keeps the files state knows between calls (without it they are read).
     """
     started = time.perf_counter()
@@ -420,7 +423,14 @@ def reload_store(
         if not baseline:
             result.matched = record_matches(conn, result.new, now=now, index=subscriber_index)
         if subscribers is not None:
-            result.subscribers = sync_subscribers(conn, subscribers, now=now, held=held_subscribers)
+            result.subscribers = sync_subscribers(
+                conn,
+                subscribers,
+                now=now,
+                held=held_subscribers,
+                signature=subscribers_signature,
+                problems=subscribers_problems,
+            )
         result.articles = stored_articles.count_active(conn)
         if result.changed:
             # In the transaction that records the change: a crash before publishing leaves
@@ -581,7 +591,7 @@ class Pipeline:
     ) -> CycleResult:
         now = self.clock() if now is None else now
         config, classifier, state = self.config, self.classifier, self.state
-        listed, problems, held = self.subscribers_file()
+        listed, problems, held, signature = self.subscribers_file()
         synced_before = listed is not None and self._synced is listed
         if not synced_before:
             for problem in problems:
@@ -595,6 +605,8 @@ class Pipeline:
                 # The same parse of an unchanged file was synced already: nothing to do.
                 subscribers=None if synced_before else listed,
                 held_subscribers=held,
+                subscribers_signature=signature,
+                subscribers_problems=problems,
                 subscriber_index=self.subscriber_index,
                 known_files=self.known_files,
             ),

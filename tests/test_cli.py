@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from syndicator.cli import _handler, build_parser
 from syndicator.config import SHIPPED_REGIONS, SHIPPED_TOPICS
 from syndicator.state.db import State
+from syndicator.state.subscribers import find_subscriber, mark_removed
 from tests.conftest import SAMPLE_STORE, write
 
 
@@ -342,7 +344,8 @@ def test_listing_commands_load_no_publishing_or_serving_module(module: str) -> N
 # the store reader for `explain` of an article state knows (only one it does not know is
 # looked for in the store); the store reader and the classifier for `subscribers list`,
 # which needs the taxonomy alone. On SQLite, `articles`
-# and `explain` read state without SQLAlchemy (`state.lookup`).
+# and `explain` read state without SQLAlchemy (`state.lookup`), and so does
+# `subscribers list` once state follows the subscribers file (the cycle synced it).
 NOT_LOADED_BY_COMMAND = [
     (["check"], ("sqlalchemy", "syndicator.state")),
     (["articles"], ("ahocorasick", "syndicator.classify", "syndicator.store")),
@@ -355,6 +358,7 @@ NOT_LOADED_BY_COMMAND = [
 NOT_LOADED_ON_SQLITE = {
     "articles": ("sqlalchemy", "syndicator.state.db"),
     "explain": ("sqlalchemy", "syndicator.state.db"),
+    "subscribers": ("sqlalchemy", "syndicator.state.db", "syndicator.mail.roster"),
 }
 
 
@@ -383,6 +387,46 @@ def test_listing_commands_run_without_what_they_do_not_need(
         )
         == []
     )
+
+
+def test_subscribers_list_syncs_the_file_only_when_state_may_not_follow_it(
+    install: Path, state_url: str
+) -> None:
+    config = str(install)
+    subscribers = install.parent / "subscribers.toml"
+    subscribers.write_text(
+        '[[subscriber]]\nemail = "desk@example.org"\n\n'
+        '[[subscriber]]\nemail = "peer@example.org"\ntopics = ["no-such-topic"]\n',
+        encoding="utf-8",
+    )
+    problem = f"{subscribers}:4: subscriber[1] ('peer@example.org')"
+
+    def listed() -> tuple[dict[str, str], str]:
+        result = syndicator("--config", config, "subscribers", "list", "--json")
+        assert result.returncode == 0, result.stderr
+        return {row["email"]: row["status"] for row in json.loads(result.stdout)}, result.stderr
+
+    # Synced, then read as it is (on SQLite without syncing): the same rows, the same problem.
+    first, said = listed()
+    assert first == {"desk@example.org": "active"} and problem in said
+    again, said = listed()
+    assert again == first and problem in said
+    # Fixed and extended in place: synced again.
+    subscribers.write_text(
+        '[[subscriber]]\nemail = "desk@example.org"\n\n'
+        '[[subscriber]]\nemail = "peer@example.org"\ntopics = ["aeo"]\n',
+        encoding="utf-8",
+    )
+    fixed, said = listed()
+    assert fixed == {"desk@example.org": "active", "peer@example.org": "active"}
+    assert problem not in said
+    # Changed elsewhere since the last sync (here removed by hand from state): synced again,
+    # so the file's entry comes back.
+    with closing(State.open(state_url)) as state, state.transaction() as conn:
+        record = find_subscriber(conn, "peer@example.org")
+        assert record is not None
+        mark_removed(conn, record.id)
+    assert listed()[0] == fixed
 
 
 def test_digest_grouping_from_the_file_the_command_line_and_in_the_export(install: Path) -> None:

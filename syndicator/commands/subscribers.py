@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -14,17 +14,24 @@ from syndicator.classify.taxonomy import Taxonomy
 from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, load, now
 from syndicator.config import Config
 from syndicator.errors import NotFoundError, SyndicatorError
-from syndicator.mail import roster
 from syndicator.mail.addresses import lookup_address
-from syndicator.mail.roster import add_subscriber, remove_subscriber, resubscribe, sync_subscribers
-from syndicator.mail.signup import open_requests
 from syndicator.mail.subscribers import (
     Subscriber,
+    file_signature,
     load_subscribers,
     load_subscribers_csv,
     load_subscribers_file,
+    stored_settings,
 )
-from syndicator.state.db import State
+from syndicator.state import lookup
+from syndicator.state.records import FROM_WEB, SUSPENDED, UNSUBSCRIBED
+
+if TYPE_CHECKING:
+    from syndicator.state.db import State
+
+# SQLAlchemy and the roster load only where a command writes, or where state cannot be
+# listed with the standard library (`subscribers list` on SQLite, when state follows the
+# subscribers file as it is, reads with sqlite3 alone).
 
 
 def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Taxonomy, State]:
@@ -33,33 +40,78 @@ def _subscriber_state(args: argparse.Namespace) -> tuple[Config, Taxonomy, State
     Subscribers name topics, so the taxonomy is read; the gazetteer and the classifier's
     matcher are not needed here.
     """
+    from syndicator.state.db import State  # noqa: PLC0415
+
     config = load(args)
     taxonomy = Taxonomy.load(config.classify.topics)
     state = State.open(config.state.url)
-    listed, problems, held = load_subscribers_file(config.subscribers.file, taxonomy.topics)
+    _sync(config, taxonomy, state)
+    return config, taxonomy, state
+
+
+def _sync(config: Config, taxonomy: Taxonomy, state: State) -> None:
+    """Make state follow the subscribers file, and say what is wrong with it."""
+    from syndicator.mail.roster import sync_subscribers  # noqa: PLC0415
+
+    listed, problems, held, signature = load_subscribers_file(
+        config.subscribers.file, taxonomy.topics
+    )
     for problem in problems:
         print(problem, file=sys.stderr)
     if listed is not None:
         with state.transaction() as conn:
-            sync_subscribers(conn, listed, now=now(), held=held)
-    return config, taxonomy, state
+            sync_subscribers(
+                conn, listed, now=now(), held=held, signature=signature, problems=problems
+            )
+
+
+def _listing(config: Config, taxonomy: Taxonomy) -> lookup.SubscriberListing:
+    """Subscribers, open sign-up requests and decisions, once state follows the file.
+
+    On SQLite, when state already follows the subscribers file as it is now (the same
+    bytes, the same topics, no subscriber changed since), it is read with the standard
+    library and nothing is synced; otherwise the file is synced first, as by a cycle.
+    """
+    since = now() - timedelta(hours=config.web.confirm_ttl_hours)
+    signature = file_signature(config.subscribers.file, taxonomy.topics)
+    if signature is not None:
+        listing = lookup.subscriber_listing(
+            config.state.url, signature=signature, requested_since=since
+        )
+        if listing is not None:
+            for problem in listing.problems:
+                print(problem, file=sys.stderr)
+            return listing
+    from syndicator.state.bounces import latest_decisions  # noqa: PLC0415
+    from syndicator.state.db import State  # noqa: PLC0415
+    from syndicator.state.requests import open_requests_since  # noqa: PLC0415
+    from syndicator.state.subscribers import list_subscribers  # noqa: PLC0415
+
+    state = State.open(config.state.url)
+    try:
+        _sync(config, taxonomy, state)
+        with state.engine.connect() as conn:
+            return lookup.SubscriberListing(
+                subscribers=list_subscribers(conn),
+                requests=[
+                    lookup.PendingRequest(
+                        email=request.email,
+                        settings=request.settings,
+                        requested_at=request.requested_at,
+                    )
+                    for request in open_requests_since(conn, since)
+                ],
+                decisions=latest_decisions(conn),
+                problems=[],  # said by the sync
+            )
+    finally:
+        state.close()
 
 
 def cmd_subscribers_list(args: argparse.Namespace) -> int:
-    config, _taxonomy, state = _subscriber_state(args)
-    try:
-        with state.engine.connect() as conn:
-            records = roster.list_subscribers(conn)
-            requests = open_requests(
-                conn,
-                now=now(),
-                ttl=timedelta(hours=config.web.confirm_ttl_hours),
-            )
-            from syndicator.state.bounces import latest_decisions  # noqa: PLC0415
-
-            decisions = latest_decisions(conn)
-    finally:
-        state.close()
+    config = load(args)
+    listing = _listing(config, Taxonomy.load(config.classify.topics))
+    decisions = listing.decisions
     # Web requests waiting for confirmation are listed too, as "pending": they receive
     # nothing but the confirmation mail until then.
     rows: list[dict[str, Any]] = [
@@ -81,32 +133,33 @@ def cmd_subscribers_list(args: argparse.Namespace) -> int:
             # Why a bounce or a complaint ended the subscription, if one did.
             "decision": (
                 f"{decisions[r.id][1]} ({decisions[r.id][2]:%Y-%m-%d %H:%M} UTC)"
-                if r.id in decisions and r.status in ("suspended", "unsubscribed")
+                if r.id in decisions and r.status in (SUSPENDED, UNSUBSCRIBED)
                 else None
             ),
         }
-        for r in records
+        for r in listing.subscribers
     ]
-    rows += [
-        {
-            "email": request.email,
-            "name": request.subscriber.name,
-            "status": "pending",
-            "source": roster.FROM_WEB,
-            "cadence": request.subscriber.cadence,
-            "group_by": request.subscriber.group_by,
-            "regions": list(request.subscriber.regions),
-            "topics": list(request.subscriber.topics),
-            "keywords": list(request.subscriber.keywords),
-            "exclude_regions": list(request.subscriber.exclude_regions),
-            "exclude_topics": list(request.subscriber.exclude_topics),
-            "next_digest_at": None,
-            "permanent_failures": 0,
-            "added_at": request.requested_at.isoformat(),
-            "decision": None,
-        }
-        for request in requests
-    ]
+    for request in listing.requests:
+        asked = stored_settings(request.settings)
+        rows.append(
+            {
+                "email": request.email,
+                "name": asked.name,
+                "status": "pending",
+                "source": FROM_WEB,
+                "cadence": asked.cadence,
+                "group_by": asked.group_by,
+                "regions": list(asked.regions),
+                "topics": list(asked.topics),
+                "keywords": list(asked.keywords),
+                "exclude_regions": list(asked.exclude_regions),
+                "exclude_topics": list(asked.exclude_topics),
+                "next_digest_at": None,
+                "permanent_failures": 0,
+                "added_at": request.requested_at.isoformat(),
+                "decision": None,
+            }
+        )
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -181,6 +234,8 @@ def cmd_subscribers_add(args: argparse.Namespace) -> int:
                 f"unknown topic {unknown[0]!r}",
                 hint=f"known topics: {', '.join(taxonomy.topics)}",
             )
+        from syndicator.mail.roster import add_subscriber  # noqa: PLC0415
+
         with state.transaction() as conn:
             outcome = add_subscriber(conn, subscriber, now=now())
     finally:
@@ -190,6 +245,8 @@ def cmd_subscribers_add(args: argparse.Namespace) -> int:
 
 
 def cmd_subscribers_remove(args: argparse.Namespace) -> int:
+    from syndicator.mail.roster import remove_subscriber  # noqa: PLC0415
+
     state = _subscriber_state(args)[2]
     try:
         with state.transaction() as conn:
@@ -201,6 +258,8 @@ def cmd_subscribers_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_subscribers_resubscribe(args: argparse.Namespace) -> int:
+    from syndicator.mail.roster import resubscribe  # noqa: PLC0415
+
     state = _subscriber_state(args)[2]
     try:
         with state.transaction() as conn:
@@ -212,6 +271,8 @@ def cmd_subscribers_resubscribe(args: argparse.Namespace) -> int:
 
 
 def cmd_subscribers_import(args: argparse.Namespace) -> int:
+    from syndicator.mail.roster import add_subscriber  # noqa: PLC0415
+
     _config, taxonomy, state = _subscriber_state(args)
     known_topics = set(taxonomy.topics)
     if args.file.suffix.lower() == ".csv":

@@ -25,7 +25,7 @@ from syndicator.mail.signup import manage_token
 from syndicator.mail.unsubscribe import make_token
 from syndicator.models import Article
 from syndicator.publish.feeds import Names
-from syndicator.state.subscribers import SubscriberRecord
+from syndicator.state.records import SubscriberRecord
 
 
 class Mailer:

@@ -30,12 +30,11 @@ from syndicator.state.outbox import (
     last_message_id,
     queue_messages,
 )
+from syndicator.state.records import SubscriberRecord, parse_filters
 from syndicator.state.subscribers import (
-    SubscriberRecord,
     active_filters,
     active_subscribers,
     due_digest_ids,
-    parse_filters,
     set_next_digest,
 )
 

@@ -19,7 +19,7 @@ from syndicator.errors import NotFoundError, SyndicatorError
 from syndicator.mail.schedule import next_due
 from syndicator.mail.subscribers import Subscriber
 from syndicator.state.outbox import cancel_queued
-from syndicator.state.subscribers import (
+from syndicator.state.records import (
     ACTIVE,
     FROM_CLI,
     FROM_FILE,
@@ -29,6 +29,8 @@ from syndicator.state.subscribers import (
     SUSPENDED,
     UNSUBSCRIBED,
     SubscriberRecord,
+)
+from syndicator.state.subscribers import (
     change_subscriber,
     find_subscriber,
     get_subscriber,
@@ -37,6 +39,7 @@ from syndicator.state.subscribers import (
     mark_removed,
     mark_unsubscribed,
     reactivate_subscriber,
+    record_file_synced,
     subscribers_for_sync,
 )
 
@@ -153,6 +156,8 @@ def sync_subscribers(
     *,
     now: datetime,
     held: Collection[str] = (),
+    signature: str | None = None,
+    problems: Sequence[str] = (),
 ) -> SyncResult:
     """Make state follow the subscribers file: add, change and remove its entries.
 
@@ -161,6 +166,8 @@ def sync_subscribers(
     with the command line or on the web are left alone, even when the file lists the
     same address; so are the addresses in ``held`` (lower-cased): their entries in the
     file are invalid, so they keep the subscription they had until the entry is fixed.
+    With the file's ``signature`` (and its ``problems``), state records which file it
+    now follows, so ``subscribers list`` need not sync the same file again.
     """
     result = SyncResult()
     records = subscribers_for_sync(conn, {subscriber.email.lower() for subscriber in listed})
@@ -191,6 +198,8 @@ def sync_subscribers(
             if record.status != UNSUBSCRIBED:
                 mark_removed(conn, record.id)
             result.removed.append(record.email)
+    if signature is not None:
+        record_file_synced(conn, signature, problems)
     return result
 
 

@@ -21,7 +21,6 @@ its own purpose, so no kind of token passes for another:
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import re
 import secrets
@@ -38,7 +37,7 @@ from syndicator.config import Config
 from syndicator.mail import private_feeds, roster
 from syndicator.mail.roster import SubscriberRecord
 from syndicator.mail.signing import signature, signature_matches
-from syndicator.mail.subscribers import Subscriber
+from syndicator.mail.subscribers import Subscriber, stored_settings
 from syndicator.mail.suppression import is_suppressed
 from syndicator.mail.unsubscribe import UnsubscribeDesk, mask
 from syndicator.state import requests
@@ -480,22 +479,13 @@ class SignupDesk:
             return roster.get_subscriber(conn, record.id)
 
 
-def _as_stored(settings: str) -> Subscriber:
-    """The settings of a request as stored, for listing: validated if they still pass,
-    else as they are (stored before today's rules; they can no longer be confirmed)."""
-    try:
-        return Subscriber.model_validate_json(settings)
-    except ValidationError:
-        return Subscriber.model_construct(**json.loads(settings))
-
-
 def open_requests(conn: Connection, *, now: datetime, ttl: timedelta) -> list[PendingRequest]:
     """Requests not confirmed yet whose link still works, oldest first."""
     return [
         PendingRequest(
             id=row.id,
             email=row.email,
-            subscriber=_as_stored(row.settings),
+            subscriber=stored_settings(row.settings),
             requested_at=row.requested_at,
             expires_at=row.requested_at + ttl,
             confirmed=False,

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import re
 import tomllib
 from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from syndicator import __version__
 from syndicator.errors import ConfigError, ErrorKind
 from syndicator.mail.addresses import AddressError, normalize_address
 from syndicator.models import REGION_SLUGS
@@ -352,13 +355,51 @@ def load_subscribers_csv(
     return subscribers, errors
 
 
-SubscribersFile = tuple[list[Subscriber] | None, list[str], frozenset[str]]
+class SubscribersFile(NamedTuple):
+    """The subscribers file as read: see :func:`load_subscribers_file`."""
+
+    listed: list[Subscriber] | None
+    problems: list[str]
+    held: frozenset[str]
+    # What the parse was made of (:func:`file_signature`), None when it could not be read.
+    signature: str | None
+
+
+def file_signature(path: Path, known_topics: Collection[str]) -> str | None:
+    """A digest of everything a parse of the subscribers file depends on: this version of
+    the code, the file's path and bytes and the topics known; None when it cannot be read.
+
+    Taken before the file is parsed, so a file changed during the parse is never taken
+    for the one that was synced: at worst it is synced once more.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    digest = hashlib.sha256()
+    for part in (__version__, str(path), "\n".join(sorted(known_topics))):
+        digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    digest.update(data)
+    return digest.hexdigest()
 
 
 def load_subscribers_file(path: Path, known_topics: Collection[str]) -> SubscribersFile:
     """The subscribers file's valid entries (None when the file cannot be used at all), its
-    problems, and the addresses of its invalid entries (they keep their subscriptions)."""
+    problems, the addresses of its invalid entries (they keep their subscriptions), and
+    the file's signature."""
+    signature = file_signature(path, known_topics)
     listed_all, errors = load_subscribers(path, set(known_topics))
     problems = [str(error) for error in errors]
     unusable = file_unusable(listed_all, errors)
-    return (None if unusable else listed_all), problems, held_addresses(list(errors))
+    return SubscribersFile(
+        None if unusable else listed_all, problems, held_addresses(list(errors)), signature
+    )
+
+
+def stored_settings(settings: str) -> Subscriber:
+    """Subscriber settings stored as JSON (a sign-up request), for listing: validated if
+    they still pass, else as they are (stored under older rules)."""
+    try:
+        return Subscriber.model_validate_json(settings)
+    except ValidationError:
+        return Subscriber.model_construct(**json.loads(settings))

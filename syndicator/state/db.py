@@ -49,7 +49,7 @@ from sqlalchemy.types import TypeDecorator
 
 from syndicator.errors import StateError
 from syndicator.models import Article
-from syndicator.state import SCHEMA_VERSION
+from syndicator.state import SCHEMA_VERSION, SUBSCRIBERS_REVISION
 
 BUSY_TIMEOUT_SECONDS = 30
 
@@ -392,7 +392,7 @@ def meta_once(conn: Connection, key: str, value: str) -> str:
 
 
 _ARTICLES_REVISION = "articles_revision"
-_SUBSCRIBERS_REVISION = "subscribers_revision"
+_SUBSCRIBERS_REVISION = SUBSCRIBERS_REVISION
 # On SQLite, triggers count every change to who is subscribed and to what, whichever
 # code or process makes it, so a matching index can be kept while the count stands.
 _SUBSCRIBER_TRIGGERS = tuple(

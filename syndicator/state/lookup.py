@@ -1,25 +1,30 @@
-"""Articles read from a SQLite state database with the standard library alone.
+"""Articles and subscribers read from a SQLite state database with the standard library alone.
 
-``syndicator articles`` and ``syndicator explain`` only read articles; loading SQLAlchemy
-would be most of what they do. On SQLite they read here instead, with the statements of
-:meth:`State.articles` and :meth:`State.find_articles` and the same conversions (a test
-holds both to the same answers). Only a database that is there and of this schema
-version is read; for anything else (PostgreSQL, no database yet, an older or newer one,
-any error) these functions return None, and the command opens :class:`State` as every
-other command does, which creates, upgrades, refuses or reports as usual.
+``syndicator articles``, ``syndicator explain`` and ``syndicator subscribers list`` only
+read; loading SQLAlchemy would be most of what they do. On SQLite they read here instead,
+with the statements of :meth:`State.articles`, :meth:`State.find_articles` and the
+subscriber listing, and the same conversions (tests hold both to the same answers). Only
+a database that is there and of this schema version is read; for anything else
+(PostgreSQL, no database yet, an older or newer one, any error) these functions return
+None, and the command opens :class:`State` as every other command does, which creates,
+upgrades, refuses or reports as usual.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 from syndicator.models import Article
-from syndicator.state import SCHEMA_VERSION
+from syndicator.state import SCHEMA_VERSION, SUBSCRIBERS_FILE_SYNCED, SUBSCRIBERS_REVISION
+from syndicator.state.records import Records, SubscriberRecord
 
 # As State's engine: wait for a writer this long rather than fail at once.
 BUSY_TIMEOUT_SECONDS = 30
@@ -72,7 +77,8 @@ def find_articles(url: str, needle: str) -> Sequence[Article] | None:
     )
 
 
-def _read(url: str, statement: str, parameters: tuple[str, ...]) -> list[Article] | None:
+def _connect(url: str) -> sqlite3.Connection | None:
+    """A connection to the SQLite database of ``url`` if it is there and of this schema."""
     path = sqlite_path(url)
     if path is None:
         return None
@@ -83,17 +89,154 @@ def _read(url: str, statement: str, parameters: tuple[str, ...]) -> list[Article
         )
     except sqlite3.Error:
         return None
+    try:
+        version = connection.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone()
+    except sqlite3.Error:
+        version = None
+    if version is None or version[0] != str(SCHEMA_VERSION):
+        connection.close()
+        return None
+    return connection
+
+
+def _read(url: str, statement: str, parameters: tuple[str, ...]) -> list[Article] | None:
+    connection = _connect(url)
+    if connection is None:
+        return None
     with closing(connection):
         try:
-            version = connection.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'"
-            ).fetchone()
-            if version is None or version[0] != str(SCHEMA_VERSION):
-                return None
             rows: list[Row] = connection.execute(statement, parameters).fetchall()
         except sqlite3.Error:
             return None
     return [_article(row) for row in rows]
+
+
+# --- subscribers ---------------------------------------------------------------------------
+
+
+class _SubscriberRow(NamedTuple):
+    """A row of ``subscribers`` with its dates read, as SQLAlchemy gives it."""
+
+    id: int
+    email: str
+    name: str
+    filters: str
+    cadence: str
+    hour: int
+    weekday: str
+    timezone: str
+    source: str
+    status: str
+    added_at: datetime
+    added_seq: int
+    permanent_failures: int
+    next_digest_at: datetime | None
+    group_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A sign-up request not confirmed yet: its settings as stored (JSON)."""
+
+    email: str
+    settings: str
+    requested_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberListing:
+    """What ``subscribers list`` shows: subscribers in address order, the requests still
+    open (oldest first), each subscriber's latest decision that ended a subscription
+    (decision, reason, when), and the problems of the subscribers file state follows."""
+
+    subscribers: list[SubscriberRecord]
+    requests: list[PendingRequest]
+    decisions: dict[int, tuple[str, str, datetime]]
+    problems: list[str]
+
+
+def subscriber_listing(
+    url: str, *, signature: str, requested_since: datetime
+) -> SubscriberListing | None:
+    """Subscribers, open requests (made at ``requested_since`` or later) and decisions, as
+    ``subscribers list`` reads them through State; or None when state may not follow the
+    subscribers file of ``signature`` (it was synced from other bytes, or subscribers
+    changed since) and for any database the article functions leave to State."""
+    connection = _connect(url)
+    if connection is None:
+        return None
+    with closing(connection):
+        try:
+            connection.execute("BEGIN")  # every read below from one snapshot
+            return _listing(connection, signature, requested_since)
+        except (sqlite3.Error, ValueError, TypeError, KeyError):
+            return None
+
+
+def _listing(
+    connection: sqlite3.Connection, signature: str, requested_since: datetime
+) -> SubscriberListing | None:
+    meta = dict(
+        connection.execute(
+            "SELECT key, value FROM meta WHERE key IN (?, ?)",
+            (SUBSCRIBERS_FILE_SYNCED, SUBSCRIBERS_REVISION),
+        ).fetchall()
+    )
+    synced = json.loads(meta.get(SUBSCRIBERS_FILE_SYNCED) or "null")
+    revision = meta.get(SUBSCRIBERS_REVISION)
+    if (
+        not isinstance(synced, dict)
+        or revision is None
+        or synced.get("signature") != signature
+        or synced.get("revision") != str(revision)
+    ):
+        return None
+    records = Records()
+    subscribers = [
+        records(
+            _SubscriberRow._make(
+                (
+                    *row[:10],
+                    _aware(row[10]),
+                    row[11],
+                    row[12],
+                    None if row[13] is None else _aware(row[13]),
+                    row[14],
+                )
+            )
+        )
+        for row in connection.execute(
+            f"SELECT {', '.join(_SubscriberRow._fields)} FROM subscribers ORDER BY email_key"
+        )
+    ]
+    requests = [
+        PendingRequest(email=email, settings=settings, requested_at=_aware(requested_at))
+        for email, settings, requested_at in connection.execute(
+            "SELECT email, settings, requested_at FROM subscription_requests "
+            "WHERE confirmed_at IS NULL AND requested_at >= ? ORDER BY requested_at",
+            (_stored(requested_since),),
+        )
+    ]
+    decisions = {
+        int(subscriber_id): (str(decision), str(reason), _aware(received_at))
+        for subscriber_id, decision, reason, received_at in connection.execute(
+            "SELECT subscriber_id, decision, reason, received_at FROM bounce_events "
+            "WHERE decision IN ('suspended', 'unsubscribed') ORDER BY id"
+        )
+    }
+    return SubscriberListing(
+        subscribers=subscribers,
+        requests=requests,
+        decisions=decisions,
+        problems=[str(problem) for problem in synced.get("problems", [])],
+    )
+
+
+def _stored(moment: datetime) -> str:
+    """A datetime as SQLAlchemy binds it in SQLite (UTC, without offset, microseconds)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _aware(stored: str) -> datetime:

@@ -7,107 +7,36 @@ Whether a change is allowed (who may add, change or remove whom) is decided in
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
-from syndicator.state.db import articles_table, inserted_id, subscribers_table
+from syndicator.state import SUBSCRIBERS_FILE_SYNCED
+from syndicator.state.db import (
+    articles_table,
+    inserted_id,
+    set_meta,
+    subscribers_revision,
+    subscribers_table,
+)
+from syndicator.state.records import (
+    ACTIVE,
+    FROM_FILE,
+    REMOVED,
+    SUSPENDED,
+    UNSUBSCRIBED,
+    Records,
+    SubscriberRecord,
+)
 
-ACTIVE = "active"
-SUSPENDED = "suspended"
-UNSUBSCRIBED = "unsubscribed"
-REMOVED = "removed"
-
-# Where a subscription comes from: the operator's subscribers file or command line, or the
-# subscriber's own confirmed request on the web pages.
-FROM_FILE = "file"
-FROM_CLI = "cli"
-FROM_WEB = "web"
-OPERATOR_SOURCES = (FROM_FILE, FROM_CLI)
-
-# The columns a subscriber's own settings live in (what a subscribers file entry, the
-# command line or the manage page can change).
-SETTINGS = ("email", "name", "filters", "cadence", "hour", "weekday", "timezone", "group_by")
 _CHUNK = 500  # ids or addresses per IN (...) list
-_FILTERS_KEPT = 4096  # distinct filters parsed once per read; memory stays bounded
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriberRecord:
-    """A subscriber as state knows them."""
-
-    id: int
-    email: str
-    name: str
-    regions: tuple[str, ...]
-    topics: tuple[str, ...]
-    keywords: tuple[str, ...]
-    exclude_regions: tuple[str, ...]
-    exclude_topics: tuple[str, ...]
-    cadence: str
-    hour: int
-    weekday: str
-    timezone: str
-    source: str
-    status: str
-    added_at: datetime
-    added_seq: int
-    permanent_failures: int
-    next_digest_at: datetime | None
-    # How the table of contents of their digests is grouped: "region" or "topic".
-    group_by: str = "region"
-    # The stored settings columns, as stored (the filters as their JSON text).
-    settings: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-
-def parse_filters(text: str) -> dict[str, tuple[str, ...]]:
-    """The filters column (JSON) as tuples of slugs and keywords."""
-    return {key: tuple(value) for key, value in json.loads(text).items()}
-
-
-class _Records:
-    """Builds records from rows, parsing each distinct filters text once (many subscribers
-    share the same filters)."""
-
-    def __init__(self) -> None:
-        self._filters: dict[str, dict[str, tuple[str, ...]]] = {}
-
-    def __call__(self, row: Any) -> SubscriberRecord:
-        filters = self._filters.get(row.filters)
-        if filters is None:
-            filters = parse_filters(row.filters)
-            if len(self._filters) < _FILTERS_KEPT:
-                self._filters[row.filters] = filters
-        return SubscriberRecord(
-            id=row.id,
-            email=row.email,
-            name=row.name,
-            regions=filters.get("regions", ()),
-            topics=filters.get("topics", ()),
-            keywords=filters.get("keywords", ()),
-            exclude_regions=filters.get("exclude_regions", ()),
-            exclude_topics=filters.get("exclude_topics", ()),
-            cadence=row.cadence,
-            hour=row.hour,
-            weekday=row.weekday,
-            timezone=row.timezone,
-            source=row.source,
-            status=row.status,
-            added_at=row.added_at,
-            added_seq=row.added_seq,
-            permanent_failures=row.permanent_failures,
-            next_digest_at=row.next_digest_at,
-            group_by=row.group_by,
-            settings={key: getattr(row, key) for key in SETTINGS},
-        )
 
 
 def _one(row: Any) -> SubscriberRecord | None:
-    return _Records()(row) if row is not None else None
+    return Records()(row) if row is not None else None
 
 
 def _chunks(values: list[Any]) -> Iterator[list[Any]]:
@@ -123,7 +52,7 @@ def list_subscribers(conn: Connection, *, status: str | None = None) -> list[Sub
     query = select(subscribers_table).order_by(subscribers_table.c.email_key)
     if status is not None:
         query = query.where(subscribers_table.c.status == status)
-    record = _Records()
+    record = Records()
     return [record(row) for row in conn.execute(query)]
 
 
@@ -160,7 +89,7 @@ def subscribers_for_sync(
 
     Not everyone: there may be a million subscribers from the command line or the web.
     """
-    record = _Records()
+    record = Records()
     found = {
         row.email_key: record(row)
         for row in conn.execute(
@@ -192,7 +121,7 @@ def due_digest_ids(conn: Connection, now: datetime) -> list[int]:
 
 def active_subscribers(conn: Connection, ids: Collection[int]) -> list[SubscriberRecord]:
     """The active subscribers among ``ids`` (in no particular order)."""
-    record = _Records()
+    record = Records()
     found: list[SubscriberRecord] = []
     for chunk in _chunks(sorted(ids)):
         found += [
@@ -317,3 +246,23 @@ def count_permanent_failure(conn: Connection, subscriber_id: int, *, suspend_aft
         return False
     change_subscriber(conn, subscriber_id, {"status": SUSPENDED})
     return True
+
+
+def record_file_synced(conn: Connection, signature: str, problems: Sequence[str]) -> None:
+    """Note that state now follows the subscribers file of ``signature`` (see
+    :func:`syndicator.mail.subscribers.file_signature`), with the file's ``problems``.
+
+    Stored with the subscribers revision this transaction leaves, so a reader can tell
+    whether anything changed subscribers since (then it syncs again rather than trust
+    this). Only SQLite's count is final inside the transaction (PostgreSQL counts at
+    commit), and only SQLite state is listed without syncing (``lookup``), so it is
+    recorded there alone.
+    """
+    if conn.dialect.name != "sqlite":
+        return
+    value = {
+        "signature": signature,
+        "revision": subscribers_revision(conn),
+        "problems": list(problems),
+    }
+    set_meta(conn, SUBSCRIBERS_FILE_SYNCED, json.dumps(value))

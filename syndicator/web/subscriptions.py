@@ -44,7 +44,7 @@ from syndicator.mail.signup import (
 from syndicator.mail.subscribers import WEEKDAYS, Subscriber, check_entry, check_timezone
 from syndicator.mail.unsubscribe import mask
 from syndicator.state.ratelimits import SharedRateLimiter
-from syndicator.state.subscribers import ACTIVE, OPERATOR_SOURCES, SubscriberRecord
+from syndicator.state.records import ACTIVE, OPERATOR_SOURCES, SubscriberRecord
 from syndicator.web.pages import EMPTY_FORM, PAGE_HEADERS, read_form, render_page
 from syndicator.web.ratelimit import client_key
 
