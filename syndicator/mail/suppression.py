@@ -136,6 +136,8 @@ def keep_hash_only(state: State, conn: Connection, email: str, *, now: datetime)
 
 def drop_suppressed(state: State, conn: Connection) -> set[int]:
     """Give up every queued message to a suppressed address; returns their ids."""
+    if not store.any_suppression(conn):
+        return set()  # the usual case: nothing to read or normalise
     pending = store.suppressed_pending_messages(conn)
     if not pending:
         return set()

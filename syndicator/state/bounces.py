@@ -298,6 +298,11 @@ def suppressions(conn: Connection) -> list[Suppression]:
     ]
 
 
+def any_suppression(conn: Connection) -> bool:
+    """Whether the suppression list has any entry at all."""
+    return conn.execute(select(suppressions_table.c.entry).limit(1)).first() is not None
+
+
 def suppressed_pending_messages(conn: Connection) -> list[tuple[int, str]]:
     """(id, recipient) of every message not yet sent, to check against the list."""
     return [

@@ -29,6 +29,7 @@ from syndicator.mail import deliver, roster
 from syndicator.mail.match import Candidate, Filter, FilterIndex
 from syndicator.mail.schedule import next_due
 from syndicator.mail.subscribers import Subscriber
+from syndicator.mail.suppression import drop_suppressed, suppress
 from syndicator.mail.unsubscribe import load_secret, make_token
 from syndicator.pipeline import deliver_due, run_cycle
 from syndicator.state import outbox
@@ -646,3 +647,44 @@ def test_the_kept_matching_index_follows_changes_made_by_other_processes(
     add_article(config, "peru.txt", "Peru Launches AEO Programme", "SUNAT did.")
     cycle(config, classifier, daemon, T0 + timedelta(minutes=3))
     assert [r.recipients for r in sink.received[1:]] == [["peru@example.org"]]
+
+
+def test_queued_mail_to_a_suppressed_address_or_domain_is_given_up(state_url: str) -> None:
+    state = State.open(state_url)
+    try:
+        with state.transaction() as conn:
+            ids = {}
+            for email in ("Desk@Example.org", "peer@elsewhere.example", "zed@example.net"):
+                roster.add_subscriber(conn, Subscriber(email=email), now=T0)
+                record = roster.find_subscriber(conn, email)
+                assert record is not None
+                ids[email] = record.id
+                outbox.queue_message(
+                    conn,
+                    outbox.NewMessage(
+                        subscriber_id=record.id,
+                        kind="immediate",
+                        message_id=f"<{record.id}@test>",
+                        recipient=email,
+                        body=b"Subject: x\r\n\r\nx\r\n",
+                    ),
+                    now=T0,
+                )
+            # An empty list gives nothing up.
+            assert drop_suppressed(state, conn) == set()
+            suppress(conn, "desk@example.org", reason="asked", now=T0)
+            suppress(conn, "*@elsewhere.example", reason="domain", now=T0)
+            dropped = drop_suppressed(state, conn)
+        with state.engine.connect() as conn:
+            status = {
+                row.recipient: row.status
+                for row in conn.execute(select(messages_table.c.recipient, messages_table.c.status))
+            }
+        assert len(dropped) == 2
+        assert status == {
+            "Desk@Example.org": "failed",
+            "peer@elsewhere.example": "failed",
+            "zed@example.net": "pending",
+        }
+    finally:
+        state.close()
