@@ -82,28 +82,14 @@ def _listing(config: Config, taxonomy: Taxonomy) -> lookup.SubscriberListing:
             for problem in listing.problems:
                 print(problem, file=sys.stderr)
             return listing
-    from syndicator.state.bounces import latest_decisions  # noqa: PLC0415
     from syndicator.state.db import State  # noqa: PLC0415
-    from syndicator.state.requests import open_requests_since  # noqa: PLC0415
-    from syndicator.state.subscribers import list_subscribers  # noqa: PLC0415
+    from syndicator.state.subscribers import subscriber_listing  # noqa: PLC0415
 
     state = State.open(config.state.url)
     try:
-        _sync(config, taxonomy, state)
+        _sync(config, taxonomy, state)  # says the file's problems
         with state.engine.connect() as conn:
-            return lookup.SubscriberListing(
-                subscribers=list_subscribers(conn),
-                requests=[
-                    lookup.PendingRequest(
-                        email=request.email,
-                        settings=request.settings,
-                        requested_at=request.requested_at,
-                    )
-                    for request in open_requests_since(conn, since)
-                ],
-                decisions=latest_decisions(conn),
-                problems=[],  # said by the sync
-            )
+            return subscriber_listing(conn, requested_since=since)
     finally:
         state.close()
 

@@ -22,6 +22,7 @@ from syndicator.state.db import (
     subscribers_revision,
     subscribers_table,
 )
+from syndicator.state.lookup import PendingRequest, SubscriberListing
 from syndicator.state.records import (
     ACTIVE,
     FROM_FILE,
@@ -266,3 +267,27 @@ def record_file_synced(conn: Connection, signature: str, problems: Sequence[str]
         "problems": list(problems),
     }
     set_meta(conn, SUBSCRIBERS_FILE_SYNCED, json.dumps(value))
+
+
+def subscriber_listing(conn: Connection, *, requested_since: datetime) -> SubscriberListing:
+    """What ``subscribers list`` shows, read through the engine: every subscriber in
+    address order, the sign-up requests not confirmed yet made at ``requested_since`` or
+    later (oldest first), and each subscriber's latest decision that ended a subscription.
+    (:func:`syndicator.state.lookup.subscriber_listing` reads the same from SQLite alone.)
+    """
+    from syndicator.state.bounces import latest_decisions  # noqa: PLC0415
+    from syndicator.state.requests import open_requests_since  # noqa: PLC0415
+
+    return SubscriberListing(
+        subscribers=list_subscribers(conn),
+        requests=[
+            PendingRequest(
+                email=request.email,
+                settings=request.settings,
+                requested_at=request.requested_at,
+            )
+            for request in open_requests_since(conn, requested_since)
+        ],
+        decisions=latest_decisions(conn),
+        problems=[],
+    )

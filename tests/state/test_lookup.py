@@ -5,6 +5,7 @@ State, and so are subscribers when state may not follow the subscribers file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -17,10 +18,14 @@ import pytest
 from syndicator.mail.roster import add_subscriber, sync_subscribers
 from syndicator.mail.subscribers import Subscriber, file_signature, load_subscribers_file
 from syndicator.state import SCHEMA_VERSION, SUBSCRIBERS_FILE_SYNCED, lookup
-from syndicator.state.bounces import latest_decisions, record_event
+from syndicator.state.bounces import record_event
 from syndicator.state.db import State, articles_table, get_meta, insert_rows
-from syndicator.state.requests import mark_confirmed, open_requests_since, store_request
-from syndicator.state.subscribers import change_subscriber, find_subscriber, list_subscribers
+from syndicator.state.requests import mark_confirmed, store_request
+from syndicator.state.subscribers import (
+    change_subscriber,
+    find_subscriber,
+    subscriber_listing,
+)
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 # (id, title, regions, topics, published, removed): ties in publication, no topics, titles
@@ -131,21 +136,11 @@ TOPICS = ("aeo", "rkc")
 
 
 def _through_state(state: State, since: datetime) -> lookup.SubscriberListing:
-    """The listing as read through SQLAlchemy (what `subscribers list` reads elsewhere)."""
+    """The listing as read through SQLAlchemy (what `subscribers list` reads elsewhere),
+    with the problems the sync recorded."""
     with state.engine.connect() as conn:
-        return lookup.SubscriberListing(
-            subscribers=list_subscribers(conn),
-            requests=[
-                lookup.PendingRequest(
-                    email=request.email,
-                    settings=request.settings,
-                    requested_at=request.requested_at,
-                )
-                for request in open_requests_since(conn, since)
-            ],
-            decisions=latest_decisions(conn),
-            problems=["one problem"],
-        )
+        listing = subscriber_listing(conn, requested_since=since)
+    return dataclasses.replace(listing, problems=["one problem"])
 
 
 def _synced(state: State, signature: str, listed: list[Subscriber] = LISTED) -> None:
