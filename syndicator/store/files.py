@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from operator import attrgetter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -46,9 +46,9 @@ _BAD_CHAR = re.compile(r"[\udc80-\udcff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-@dataclass(frozen=True, slots=True)
-class FileStat:
-    """What a rescan compares: a file is re-read only when its size or mtime changed."""
+class FileStat(NamedTuple):
+    """What a rescan compares: a file is re-read only when its size or mtime changed.
+    (A tuple: a scan makes one per store file, every cycle.)"""
 
     location: str  # the path, as text (what state records)
     size: int
