@@ -144,24 +144,23 @@ _TEMPORARY = re.compile(r"\..+\.([0-9]+)\.[a-z0-9_]+\.tmp")
 
 
 def remove_leftovers(output_dir: Path) -> list[str]:
-    """Delete temporary files left by writers that are gone (a publish killed mid-write).
+    """Delete temporary files left by writers that are gone (a publish killed mid-write),
+    anywhere under ``output_dir`` (feeds, pages, archive pages and their HTML twins).
 
     Those of a live process (another publish running now) are left alone.
     """
     removed = []
-    for directory in (output_dir, output_dir / "topics", output_dir / "articles"):
-        try:
-            with os.scandir(directory) as entries:
-                names = [entry.name for entry in entries if entry.name.endswith(".tmp")]
-        except OSError:
-            continue
+    for directory, _subdirectories, names in os.walk(output_dir):
         for name in names:
+            if not name.endswith(".tmp"):
+                continue
             match = _TEMPORARY.fullmatch(name)
             if match is None or _alive(int(match.group(1))):
                 continue
+            path = Path(directory) / name
             with contextlib.suppress(FileNotFoundError):
-                (directory / name).unlink()
-            removed.append(str((directory / name).relative_to(output_dir)))
+                path.unlink()
+            removed.append(path.relative_to(output_dir).as_posix())
     return removed
 
 

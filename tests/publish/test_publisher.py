@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +23,7 @@ from syndicator.publish.publisher import (
     PublishPlan,
     plan_publish,
     publish,
+    remove_leftovers,
     settings_signature,
 )
 from syndicator.state.db import State
@@ -302,3 +306,29 @@ def test_the_publish_plan_renders_what_changed_or_went_missing(
     gone = catalogue.order[0].id
     assert plan(changed=frozenset({gone, "no-such-article"})).unpublish == ["no-such-article"]
     assert plan(changed=None).unpublish is None  # unknown changes: whatever is stale on disk
+
+
+def test_leftovers_of_dead_writers_are_removed_everywhere_under_the_feeds(tmp_path: Path) -> None:
+    """A publish killed while writing an archive page or its HTML twin leaves a hidden
+    temporary file deep under the feeds directory; a rebuild removes it wherever it is,
+    and leaves those of a writer still running."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = os.getpid()
+    left = {
+        f"archive/regions/europe/.11.atom.{dead.pid}.ab12cd34.tmp": True,
+        f"regions/europe/.11.html.{dead.pid}.x9y8z7w6.tmp": True,
+        f"articles/.kenya.html.{dead.pid}.q1w2e3r4.tmp": True,
+        f".all.atom.{dead.pid}.zz00yy11.tmp": True,
+        f"archive/all/.3.atom.{alive}.aa11bb22.tmp": False,  # a publish running now
+        "archive/all/notes.tmp": False,  # not one of ours
+    }
+    for name in left:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("partial")
+    removed = remove_leftovers(tmp_path)
+    assert sorted(removed) == sorted(name for name, gone in left.items() if gone)
+    assert {name for name in left if (tmp_path / name).exists()} == {
+        name for name, gone in left.items() if not gone
+    }
