@@ -42,10 +42,10 @@ from syndicator.publish.feeds import (
     Site,
 )
 from syndicator.state.db import State
+from syndicator.state.feeds import feed_signatures
 from syndicator.state.readers import (
     archive_entries,
     archives_revision,
-    feed_signatures,
     full_articles,
     lock_archives,
     save_archive_entries,

@@ -13,7 +13,7 @@ Archive page signatures live in ``feeds`` next to the channel feeds', under
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,7 +44,6 @@ from syndicator.state.db import (
     metadata,
     subscribers_table,
 )
-from syndicator.state.feeds import feed_signatures as signatures_of
 
 archive_entries_table = Table(
     "archive_entries",
@@ -204,11 +203,6 @@ def save_archive_entries(
     revision = str(int(archives_revision(state, conn)) + 1)
     state.set_meta(conn, _ARCHIVES_REVISION, revision)
     return revision
-
-
-def feed_signatures(conn: Connection, paths: Collection[str]) -> dict[str, str]:
-    """Signatures of the published files ``paths`` (those that have one)."""
-    return signatures_of(conn, paths)
 
 
 def set_feed_signatures(conn: Connection, signatures: dict[str, str]) -> None:
