@@ -336,10 +336,7 @@ def reload_store(
     state: State,
     *,
     now: datetime,
-    subscribers: Sequence[Subscriber] | None = None,
-    held_subscribers: frozenset[str] = frozenset(),
-    subscribers_signature: str | None = None,
-    subscribers_problems: Sequence[str] = (),
+    subscribers: SubscribersFile | None = None,
     subscriber_index: SubscriberIndex | None = None,
     known_files: stored_articles.KnownFiles | None = None,
 ) -> ReloadResult:
@@ -347,9 +344,9 @@ def reload_store(
 
     In the same transaction, new articles are matched against the subscribers
     known so far (nothing is matched on the very first load of a store: that is
-    the baseline), then ``subscribers`` (the subscribers file, when given) is
-    synced, so a subscriber added now receives only articles seen from now on, and state
-    notes the file's ``subscribers_signature`` and ``subscribers_problems`` with it.
+    the baseline), then ``subscribers`` (the subscribers file as read, when given and
+    usable) is synced, so a subscriber added now receives only articles seen from now on,
+    and state notes the file's signature and problems with it.
     ``known_files`` keeps the files state knows between calls (without it they are read).
     """
     started = time.perf_counter()
@@ -422,14 +419,14 @@ def reload_store(
             record_classifier(conn, classifier.fingerprint)
         if not baseline:
             result.matched = record_matches(conn, result.new, now=now, index=subscriber_index)
-        if subscribers is not None:
+        if subscribers is not None and subscribers.listed is not None:
             result.subscribers = sync_subscribers(
                 conn,
-                subscribers,
+                subscribers.listed,
                 now=now,
-                held=held_subscribers,
-                signature=subscribers_signature,
-                problems=subscribers_problems,
+                held=subscribers.held,
+                signature=subscribers.signature,
+                problems=subscribers.problems,
             )
         result.articles = stored_articles.count_active(conn)
         if result.changed:
@@ -591,10 +588,11 @@ class Pipeline:
     ) -> CycleResult:
         now = self.clock() if now is None else now
         config, classifier, state = self.config, self.classifier, self.state
-        listed, problems, held, signature = self.subscribers_file()
+        loaded = self.subscribers_file()
+        listed = loaded.listed
         synced_before = listed is not None and self._synced is listed
         if not synced_before:
-            for problem in problems:
+            for problem in loaded.problems:
                 log.warning("%s", problem)
         result = CycleResult(
             reload_store(
@@ -603,10 +601,7 @@ class Pipeline:
                 state,
                 now=now,
                 # The same parse of an unchanged file was synced already: nothing to do.
-                subscribers=None if synced_before else listed,
-                held_subscribers=held,
-                subscribers_signature=signature,
-                subscribers_problems=problems,
+                subscribers=None if synced_before else loaded,
                 subscriber_index=self.subscriber_index,
                 known_files=self.known_files,
             ),
