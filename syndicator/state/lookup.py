@@ -19,7 +19,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from types import SimpleNamespace
 from urllib.parse import quote
 
 from syndicator.models import Article
@@ -116,24 +116,8 @@ def _read(url: str, statement: str, parameters: tuple[str, ...]) -> list[Article
 # --- subscribers ---------------------------------------------------------------------------
 
 
-class _SubscriberRow(NamedTuple):
-    """A row of ``subscribers`` with its dates read, as SQLAlchemy gives it."""
-
-    id: int
-    email: str
-    name: str
-    filters: str
-    cadence: str
-    hour: int
-    weekday: str
-    timezone: str
-    source: str
-    status: str
-    added_at: datetime
-    added_seq: int
-    permanent_failures: int
-    next_digest_at: datetime | None
-    group_by: str
+# Columns of ``subscribers`` that SQLAlchemy reads as datetimes.
+_SUBSCRIBER_DATES = ("added_at", "next_digest_at", "unsubscribed_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,23 +178,16 @@ def _listing(
     ):
         return None
     records = Records()
-    subscribers = [
-        records(
-            _SubscriberRow._make(
-                (
-                    *row[:10],
-                    _aware(row[10]),
-                    row[11],
-                    row[12],
-                    None if row[13] is None else _aware(row[13]),
-                    row[14],
-                )
-            )
-        )
-        for row in connection.execute(
-            f"SELECT {', '.join(_SubscriberRow._fields)} FROM subscribers ORDER BY email_key"
-        )
-    ]
+    # Every column, as ``select(subscribers_table)`` reads them, by name.
+    cursor = connection.execute("SELECT * FROM subscribers ORDER BY email_key")
+    names = [column[0] for column in cursor.description]
+    subscribers = []
+    for values in cursor:
+        row = dict(zip(names, values, strict=True))
+        for name in _SUBSCRIBER_DATES:
+            if row[name] is not None:
+                row[name] = _aware(row[name])
+        subscribers.append(records(SimpleNamespace(**row)))
     requests = [
         PendingRequest(email=email, settings=settings, requested_at=_aware(requested_at))
         for email, settings, requested_at in connection.execute(
