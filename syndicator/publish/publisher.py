@@ -189,8 +189,8 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
-class _CompiledTemplates(BytecodeCache):
-    """The templates as compiled once in this process, for every environment below: each
+class CompiledTemplates(BytecodeCache):
+    """The templates as compiled once, kept with the catalogue between publishes: each
     publish makes an environment of its own (its globals are the site's), and compiling
     the templates again would cost more than rendering what one new article changes.
     Jinja checks each template's source against the checksum kept with its code."""
@@ -207,28 +207,31 @@ class _CompiledTemplates(BytecodeCache):
         self._code[bucket.key] = bucket.bytecode_to_string()
 
 
-_COMPILED = _CompiledTemplates()
-
-
-def _templates() -> Environment:
+def _templates(compiled: CompiledTemplates | None) -> Environment:
     return Environment(
         loader=PackageLoader("syndicator", "templates"),
         autoescape=select_autoescape(["html"]),
         trim_blocks=False,
         lstrip_blocks=False,
         keep_trailing_newline=True,
-        bytecode_cache=_COMPILED,
+        bytecode_cache=compiled,
     )
 
 
 class Pages:
     """The HTML pages: the index and one page per article."""
 
-    def __init__(self, site: Site, names: Names, channels: Sequence[Channel]) -> None:
+    def __init__(
+        self,
+        site: Site,
+        names: Names,
+        channels: Sequence[Channel],
+        compiled: CompiledTemplates | None = None,
+    ) -> None:
         self.site = site
         self.names = names
         self.channels = channels
-        environment = _templates()
+        environment = _templates(compiled)
         environment.globals |= {
             "site": site,
             "site_title": plain_title(site.title),
@@ -419,13 +422,15 @@ class _Catalogue:
 
 class KeptCatalogue:
     """The catalogue one process keeps between publishes from one state handle (none
-    yet: the next publish reads every article)."""
+    yet: the next publish reads every article), with the archive page assignments and
+    the compiled page templates."""
 
-    __slots__ = ("archives", "catalogue")
+    __slots__ = ("archives", "catalogue", "templates")
 
     def __init__(self) -> None:
         self.catalogue: _Catalogue | None = None
         self.archives = KeptArchives()
+        self.templates = CompiledTemplates()
 
 
 def _catalogue(
@@ -584,7 +589,7 @@ def publish(
         catalogue, changed, touched = _catalogue(state, conn, kept, rebuild=verify_pages)
         stored = {} if fresh else feed_signatures(conn, [c.path for c in channels])
         awaiting_mail = articles_awaiting_mail(conn)
-    pages = Pages(site, names, channels)
+    pages = Pages(site, names, channels, kept.templates)
     prev_archive: dict[str, str] = {}
     newest_page: dict[str, int] = {}
     counts: dict[str, int] = {}
