@@ -120,11 +120,13 @@ async def deliver(
     envelope sender, or a function of the message's row id that makes one per message (a
     VERP return path).
     """
-    outbox = (
-        Outbox(state, suspend_after=SUSPEND_AFTER, owner=owner, lease=lease)
-        if isinstance(state, State)
-        else state
-    )
+    # An outbox made here keeps a connection for its claims and commits, closed at the end.
+    made: Outbox | None = None
+    outbox: MessageStore
+    if isinstance(state, State):
+        outbox = made = Outbox(state, suspend_after=SUSPEND_AFTER, owner=owner, lease=lease)
+    else:
+        outbox = state
     rng = rng or random.Random()
     window = max(1, window)
     group = max(1, window // 2)  # outcomes that make a commit worth its round trips
@@ -231,4 +233,6 @@ async def deliver(
         # expires or this instance starts again.
         for future in sending:
             future.cancel()
+        if made is not None:
+            made.close()
     return report

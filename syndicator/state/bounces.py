@@ -35,6 +35,7 @@ from syndicator.state.db import (
     rate_limits_table,
     subscribers_table,
     subscription_requests_table,
+    unsent_messages,
 )
 
 # Every report read, by the SHA-256 of its bytes: a report read twice (a crash between
@@ -309,7 +310,7 @@ def suppressed_pending_messages(conn: Connection) -> list[tuple[int, str]]:
         (int(row.id), str(row.recipient))
         for row in conn.execute(
             select(messages_table.c.id, messages_table.c.recipient).where(
-                messages_table.c.status.in_(("pending", "retry"))
+                unsent_messages, messages_table.c.status.in_(("pending", "retry"))
             )
         )
     ]

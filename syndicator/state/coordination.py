@@ -32,7 +32,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from syndicator.errors import StateError
-from syndicator.state.db import State, advisory_key, instances_table, messages_table
+from syndicator.state.db import (
+    State,
+    advisory_key,
+    instances_table,
+    messages_table,
+    unsent_messages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +205,11 @@ def outbox_by_instance(conn: Connection) -> dict[str, int]:
         str(owner): int(count)
         for owner, count in conn.execute(
             select(messages_table.c.lease_owner, func.count())
-            .where(messages_table.c.status == "sending", messages_table.c.lease_owner.is_not(None))
+            .where(
+                unsent_messages,
+                messages_table.c.status == "sending",
+                messages_table.c.lease_owner.is_not(None),
+            )
             .group_by(messages_table.c.lease_owner)
         )
     }
@@ -207,9 +217,7 @@ def outbox_by_instance(conn: Connection) -> dict[str, int]:
 
 def oldest_pending(conn: Connection) -> datetime | None:
     value = conn.execute(
-        select(func.min(messages_table.c.created_at)).where(
-            messages_table.c.status.in_(("pending", "retry", "sending"))
-        )
+        select(func.min(messages_table.c.created_at)).where(unsent_messages)
     ).scalar()
     return value if isinstance(value, datetime) else None
 
@@ -253,7 +261,7 @@ def claim_statement(leaving: Any = None) -> Any:
     """
     sending = messages_table.c.status == "sending"
     now: Any = bindparam("now")
-    due = (
+    due = unsent_messages & (
         (messages_table.c.status == "pending")
         | ((messages_table.c.status == "retry") & (messages_table.c.next_attempt_at <= now))
         | (
@@ -321,6 +329,7 @@ def renewal_statement() -> Any:
     return (
         update(messages_table)
         .where(
+            unsent_messages,
             messages_table.c.status == "sending",
             messages_table.c.lease_owner == bindparam("owner"),
             messages_table.c.lease_expires_at <= bindparam("unless_after"),
@@ -330,7 +339,11 @@ def renewal_statement() -> Any:
 
 
 def sending_by(owner: str) -> Any:
-    return (messages_table.c.status == "sending") & (messages_table.c.lease_owner == owner)
+    return (
+        unsent_messages
+        & (messages_table.c.status == "sending")
+        & (messages_table.c.lease_owner == owner)
+    )
 
 
 def release_messages(conn: Connection, ids: Sequence[int], *, owner: str) -> int:
@@ -373,7 +386,7 @@ def release_dead_leases(
     owners: list[str | None] = list(
         conn.execute(
             select(messages_table.c.lease_owner)
-            .where(messages_table.c.status == "sending")
+            .where(unsent_messages, messages_table.c.status == "sending")
             .distinct()
         ).scalars()
     )
@@ -404,7 +417,7 @@ def release_dead_leases(
     return int(
         conn.execute(
             update(messages_table)
-            .where(messages_table.c.status == "sending", condition)
+            .where(unsent_messages, messages_table.c.status == "sending", condition)
             .values(status="pending", lease_owner=None, lease_expires_at=None)
         ).rowcount
         or 0

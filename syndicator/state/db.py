@@ -13,6 +13,7 @@ import hashlib
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    literal_column,
     select,
     text,
     update,
@@ -178,14 +180,16 @@ messages_table = Table(
     "messages",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    # 0 for a confirmation mail, which goes to an address that is no subscriber yet.
-    Column("subscriber_id", Integer, nullable=False, index=True),
+    # 0 for a confirmation mail, which goes to an address that is no subscriber yet. Looked
+    # up through the first column of messages_one_digest_per_slot.
+    Column("subscriber_id", Integer, nullable=False),
     Column("kind", String(16), nullable=False),  # immediate | daily | weekly | confirm | notice
     Column("message_id", String(255), nullable=False, unique=True),
     Column("recipient", String(320), nullable=False),
     Column("body", LargeBinary, nullable=False),
-    # pending -> sending -> sent | retry (at next_attempt_at) | failed
-    Column("status", String(16), nullable=False, index=True),
+    # pending -> sending -> sent | retry (at next_attempt_at) | failed; the messages not
+    # yet sent are found through messages_unsent.
+    Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", AwareDateTime, nullable=True),
     Column("created_at", AwareDateTime, nullable=False),
@@ -193,12 +197,33 @@ messages_table = Table(
     Column("last_error", Text, nullable=False, default=""),
     # While ``sending``: the instance that claimed the message and until when its claim
     # holds; past that, any live instance may claim it again.
-    Column("lease_owner", String(255), nullable=True, index=True),
+    Column("lease_owner", String(255), nullable=True),
     Column("lease_expires_at", AwareDateTime, nullable=True),
     # A digest's due time: one digest per subscriber and due time, whoever queues it
     # (NULL for every other kind of message).
     Column("digest_slot", AwareDateTime, nullable=True),
     Index("messages_one_digest_per_slot", "subscriber_id", "digest_slot", unique=True),
+)
+
+# The statuses of a message not sent yet (nor given up), and the condition that a message
+# has one of them, with the statuses written into the SQL (not bound as parameters): a
+# statement that filters on it can use messages_unsent, a partial index of those messages
+# alone, on both databases (SQLite uses a partial index only for a query whose WHERE
+# repeats its condition; PostgreSQL cannot prove a bound parameter satisfies it). Every
+# statement that looks for messages by status includes it, unless it looks for sent ones.
+UNSENT_STATUSES = ("pending", "retry", "sending")
+unsent_messages = messages_table.c.status.in_(
+    [literal_column(f"'{status}'") for status in UNSENT_STATUSES]
+)
+# Only the messages still to send are indexed by status. The sent ones, soon nearly all of
+# an outbox that grows by a message per subscriber and digest, are never read past by a
+# claim; and as every update of a row writes an entry in each index that holds it, a claim
+# writes four (there were six) and a message marked sent three: it leaves this index.
+Index(
+    "messages_unsent",
+    messages_table.c.id,
+    postgresql_where=unsent_messages,
+    sqlite_where=unsent_messages,
 )
 
 # The instances sharing this database, each with its heartbeat (see state.coordination).
@@ -231,6 +256,8 @@ _ADDED_COLUMNS = (
     ("messages", "digest_slot"),
     ("subscribers", "group_by"),
 )
+# Indexes of earlier schemas that are no longer kept, dropped by migration.
+_DROPPED_INDEXES = ("ix_messages_status", "ix_messages_lease_owner", "ix_messages_subscriber_id")
 SCHEMA_LOCK = "schema"
 
 
@@ -442,7 +469,7 @@ SCHEMA_META_KEYS = frozenset({"schema_version", _SCHEMA_SIGNATURE})
 
 def _schema_signature() -> str:
     """A digest of every table, column, constraint, index and trigger this code expects."""
-    parts = [str(SCHEMA_VERSION), repr(_ADDED_COLUMNS)]
+    parts = [str(SCHEMA_VERSION), repr(_ADDED_COLUMNS), repr(_DROPPED_INDEXES)]
     parts += [*_OLD_SUBSCRIBER_TRIGGERS, *_SUBSCRIBER_TRIGGERS]
     for table in sorted(metadata.tables.values(), key=lambda table: table.name):
         parts.append(repr(table))
@@ -542,6 +569,8 @@ class State:
                 )
             metadata.create_all(conn)
             _add_missing_columns(conn)
+            for name in _DROPPED_INDEXES:
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
             # Indexes added since a table was first created (create_all skips those).
             for table in metadata.sorted_tables:
                 for index in table.indexes:
@@ -598,6 +627,11 @@ class State:
         with _state_errors(), self.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
+
+    def held(self) -> HeldConnection:
+        """One connection kept for many short transactions in a row (see
+        :class:`HeldConnection`); close it when done."""
+        return HeldConnection(self)
 
     def insert_ignoring_conflict(self, conn: Connection, table: Table, row: dict[str, Any]) -> bool:
         """Insert ``row`` unless its key is taken (by a concurrent writer too); whether it was
@@ -691,6 +725,73 @@ class State:
             return True
         with self.engine.connect() as conn:
             return conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+class HeldConnection:
+    """One connection kept for a run of short write transactions, such as delivery's
+    claims and group commits, instead of one taken from the pool for each: its
+    :meth:`transaction` and :meth:`single_statement` are those of :class:`State`, one at a
+    time (a lock keeps threads in turn). A database error closes it; the next use opens
+    another."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self._postgresql = state.engine.dialect.name == "postgresql"
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    def _open(self, *, autocommit: bool) -> Connection:
+        conn = self._conn
+        if conn is None:
+            conn = self._state.engine.connect()
+            if autocommit:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            else:
+                conn.execution_options(syndicator_write=True)
+            self._conn = conn
+        return conn
+
+    @contextmanager
+    def single_statement(self) -> Iterator[Connection]:
+        """As :meth:`State.single_statement`: on PostgreSQL the kept connection runs in
+        autocommit, so a statement is its own transaction and one round trip."""
+        if not self._postgresql:
+            with self.transaction() as conn:
+                yield conn
+            return
+        with self._lock, _state_errors():
+            try:
+                yield self._open(autocommit=True)
+            except BaseException:
+                self._discard()
+                raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """As :meth:`State.transaction`. On PostgreSQL, where the kept connection runs in
+        autocommit, a transaction of several statements takes one from the pool."""
+        if self._postgresql:
+            with self._state.transaction() as conn:
+                yield conn
+            return
+        with self._lock, _state_errors():
+            try:
+                conn = self._open(autocommit=False)
+                with conn.begin():
+                    yield conn
+            except BaseException:
+                self._discard()
+                raise
+
+    def close(self) -> None:
+        """Give the connection back (after a use under way in another thread ends)."""
+        with self._lock:
+            self._discard()
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
 
 @contextmanager

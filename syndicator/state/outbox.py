@@ -36,7 +36,18 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal, null, select, union_all, update
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    any_,
+    bindparam,
+    func,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from syndicator.state.coordination import (
@@ -251,7 +262,7 @@ def record_outcomes(
         ids = [message.id for message in outcomes.sent]
         recorded += len(
             conn.execute(
-                _record_sent(),
+                _record_sent_listed(),
                 {"ids": ids, "now": now, "owner": owner},
             ).all()
         )
@@ -348,8 +359,11 @@ def record_sent_at_once(
 
 @functools.cache
 def _sent_at_once(*, renew: bool, claim: bool) -> Any:
-    recorded = _record_sent().cte("recorded")
-    recording = messages_table.c.id.in_(bindparam("ids", expanding=True))
+    # The ids as one array parameter: the statement's text is the same for any number of
+    # them, so PostgreSQL plans it once per connection (a list of parameters would make
+    # a statement of its own for each length, and cost rendering at every execution).
+    recording = messages_table.c.id == any_(bindparam("ids", type_=ARRAY(Integer)))
+    recorded = _record_sent(among=recording).cte("recorded")
     ctes = []
     leaving: Any = recording
     if renew:
@@ -375,13 +389,18 @@ def _sent_at_once(*, renew: bool, claim: bool) -> Any:
 
 
 @functools.cache
-def _record_sent() -> Any:
-    """Messages ``owner`` still holds among ``ids`` are sent at ``now`` (the parameters);
-    their ids. The condition is checked as each row is locked."""
+def _record_sent_listed() -> Any:
+    """:func:`_record_sent` with ``ids`` a list of parameters (any database)."""
+    return _record_sent(among=messages_table.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def _record_sent(*, among: Any) -> Any:
+    """Messages ``owner`` still holds among ``ids`` (the condition ``among``) are sent at
+    ``now`` (the parameters); their ids. The condition is checked as each row is locked."""
     return (
         update(messages_table)
         .where(
-            messages_table.c.id.in_(bindparam("ids", expanding=True)),
+            among,
             messages_table.c.status == MessageStatus.SENDING.value,
             messages_table.c.lease_owner == bindparam("owner"),
         )
@@ -436,10 +455,23 @@ class Outbox:
         self.owner = owner or state.instance_id
         self.lease = lease
         self._renewed_at: datetime | None = None
+        # Claims and group commits follow each other every few milliseconds: they share
+        # one connection, kept until close().
+        self._held = state.held()
+
+    def close(self) -> None:
+        """Give back the connection claims and commits were made on."""
+        self._held.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def claim(self, now: datetime, limit: int) -> list[ClaimedMessage]:
         """Claim up to ``limit`` messages due at ``now`` (durably) and return them."""
-        with self.state.single_statement() as conn:
+        with self._held.single_statement() as conn:
             return claim_due_messages(conn, now, limit, owner=self.owner, lease=self.lease)
 
     def record(
@@ -461,7 +493,7 @@ class Outbox:
             and not outcomes.retry
             and not outcomes.failed
         ):
-            with self.state.single_statement() as conn:
+            with self._held.single_statement() as conn:
                 recorded, claimed = record_sent_at_once(
                     conn,
                     outcomes.sent,
@@ -473,7 +505,7 @@ class Outbox:
                 )
             lost_leases = len(outcomes.sent) - recorded
         else:
-            with self.state.transaction() as conn:
+            with self._held.transaction() as conn:
                 done = record_outcomes(
                     conn, outcomes, now=now, suspend_after=self.suspend_after, owner=self.owner
                 )

@@ -89,29 +89,31 @@ def test_a_late_outcome_never_overwrites_the_instance_that_took_the_lease_over(
     """An instance too slow to renew its lease: another one claims and sends its messages;
     what the slow one learns afterwards is not recorded over the new holder's outcome."""
     queue(state, 3)
-    slow = Outbox(state, suspend_after=1, owner="slow", lease=LEASE)
-    fast = Outbox(state, suspend_after=1, owner="fast", lease=LEASE)
-    first, second, third = slow.claim(T0, 10)
-    later = T0 + LEASE + timedelta(seconds=1)
-    taken = fast.claim(later, 10)
-    assert [message.id for message in taken] == [first.id, second.id, third.id]
-    fast.record(Outcomes(sent=[taken[0]]), later)
-    # The slow instance's outcomes come in now: a temporary failure of the message the
-    # other one sent, a refusal of one it is still sending, a success of the third.
-    with caplog.at_level(logging.WARNING):
-        slow.record(
-            Outcomes(
-                retry=[Retry(first, later + timedelta(minutes=1), "451 try later")],
-                failed=[Failed(second, "550 no such user", permanent=True)],
-                sent=[third],
-            ),
-            later,
-        )
-    assert "3 outcomes not recorded" in caplog.text
-    assert statuses(state) == {("sent", None): 1, ("sending", "fast"): 2}
-    # The holder's own outcomes are recorded.
-    fast.record(Outcomes(sent=taken[1:]), later)
-    assert statuses(state) == {("sent", None): 3}
+    with (
+        Outbox(state, suspend_after=1, owner="slow", lease=LEASE) as slow,
+        Outbox(state, suspend_after=1, owner="fast", lease=LEASE) as fast,
+    ):
+        first, second, third = slow.claim(T0, 10)
+        later = T0 + LEASE + timedelta(seconds=1)
+        taken = fast.claim(later, 10)
+        assert [message.id for message in taken] == [first.id, second.id, third.id]
+        fast.record(Outcomes(sent=[taken[0]]), later)
+        # The slow instance's outcomes come in now: a temporary failure of the message the
+        # other one sent, a refusal of one it is still sending, a success of the third.
+        with caplog.at_level(logging.WARNING):
+            slow.record(
+                Outcomes(
+                    retry=[Retry(first, later + timedelta(minutes=1), "451 try later")],
+                    failed=[Failed(second, "550 no such user", permanent=True)],
+                    sent=[third],
+                ),
+                later,
+            )
+        assert "3 outcomes not recorded" in caplog.text
+        assert statuses(state) == {("sent", None): 1, ("sending", "fast"): 2}
+        # The holder's own outcomes are recorded.
+        fast.record(Outcomes(sent=taken[1:]), later)
+        assert statuses(state) == {("sent", None): 3}
 
 
 @pytest.mark.sqlite_only  # PostgreSQL's row locks, below

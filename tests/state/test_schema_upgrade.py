@@ -95,7 +95,16 @@ def test_a_version_2_database_upgrades_in_place(old_state: str) -> None:
             inspector = inspect(conn)
             assert set(inspector.get_table_names()) >= NEW_TABLES
             assert "digest_slot" in {c["name"] for c in inspector.get_columns("messages")}
+            # The outbox's indexes by status, owner and subscriber give way to one of the
+            # messages not sent yet (subscribers are found through the digest key).
+            indexes = {index["name"] for index in inspector.get_indexes("messages")}
             record = roster.find_subscriber(conn, "ana@example.org")
+        assert {"messages_unsent", "messages_one_digest_per_slot"} <= indexes
+        assert not indexes & {
+            "ix_messages_status",
+            "ix_messages_lease_owner",
+            "ix_messages_subscriber_id",
+        }
         # What was there is kept; the new setting has its default.
         assert record is not None
         assert (record.id, record.regions, record.cadence) == (
