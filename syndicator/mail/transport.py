@@ -280,9 +280,14 @@ class SmtpTransport:
         options: list[str] = []
         if smtp.supports_extension("size"):
             options.append(f"SIZE={len(message)}")  # RFC 1870
-        if not message.isascii() and smtp.supports_extension("8bitmime"):
+        if message.isascii():  # the usual case: neither of the two below
+            if utf8:
+                options.append("SMTPUTF8")
+            return options
+        if smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")  # RFC 6152
-        headers = message.split(b"\r\n\r\n", 1)[0]
+        end = message.find(b"\r\n\r\n")
+        headers = message if end < 0 else message[:end]
         if utf8 or (not headers.isascii() and smtp.supports_extension("smtputf8")):
             options.append("SMTPUTF8")  # RFC 6531: UTF-8 addresses or header fields
         return options
