@@ -628,10 +628,10 @@ class State:
             conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
-    def held(self) -> HeldConnection:
+    def held(self, *, index_order: bool = False) -> HeldConnection:
         """One connection kept for many short transactions in a row (see
         :class:`HeldConnection`); close it when done."""
-        return HeldConnection(self)
+        return HeldConnection(self, index_order=index_order)
 
     def insert_ignoring_conflict(self, conn: Connection, table: Table, row: dict[str, Any]) -> bool:
         """Insert ``row`` unless its key is taken (by a concurrent writer too); whether it was
@@ -732,11 +732,21 @@ class HeldConnection:
     claims and group commits, instead of one taken from the pool for each: its
     :meth:`transaction` and :meth:`single_statement` are those of :class:`State`, one at a
     time (a lock keeps threads in turn). A database error closes it; the next use opens
-    another."""
+    another.
 
-    def __init__(self, state: State) -> None:
+    With ``index_order``, PostgreSQL reads rows through an index in its order or by key,
+    never with a bitmap scan, which first reads every row its condition matches. That is
+    for statements that take a few rows by key or the first few in index order (a claim
+    of the next messages stops at its limit): with statistics that do not yet know of the
+    digests just queued for every subscriber, the planner took a bitmap scan and sorted
+    them all for each claim (150 ms a claim at 200,000 messages waiting, 16 ms in order).
+    The setting is the connection's own, reset before it goes back to the pool.
+    """
+
+    def __init__(self, state: State, *, index_order: bool = False) -> None:
         self._state = state
         self._postgresql = state.engine.dialect.name == "postgresql"
+        self._index_order = index_order and self._postgresql
         self._conn: Connection | None = None
         self._lock = threading.Lock()
 
@@ -749,6 +759,8 @@ class HeldConnection:
             else:
                 conn.execution_options(syndicator_write=True)
             self._conn = conn
+            if self._index_order:
+                conn.exec_driver_sql("SET enable_bitmapscan = off")
         return conn
 
     @contextmanager
@@ -763,7 +775,7 @@ class HeldConnection:
             try:
                 yield self._open(autocommit=True)
             except BaseException:
-                self._discard()
+                self._discard(broken=True)
                 raise
 
     @contextmanager
@@ -780,17 +792,28 @@ class HeldConnection:
                 with conn.begin():
                     yield conn
             except BaseException:
-                self._discard()
+                self._discard(broken=True)
                 raise
 
     def close(self) -> None:
         """Give the connection back (after a use under way in another thread ends)."""
-        with self._lock:
-            self._discard()
+        with self._lock, _state_errors():
+            self._discard(broken=False)
 
-    def _discard(self) -> None:
+    def _discard(self, *, broken: bool) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        try:
+            if self._index_order and broken:
+                conn.invalidate()  # never back to the pool with the setting
+            elif self._index_order:
+                try:
+                    conn.exec_driver_sql("RESET enable_bitmapscan")
+                except DBAPIError:
+                    conn.invalidate()
+                    raise
+        finally:
             conn.close()
 
 

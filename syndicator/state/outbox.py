@@ -456,8 +456,9 @@ class Outbox:
         self.lease = lease
         self._renewed_at: datetime | None = None
         # Claims and group commits follow each other every few milliseconds: they share
-        # one connection, kept until close().
-        self._held = state.held()
+        # one connection, kept until close(), that reads messages in the order of an index
+        # (a claim stops at its limit) or by key.
+        self._held = state.held(index_order=True)
 
     def close(self) -> None:
         """Give back the connection claims and commits were made on."""

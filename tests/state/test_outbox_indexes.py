@@ -247,3 +247,53 @@ def test_a_kept_connection_the_server_dropped_fails_one_claim_and_the_next_opens
         again = outbox.claim(T0, 4)
         assert [message.id for message in again] == [message.id + 4 for message in first]
     assert state.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.postgresql_only  # the planner's statistics and its bitmap scans
+def test_claims_read_in_index_order_even_before_statistics_know_the_new_messages(
+    state: State,
+) -> None:
+    """Digests just queued for every subscriber, statistics from before: a claim on
+    delivery's connection still reads the first unsent messages in id order and stops at
+    its limit, where a bitmap scan would read and sort every waiting message first."""
+    with state.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql("ANALYZE messages")  # an empty outbox, as statistics know it
+    with state.transaction() as conn:
+        queue_messages(
+            conn,
+            [
+                NewMessage(
+                    subscriber_id=number + 1,
+                    kind="daily",
+                    message_id=f"<m{number}@example.org>",
+                    recipient=f"reader{number:05}@example.org",
+                    body=b"Subject: s\r\n\r\nBody.\r\n",
+                )
+                for number in range(5_000)
+            ],
+            now=T0,
+        )
+    with Statements(state) as claiming, Outbox(state, suspend_after=3, owner="a") as outbox:
+        assert [message.id for message in outbox.claim(T0, 64)] == list(range(1, 65))
+    held = state.held(index_order=True)
+    try:
+        with held.single_statement() as conn:
+            for statement, parameters in claiming.seen:
+                (plan,) = conn.exec_driver_sql(
+                    f"EXPLAIN (FORMAT JSON) {statement}", parameters
+                ).one()
+                nodes = json.dumps(plan)
+                assert '"Bitmap Heap Scan"' not in nodes and '"Sort"' not in nodes, nodes
+                assert '"Index Name": "messages_unsent"' in nodes, nodes
+    finally:
+        held.close()
+    # The setting is that connection's own: every pooled connection plans as usual.
+    pooled = [state.engine.connect() for _ in range(5)]
+    try:
+        assert {conn.exec_driver_sql("SHOW enable_bitmapscan").scalar() for conn in pooled} == {
+            "on"
+        }
+    finally:
+        for conn in pooled:
+            conn.close()
