@@ -7,6 +7,7 @@ server that answers every connection with one greeting line (e.g. 421) and hangs
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import socketserver
 import threading
@@ -90,7 +91,12 @@ class _CountingSMTP(SMTP):
         if self.transport is None:
             with self._sink.handler.lock:
                 self._sink.connections += 1
+            self._sink.open.add(self)
         super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._sink.open.discard(self)
+        super().connection_lost(exc)
 
 
 class _Controller(Controller):
@@ -107,6 +113,7 @@ class Sink:
         self.handler = handler or SinkHandler()
         self.port = free_port()
         self.connections = 0  # connections opened by clients (the start-up probe included)
+        self.open: set[SMTP] = set()  # the server's side of connections not yet closed
         self.controller = _Controller(self, hostname="127.0.0.1", port=self.port)
 
     def __enter__(self) -> Sink:
@@ -114,7 +121,20 @@ class Sink:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # Hang up on clients still connected (a kept connection, one dropped mid-session)
+        # while the loop runs: stopping the loop first would leave their transports to be
+        # collected, unclosed, in some later test.
+        asyncio.run_coroutine_threadsafe(self._hang_up(), self.controller.loop).result(5)
         self.controller.stop()
+
+    async def _hang_up(self) -> None:
+        for protocol in list(self.open):
+            if protocol.transport is not None:
+                protocol.transport.close()
+        for _ in range(100):
+            if not self.open:
+                return
+            await asyncio.sleep(0.01)
 
     @property
     def received(self) -> list[Received]:
