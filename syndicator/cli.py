@@ -285,12 +285,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout, stderr = sys.stdout, sys.stderr
     # Everything printed or logged shows control characters as escapes: subscriber fields
     # and article titles come from strangers and must not steer the operator's terminal.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     sys.stdout = cast("TextIO", PrintableStream(stdout))
     sys.stderr = cast("TextIO", PrintableStream(stderr))
     try:
         return _main(argv)
     finally:
+        # A caller in the same process (an embedding program, a test) gets its streams
+        # and logging back: nothing keeps writing to a stream it may since have closed.
         sys.stdout, sys.stderr = stdout, stderr
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def _main(argv: Sequence[str] | None) -> int:
