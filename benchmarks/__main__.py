@@ -53,15 +53,15 @@ def measure(
     def database() -> str | None:
         return None if cluster is None else cluster.database()
 
-    articles, subscribers = (5_000, 1_000) if quick else (100_000, 10_000)
+    articles, subscribers = (2_000, 500) if quick else (100_000, 10_000)
     rows: list[dict[str, Any]] = []
     if "startup" in only:
-        rows += startup.run(repeat=3 if quick else 9)
+        rows += startup.run(repeat=2 if quick else 9)
     if "pipeline" in only:
         rows += pipeline.run(
             articles=articles,
             subscribers=subscribers,
-            memory_subscribers=20_000 if quick else 1_000_000,
+            memory_subscribers=10_000 if quick else 1_000_000,
             postgresql=database() if "postgresql" in only else None,
         )
     elif "postgresql" in only and cluster is not None:
@@ -75,7 +75,7 @@ def measure(
     if "classification" in only:
         rows.append(classification.run(5_000 if quick else 50_000))
     if "publishing" in only:
-        rows.append(publishing.run(5_000, 500, 3) if quick else publishing.run(100_000, 5_000, 5))
+        rows.append(publishing.run(2_000, 200, 2) if quick else publishing.run(100_000, 5_000, 5))
     if "matching" in only:
         rows.append(matching.run(100_000 if quick else 1_000_000))
     if "mail" in only:
@@ -84,8 +84,8 @@ def measure(
         rows += scaleout.run(cluster.database(), 500 if quick else 5_000, repeat=1 if quick else 3)
     if "deliverability" in only:
         rows += [
-            deliverability.run_dkim(500 if quick else 5_000, repeat=3 if quick else 5),
-            deliverability.run_bounces(2_000 if quick else 20_000, repeat=3 if quick else 5),
+            deliverability.run_dkim(200 if quick else 5_000, repeat=1 if quick else 5),
+            deliverability.run_bounces(1_000 if quick else 20_000, repeat=1 if quick else 5),
         ]
     if "http" in only:
         rows.append(http.run(seconds=2 if quick else 10, connections=20 if quick else 50))
@@ -97,14 +97,14 @@ def measure(
                 seconds=2 if quick else 10,
                 connections=20 if quick else 50,
             ),
-            readers.archives(5_000 if quick else 100_000),
+            readers.archives(2_000 if quick else 100_000),
         ]
     return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
     parser.add_argument(
         "--output", type=Path, default=Path("benchmark-results.json"), help="JSON results file"
     )
