@@ -9,9 +9,12 @@ way, in the same order.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -85,9 +88,26 @@ def _read_one(
 _worker_classifier: Classifier | None = None
 
 
-def _start_worker(classifier: Classifier) -> None:
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _start_worker(classifier: Classifier, parent: int | None) -> None:
+    """Set up a worker: its classifier, and its end when the process that started it dies.
+
+    A forked worker holds copies of every descriptor its parent had, the parent's state
+    database connections included. If the parent is killed, workers left waiting for work
+    would keep those connections open, and the server would never see the parent go:
+    on PostgreSQL, its cycle lock would stay held and no instance would run the cycle
+    again. So the kernel kills each worker with its parent (Linux), and a worker whose
+    parent died before this ran ends at once.
+    """
     global _worker_classifier  # noqa: PLW0603 - one classifier per worker process
     _worker_classifier = classifier
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 def _read_many(
@@ -130,7 +150,8 @@ def _read_in_parallel(
         max_workers=workers,
         mp_context=multiprocessing.get_context(method),
         initializer=_start_worker,
-        initargs=(classifier,),
+        # A forked worker's parent is this process; a fork server's workers are its own.
+        initargs=(classifier, os.getpid() if method == "fork" else None),
     ) as pool:
         # Paths go as text: building them here would cost this process, which waits for
         # every worker's results, a little for every file.

@@ -6,6 +6,7 @@ Each test uses a seeded random generator; the seed is in the failure message, an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from syndicator.pipeline import PUBLISHED_MARKER
+from syndicator.store.ingest import PARALLEL_MIN_FILES
 from tests.conftest import T0
 from tests.faults.helpers import (
     ENV,
@@ -135,11 +137,11 @@ def test_sigkill_five_times_during_delivery_to_300_subscribers(install: Path) ->
 ARTICLES = 1500
 
 
-def write_store(store: Path, edition: str) -> None:
+def write_store(store: Path, edition: str, count: int = ARTICLES) -> None:
     """Articles with their dates in front matter, so a publish's output depends on the
     store alone (not on the clock): the new files are known before the kills."""
     regions = ["americas", "europe", "mena", "asia-pacific", "global"]
-    for number in range(ARTICLES):
+    for number in range(count):
         day = 1 + number % 28
         (store / f"a{number:04}.md").write_text(
             "+++\n"
@@ -246,6 +248,62 @@ def test_sigkill_while_publishing_leaves_old_or_new_files(tmp_path: Path, instal
     # What the killed writers left behind (hidden temporary files) is cleared too.
     # Nothing hidden is left but the marker of the revision the files were built from.
     assert [p.name for p in output.rglob(".*") if p.name != PUBLISHED_MARKER] == [], kills
+    assert integrity_ok(install)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie nobody reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@pytest.mark.skipif(
+    not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+    reason="needs Linux's /proc/PID/task/PID/children",
+)
+def test_sigkill_while_reading_in_parallel_leaves_no_worker_behind(install: Path) -> None:
+    """A process killed while its worker processes read the store takes them with it.
+
+    Forked workers hold copies of the parent's database connections: left running, they
+    kept a killed instance's PostgreSQL session (and its cycle lock) open for good, and
+    every later cycle was skipped."""
+    store = install.parent.parent / "articles"
+    count = 3 * PARALLEL_MIN_FILES  # enough to be read by worker processes
+    write_store(store, "first", count)
+    process = subprocess.Popen(
+        command(install, "feeds"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
+    )
+    workers: list[int] = []
+
+    def reading() -> bool:
+        workers[:] = _children(process.pid)
+        return bool(workers) or process.poll() is not None
+
+    try:
+        wait_for(reading, 60, "worker processes reading the store")
+        assert kill(process), "the run ended before it could be killed while reading"
+        wait_for(lambda: not any(_running(pid) for pid in workers), 10, f"workers {workers} to end")
+    finally:
+        for pid in workers:  # what this test would otherwise leave running
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    # Nothing of the killed run holds the state database: the next run does the whole cycle.
+    again = run(install, "feeds")
+    assert again.returncode == 0, again.stderr
+    assert f"{count} articles" in again.stdout, again.stdout
+    assert "Customs Notice" in (install.parent.parent / "feeds" / "all.atom").read_text()
     assert integrity_ok(install)
 
 
