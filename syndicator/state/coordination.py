@@ -100,7 +100,10 @@ def cycle_holder(conn: Connection) -> str | None:
         text(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :high "
-            "AND l.objid = :low AND l.objsubid = 1"
+            "AND l.objid = :low AND l.objsubid = 1 "
+            # Advisory locks belong to a database: another database's syndicator on the
+            # same server holds a lock of the same key that is not this one.
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ),
         {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF},
     ).scalar()

@@ -172,6 +172,29 @@ def test_status_shows_instances_the_cycle_holder_and_the_outbox(install: Path) -
     assert "outbox: pending 2, sending 1" in shown.stdout
 
 
+@pytest.mark.postgresql_only
+def test_another_database_s_cycle_holder_on_the_same_server_is_not_this_one(
+    install: Path, postgres: Any
+) -> None:
+    """Advisory locks belong to a database: a second syndicator whose state is another
+    database of the same server neither blocks this one's cycle nor shows as its holder."""
+    state = State.open(load_config(install).state.url)
+    other = State.open(str(postgres.database()))
+    other.instance_id = "elsewhere:1"
+    try:
+        with coordination.exclusive_turn(other, coordination.CYCLE_LOCK) as held_there:
+            assert held_there
+            with state.engine.connect() as conn:
+                assert coordination.cycle_holder(conn) is None
+            with coordination.exclusive_turn(state, coordination.CYCLE_LOCK) as mine:
+                assert mine
+                with state.engine.connect() as conn:
+                    assert coordination.cycle_holder(conn) == state.instance_id
+    finally:
+        other.close()
+        state.close()
+
+
 def test_healthz_is_unhealthy_when_no_live_instance_has_the_cycle_role() -> None:
     health = Health(interval=60)
     now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
