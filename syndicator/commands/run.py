@@ -8,7 +8,7 @@ import logging
 import sys
 
 from syndicator.commands.common import EXIT_OK, EXIT_PROBLEMS, now, open_all
-from syndicator.pipeline import Pipeline
+from syndicator.pipeline import SKIPPED_LINE, Pipeline
 from syndicator.state.outbox import release_inflight
 
 log = logging.getLogger("syndicator")
@@ -48,6 +48,10 @@ def cmd_feeds(args: argparse.Namespace) -> int:
         print(f"syndicator: error: {result.publish_error}", file=sys.stderr)
         return EXIT_PROBLEMS
     written = result.publish.written if result.publish else []
+    if result.skipped:
+        # The store was not read here: this directory was only brought up to the database.
+        print(f"{config.feeds.output_dir}: {len(written)} files written; {SKIPPED_LINE}")
+        return EXIT_OK
     print(
         f"{config.feeds.output_dir}: {len(written)} files written, "
         f"{result.reload.articles} articles"

@@ -195,6 +195,25 @@ def test_another_database_s_cycle_holder_on_the_same_server_is_not_this_one(
         state.close()
 
 
+@pytest.mark.postgresql_only
+def test_feeds_says_so_when_another_instance_runs_the_cycle(install: Path) -> None:
+    with_sample_store(install)
+    other = State.open(load_config(install).state.url)
+    other.instance_id = "other:1"
+    try:
+        with coordination.exclusive_turn(other, coordination.CYCLE_LOCK) as held:
+            assert held
+            skipped = run(install, "feeds")
+    finally:
+        other.close()
+    assert skipped.returncode == 0, skipped.stderr
+    assert "another instance is running the cycle; skipped this round" in skipped.stdout
+    done = run(install, "feeds")
+    assert done.returncode == 0, done.stderr
+    assert "skipped" not in done.stdout
+    assert " 0 articles" not in done.stdout, done.stdout
+
+
 def test_healthz_is_unhealthy_when_no_live_instance_has_the_cycle_role() -> None:
     health = Health(interval=60)
     now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
