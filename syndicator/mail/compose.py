@@ -78,6 +78,8 @@ _MONTHS = (
 # these categories, and only those, matches _UNSAFE_CHARS (the tests check all).
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# \s is what str.split() splits at (str.isspace()).
+_SPACE_OR_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # Breaks the "=?" that opens an RFC 2047 encoded-word, invisibly.
 _ENCODED_WORD_START = "=?"
 _NEUTRALISED_START = "=\u200b?"
@@ -324,11 +326,11 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _body_url(url: str, schemes: tuple[str, ...] = ("http", "https")) -> bool:
+    # No white space or control character: what _one_line() would leave as it is, no space.
     return (
         bool(url)
         and len(url) <= _MAX_URL
-        and _one_line(url) == url
-        and " " not in url
+        and not _SPACE_OR_UNSAFE.search(url)
         and _scheme_in(url, schemes)
     )
 
@@ -532,6 +534,7 @@ class _Section:
     subject: bytes  # the folded "Subject:" header, CRLF at the end of each line
     text: bytes  # quoted-printable, CRLF line ends, ends at a line break
     html: bytes
+    preheader: str  # the line mail clients show next to the subject
     more: int = 0  # articles left out to stay under the size cap
 
 
@@ -539,8 +542,7 @@ def _escape_byte(match: re.Match[bytes]) -> bytes:
     return b"=%02X" % match[0][0]
 
 
-@lru_cache(maxsize=2048)  # a footer's lines are mostly the same for every recipient
-def _qp_line(line: bytes) -> bytes:
+def _qp_encode(line: bytes) -> bytes:
     """One line (no line break) as quoted-printable (RFC 2045 §6.7), soft-broken at 76."""
     encoded = line.replace(b"=", b"=3D")
     if _QP_UNSAFE.search(encoded):
@@ -562,6 +564,10 @@ def _qp_line(line: bytes) -> bytes:
         start = stop
     pieces.append(encoded[start:])
     return b"=\r\n".join(pieces)
+
+
+# Lines come back (headings, the lines of a section, "N more"): each encoded once.
+_qp_line = lru_cache(maxsize=2048)(_qp_encode)
 
 
 def _quoted_printable(text: str) -> bytes:
@@ -686,6 +692,44 @@ _LINK_SLOT = "\ue000unsubscribe\ue000"
 _MANAGE_SLOT = "\ue000manage\ue000"
 _FEED_SLOT = "\ue000feed\ue000"
 _MORE_SLOT = "\ue000more\ue000"
+# A footer encoded once for many readers: pieces of quoted-printable lines ready to send,
+# and (``True``) single lines holding link slots, to be filled in and encoded per reader.
+_Slotted = tuple[tuple[bytes, bool], ...]
+_SLOTS = tuple(slot.encode("utf-8") for slot in (_LINK_SLOT, _MANAGE_SLOT, _FEED_SLOT))
+_SLOT_MARK = "\ue000".encode()
+
+
+def _slotted(text: str) -> _Slotted:
+    """``text`` encoded as :func:`_quoted_printable` does, but for its lines with a slot."""
+    pieces: list[tuple[bytes, bool]] = []
+    ready: list[bytes] = []
+    for line in text.encode("utf-8").splitlines():
+        if _SLOT_MARK in line:
+            if ready:
+                pieces.append((b"".join(ready), False))
+                ready = []
+            pieces.append((line, True))
+        else:
+            ready.append(_qp_encode(line) + b"\r\n")
+    if ready:
+        pieces.append((b"".join(ready), False))
+    return tuple(pieces)
+
+
+def _fill(pieces: _Slotted, links: Sequence[bytes]) -> bytes:
+    """A :func:`_slotted` footer with a reader's links (unsubscribe, manage, feed) put in."""
+    out: list[bytes] = []
+    for piece, slotted in pieces:
+        if slotted:
+            line = piece
+            for slot, link in zip(_SLOTS, links, strict=True):
+                line = line.replace(slot, link)
+            out.append(_qp_encode(line) + b"\r\n")  # a reader's own: not worth caching
+        else:
+            out.append(piece)
+    return b"".join(out)
+
+
 # A link as long as the longest the "N more articles" line may carry, to size it.
 _SIZED_LINK = "https://" + "x" * 200
 
@@ -722,16 +766,16 @@ class Composer:
         }
         self._sections: _LRU[tuple[Hashable, ...], _Section] = _LRU(cache_size)
         self._heads: _LRU[tuple[str, str, str], tuple[bytes, bytes]] = _LRU(256)
-        self._feet: _LRU[tuple[str, bool, bool], tuple[str, str]] = _LRU(cache_size)
+        self._feet: _LRU[tuple[str, bool, bool], tuple[_Slotted, _Slotted]] = _LRU(cache_size)
         self._mores: _LRU[tuple[int, bool], tuple[str, str]] = _LRU(256)
         self._now: datetime | None = None
         self._date = b""
 
     def _foot(
         self, reason: str, unsubscribe_url: str, manage_url: str, feed_url: str = ""
-    ) -> tuple[str, str]:
-        """The footer of both parts: rendered once per reason (many readers share their
-        filters), with each reader's own links put in."""
+    ) -> tuple[bytes, bytes]:
+        """The footer of both parts, encoded: rendered and encoded once per reason (many
+        readers share their filters); per reader only the lines with its links."""
         if any(slot in reason for slot in (_LINK_SLOT, _MANAGE_SLOT, _FEED_SLOT)):
             footer = {  # cannot happen; never mistake it
                 **self._context,
@@ -740,10 +784,13 @@ class Composer:
                 "manage_url": manage_url,
                 "feed_url": feed_url,
             }
-            return _render(self._text, "foot", footer), _render(self._html, "foot", footer)
+            return (
+                _quoted_printable(_render(self._text, "foot", footer)),
+                _quoted_printable(_render(self._html, "foot", footer)),
+            )
         key = (reason, bool(manage_url), bool(feed_url))
-        rendered = self._feet.get(key)
-        if rendered is None:
+        encoded = self._feet.get(key)
+        if encoded is None:
             footer = {
                 **self._context,
                 "reason": reason,
@@ -751,16 +798,17 @@ class Composer:
                 "manage_url": _MANAGE_SLOT if manage_url else "",
                 "feed_url": _FEED_SLOT if feed_url else "",
             }
-            rendered = (_render(self._text, "foot", footer), _render(self._html, "foot", footer))
-            self._feet.put(key, rendered)
-        text, html_text = rendered
-        # What the HTML template's autoescaping would have made of the links.
-        for slot, url in ((_LINK_SLOT, unsubscribe_url), (_MANAGE_SLOT, manage_url)):
-            text = text.replace(slot, url)
-            html_text = html_text.replace(slot, str(escape(url)))
+            encoded = (
+                _slotted(_render(self._text, "foot", footer)),
+                _slotted(_render(self._html, "foot", footer)),
+            )
+            self._feet.put(key, encoded)
+        text, html_text = encoded
+        links = (unsubscribe_url, manage_url, feed_url)
         return (
-            text.replace(_FEED_SLOT, feed_url),
-            html_text.replace(_FEED_SLOT, str(escape(feed_url))),
+            _fill(text, [link.encode("utf-8") for link in links]),
+            # What the HTML template's autoescaping would have made of the links.
+            _fill(html_text, [str(escape(link)).encode("utf-8") for link in links]),
         )
 
     def _more(self, count: int, url: str, *, is_feed: bool) -> tuple[bytes, bytes]:
@@ -836,18 +884,16 @@ class Composer:
         to = _to_header(recipient)
 
         section = self._section(articles, recipient.group_by)
-        head_text, head_html = self._head(cadence, len(articles), now, _preheader(articles))
+        head_text, head_html = self._head(cadence, len(articles), now, section.preheader)
         reason = (
             f"You receive this because you subscribed to {self._site_title}"
             f" ({_CADENCE_REASON[cadence]}) for {_one_line(recipient.filters)}."
         )
-        text, html_text = self._foot(reason, unsubscribe_url, manage_url, feed_url)
+        foot_text, foot_html = self._foot(reason, unsubscribe_url, manage_url, feed_url)
         # What did not fit: in the reader's own feed, else on the site.
         more_text, more_html = self._more(
             section.more, feed_url or self.settings.base_url, is_feed=bool(feed_url)
         )
-        foot_text = _quoted_printable(text)
-        foot_html = _quoted_printable(html_text)
         if now is not self._now:
             self._date = f"Date: {format_datetime(now)}\r\n".encode("ascii")
             self._now = now
@@ -926,6 +972,7 @@ class Composer:
                 subject=_header("Subject", _subject(articles)),
                 text=_quoted_printable(text),
                 html=_quoted_printable(html_text),
+                preheader=_preheader(articles),
                 more=len(items) - shown,
             )
             self._sections.put(key, section)
