@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from email.utils import parseaddr
-from urllib.parse import quote
 
 from syndicator.config import Config
 from syndicator.mail.compose import (
@@ -50,6 +49,7 @@ class Mailer:
         self.feed_generations: dict[int, int] = {}
         self.sender_address = parseaddr(config.mail.from_)[1]
         self.domain = self.sender_address.rpartition("@")[2] or "localhost"
+        self._mailto = f"mailto:{self.sender_address}?subject="
 
     def _filters(self, record: SubscriberRecord) -> str:
         key = (
@@ -73,9 +73,8 @@ class Mailer:
             filters=self._filters(record),
             cadence=record.cadence,
             unsubscribe_url=f"{self.settings.base_url}unsubscribe/{token}",
-            unsubscribe_mailto=(
-                f"mailto:{self.sender_address}?subject={quote('unsubscribe ' + token)}"
-            ),
+            # quote("unsubscribe " + token): a token's characters are all URL-safe.
+            unsubscribe_mailto=f"{self._mailto}unsubscribe%20{token}",
             manage_url=(f"{self.settings.base_url}manage/{manage}" if self.manage_pages else ""),
             feed_url=(
                 private_feed_url(
