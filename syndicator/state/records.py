@@ -72,30 +72,43 @@ class Records:
         self._filters: dict[str, dict[str, tuple[str, ...]]] = {}
 
     def __call__(self, row: Any) -> SubscriberRecord:
-        filters = self._filters.get(row.filters)
+        # Each column read once: the settings are columns the record has too.
+        text = row.filters
+        filters = self._filters.get(text)
         if filters is None:
-            filters = parse_filters(row.filters)
+            filters = parse_filters(text)
             if len(self._filters) < _FILTERS_KEPT:
-                self._filters[row.filters] = filters
+                self._filters[text] = filters
+        email, name, cadence, hour = row.email, row.name, row.cadence, row.hour
+        weekday, timezone, group_by = row.weekday, row.timezone, row.group_by
         return SubscriberRecord(
             id=row.id,
-            email=row.email,
-            name=row.name,
+            email=email,
+            name=name,
             regions=filters.get("regions", ()),
             topics=filters.get("topics", ()),
             keywords=filters.get("keywords", ()),
             exclude_regions=filters.get("exclude_regions", ()),
             exclude_topics=filters.get("exclude_topics", ()),
-            cadence=row.cadence,
-            hour=row.hour,
-            weekday=row.weekday,
-            timezone=row.timezone,
+            cadence=cadence,
+            hour=hour,
+            weekday=weekday,
+            timezone=timezone,
             source=row.source,
             status=row.status,
             added_at=row.added_at,
             added_seq=row.added_seq,
             permanent_failures=row.permanent_failures,
             next_digest_at=row.next_digest_at,
-            group_by=row.group_by,
-            settings={key: getattr(row, key) for key in SETTINGS},
+            group_by=group_by,
+            settings={  # SETTINGS, in its order
+                "email": email,
+                "name": name,
+                "filters": text,
+                "cadence": cadence,
+                "hour": hour,
+                "weekday": weekday,
+                "timezone": timezone,
+                "group_by": group_by,
+            },
         )

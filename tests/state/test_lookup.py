@@ -14,12 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from syndicator.mail.roster import add_subscriber, sync_subscribers
 from syndicator.mail.subscribers import Subscriber, file_signature, load_subscribers_file
 from syndicator.state import SCHEMA_VERSION, SUBSCRIBERS_FILE_SYNCED, lookup
 from syndicator.state.bounces import record_event
-from syndicator.state.db import State, articles_table, get_meta, insert_rows
+from syndicator.state.db import State, articles_table, get_meta, insert_rows, subscribers_table
+from syndicator.state.records import SETTINGS
 from syndicator.state.requests import mark_confirmed, store_request
 from syndicator.state.subscribers import (
     change_subscriber,
@@ -202,6 +204,15 @@ def test_subscribers_are_those_state_lists_once_the_file_was_synced(
     assert {record.email: record.settings for record in listing.subscribers} == {
         record.email: record.settings for record in _through_state(state, since).subscribers
     }
+
+
+def test_a_subscriber_s_settings_are_its_settings_columns_as_stored(state: State) -> None:
+    _synced(state, "a")
+    with state.transaction() as conn:
+        for row in conn.execute(select(subscribers_table)):
+            record = find_subscriber(conn, row.email)
+            assert record is not None
+            assert list(record.settings.items()) == [(key, getattr(row, key)) for key in SETTINGS]
 
 
 @pytest.mark.sqlite_only
