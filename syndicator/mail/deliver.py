@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
-from typing import Any, Protocol
+from typing import Protocol
 
 from syndicator.mail.transport import Delivery, Outcome, Transport
 from syndicator.state.db import State
@@ -35,6 +35,34 @@ UNRECORDED_LIMIT = 16  # messages handed to the transport and not yet recorded, 
 # same whatever its size, so outcomes wait for a group of half the window (the other half
 # keeps the transport busy meanwhile); this only bounds how long a slow trickle waits.
 LINGER = 0.05
+
+
+class _Signal:
+    """Wakes whoever waits on it (a future each), at most after ``timeout`` seconds."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def wait(self, timeout: float | None = None) -> None:
+        future = self._loop.create_future()
+        self._waiters.append(future)
+        timer = None if timeout is None else self._loop.call_later(timeout, _wake, future)
+        try:
+            await future
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for future in waiters:
+            _wake(future)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class MessageStore(Protocol):
@@ -161,36 +189,64 @@ async def deliver(
         return claimed
 
     claimed: deque[ClaimedMessage] = deque()
-    sending: dict[asyncio.Future[Delivery], ClaimedMessage] = {}
     finished: list[tuple[ClaimedMessage, Delivery]] = []
-    recording: asyncio.Future[list[ClaimedMessage]] | None = None
+    in_flight = 0  # messages handed to the transport, no outcome yet
     recorded_size = 0  # outcomes in the commit under way
-    asked = 0  # messages the commit under way also claims
     oldest = 0.0  # loop time of the oldest outcome waiting for a commit
+    over = False  # tells the senders to stop asking for messages
+    committer = _Signal(loop)  # an outcome the commits may be waiting for
+    changed = _Signal(loop)  # a commit, a claim or a release: senders may go on
+
+    async def sender_loop() -> None:
+        # Like a bare client on a pooled connection: the next message goes out as soon as
+        # the last one's reply is in, while the window has room for it.
+        nonlocal in_flight, oldest
+        while True:
+            while not claimed or in_flight + len(finished) + recorded_size >= window:
+                if over:
+                    return
+                await changed.wait()
+            if should_stop():
+                committer.notify()  # the claimed messages go back to the queue
+                await changed.wait()
+                continue
+            message = claimed.popleft()
+            in_flight += 1
+            try:
+                delivery = await send(message)
+            finally:
+                in_flight -= 1
+            if not finished:
+                oldest = loop.time()
+            finished.append((message, delivery))
+            if (
+                len(finished) == 1  # the linger starts
+                or len(finished) >= group
+                or not in_flight
+                or in_flight + len(finished) + recorded_size >= window
+            ):
+                committer.notify()
+
+    senders: list[asyncio.Task[None]] = []
     exhausted = should_stop()
     try:
         if not exhausted:
             first = await asyncio.to_thread(outbox.claim, clock(), batch_size)
             claimed.extend(first)
             exhausted = len(first) < batch_size
-        while claimed or sending or finished or recording is not None:
+        senders = [asyncio.create_task(sender_loop()) for _ in range(concurrency)]
+        for task in senders:
+            task.add_done_callback(lambda _: committer.notify())
+        while True:
             stopping = should_stop()
             if stopping and claimed:
                 # Never handed to the transport: back to the queue, for anyone.
                 await asyncio.to_thread(outbox.release, list(claimed))
                 claimed.clear()
-            # No more at once than the transport sends at once: the rest of the window is
-            # left for outcomes waiting for their commit.
-            while (
-                claimed
-                and len(sending) < concurrency
-                and len(sending) + len(finished) + recorded_size < window
-            ):
-                message = claimed.popleft()
-                sending[asyncio.ensure_future(send(message))] = message
-            if recording is None and finished:
-                full = len(sending) + len(finished) >= window
-                if full or len(finished) >= group or not sending or loop.time() - oldest >= linger:
+            if finished:
+                full = in_flight + len(finished) >= window
+                lingered = loop.time() - oldest >= linger
+                if full or len(finished) >= group or not in_flight or lingered:
                     batch, finished = finished, []
                     recorded_size = len(batch)
                     asked = (
@@ -198,41 +254,38 @@ async def deliver(
                         if not exhausted and not stopping and len(claimed) < batch_size
                         else 0
                     )
-                    recording = loop.run_in_executor(None, record, batch, clock(), asked)
-            waiting: set[asyncio.Future[Any]] = set(sending)
-            if recording is not None:
-                waiting.add(recording)
-            if not waiting:
-                if not finished and not claimed and not exhausted and not stopping:
-                    more = await asyncio.to_thread(outbox.claim, clock(), batch_size)
-                    claimed.extend(more)
-                    exhausted = len(more) < batch_size
-                continue
-            timeout = None
-            if finished and recording is None:
-                timeout = max(0.0, oldest + linger - loop.time())
-            done, _ = await asyncio.wait(
-                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            for future in done:
-                if future is recording:
-                    recording = None
-                    recorded_size = 0
-                    more = future.result()
+                    try:
+                        more = await loop.run_in_executor(None, record, batch, clock(), asked)
+                    finally:
+                        recorded_size = 0
                     claimed.extend(more)
                     if asked and len(more) < asked:
                         exhausted = True
-                    asked = 0
-                else:
-                    if not finished:
-                        oldest = loop.time()
-                    finished.append((sending.pop(future), future.result()))
+                    changed.notify()
+                    continue
+            elif not in_flight and not claimed:
+                if exhausted or stopping:
+                    break
+                more = await asyncio.to_thread(outbox.claim, clock(), batch_size)
+                claimed.extend(more)
+                exhausted = len(more) < batch_size
+                changed.notify()
+                continue
+            await committer.wait(max(0.0, oldest + linger - loop.time()) if finished else None)
+            for task in senders:
+                if task.done():
+                    task.result()  # a sender failed (a bug): fail as loudly
     finally:
         # Cancelled (shutting down) or failed: what was claimed stays in ``sending`` under
         # this instance's lease; it goes out again, with the same Message-ID, when the lease
         # expires or this instance starts again.
-        for future in sending:
-            future.cancel()
+        over = True
+        changed.notify()
+        for task in senders:
+            if not task.done():
+                task.cancel()
+        if senders:
+            await asyncio.gather(*senders, return_exceptions=True)
         if made is not None:
             made.close()
     return report
