@@ -136,8 +136,10 @@ async def deliver(
     """Send every message that is due, recording outcomes in small group commits.
 
     Messages are claimed in batches (``sending``, under a lease held by ``owner``) before
-    any SMTP conversation starts. At most ``window`` messages are ever handed to the
-    transport and not yet recorded. Outcomes are committed together, one commit at a
+    any SMTP conversation starts. ``concurrency`` loops send them (one per pooled
+    connection), each taking the next claimed message as soon as its last one's reply is
+    in. At most ``window`` messages are ever handed to the transport and not yet
+    recorded. Outcomes are committed together, one commit at a
     time, as soon as half the window's worth of them wait, or no further message may be
     handed over until they are recorded, or the oldest has waited ``linger`` seconds, or
     nothing else is being sent: while one group commits, the other half of the window is
