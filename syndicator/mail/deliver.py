@@ -139,16 +139,15 @@ async def deliver(
     any SMTP conversation starts. ``concurrency`` loops send them (one per pooled
     connection), each taking the next claimed message as soon as its last one's reply is
     in. At most ``window`` messages are ever handed to the transport and not yet
-    recorded. Outcomes are committed together, one commit at a
-    time, as soon as half the window's worth of them wait, or no further message may be
-    handed over until they are recorded, or the oldest has waited ``linger`` seconds, or
-    nothing else is being sent: while one group commits, the other half of the window is
-    being sent. Each commit also renews the leases still held and claims the next batch.
-    A crash can therefore repeat at most ``window`` messages, with the same Message-ID.
-    Stopping (``should_stop``) lets the messages in conversation finish and be recorded,
-    and gives the claimed ones not yet started back to the queue. ``sender`` is the
-    envelope sender, or a function of the message's row id that makes one per message (a
-    VERP return path).
+    recorded. Outcomes are committed together, one commit at a time, as soon as half the
+    window's worth of them wait, or no further message may be handed over until they are
+    recorded, or the oldest has waited ``linger`` seconds, or nothing else is being sent:
+    while one group commits, the other half of the window is being sent. Each commit also
+    renews the leases still held and claims the next batch. A crash can therefore repeat
+    at most ``window`` messages, with the same Message-ID. Stopping (``should_stop``) lets
+    the messages in conversation finish and be recorded, and gives the claimed ones not
+    yet started back to the queue. ``sender`` is the envelope sender, or a function of the
+    message's row id that makes one per message (a VERP return path).
     """
     # An outbox made here keeps a connection for its claims and commits, closed at the end.
     made: Outbox | None = None
