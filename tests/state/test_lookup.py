@@ -209,7 +209,9 @@ def test_subscribers_are_those_state_lists_once_the_file_was_synced(
 def test_a_subscriber_s_settings_are_its_settings_columns_as_stored(state: State) -> None:
     _synced(state, "a")
     with state.transaction() as conn:
-        for row in conn.execute(select(subscribers_table)):
+        rows = conn.execute(select(subscribers_table)).all()
+        assert rows
+        for row in rows:
             record = find_subscriber(conn, row.email)
             assert record is not None
             assert list(record.settings.items()) == [(key, getattr(row, key)) for key in SETTINGS]
