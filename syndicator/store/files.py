@@ -22,7 +22,7 @@ import os
 import re
 import stat as stat_module
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -93,14 +93,14 @@ def scan(root: Path) -> ScanResult:
         return ScanResult(files, errors)
     if stat_module.S_ISREG(root_stat.st_mode):
         return ScanResult([FileStat(str(root), root_stat.st_size, root_stat.st_mtime_ns)], errors)
-    with _collector_paused():
-        _walk(root, set(), files, errors)
+    with collector_paused():
+        walk(root, set(), files, errors)
     files.sort(key=_location)
     return ScanResult(files, errors)
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """The cyclic garbage collector paused (reference counting still frees), as the scan
     makes one object per store file, all kept until the caller is done with them: else the
     collections their number sets off move them to the oldest generation, and that sets
@@ -119,22 +119,38 @@ _location = attrgetter("location")
 _by_name = attrgetter("name")
 
 
-def _walk(
+def is_article_name(name: str) -> bool:
+    """A store file's name: one of the store's suffixes (without a dot, the last character
+    is no suffix either), and no editor leftover ("#draft.md#", "a.md~")."""
+    return name[0] != "#" and name[name.rfind(".") :].lower() in STORE_SUFFIXES
+
+
+def _cannot(path: str | Path, what: str, exc: OSError) -> StoreError:
+    return StoreError(Path(path), f"{what}: {exc.strerror}", kind=ErrorKind.UNREADABLE)
+
+
+def _broken_link(path: str) -> StoreError:
+    return StoreError(Path(path), "symbolic link points nowhere", kind=ErrorKind.BROKEN_LINK)
+
+
+def walk(
     directory: Path,
     seen_dirs: set[tuple[int, int]],
     files: list[FileStat],
     errors: list[StoreError],
+    *,
+    entering: Callable[[Path, tuple[int, int]], None] | None = None,
+    links: set[str] | None = None,
 ) -> None:
     """Add the article files under ``directory`` to ``files``, each directory's in name
-    order. Every cycle stats every store file, so the loop over them is kept lean."""
+    order. Every cycle stats every store file, so the loop over them is kept lean.
+
+    ``entering`` is told of each directory about to be listed, and ``links`` given every
+    symbolic link met, whatever it points at (what a listing kept between cycles needs)."""
     try:
         dir_stat = directory.stat()
     except OSError as exc:
-        errors.append(
-            StoreError(
-                directory, f"cannot open directory: {exc.strerror}", kind=ErrorKind.UNREADABLE
-            )
-        )
+        errors.append(_cannot(directory, "cannot open directory", exc))
         return
     key = (dir_stat.st_dev, dir_stat.st_ino)
     if key in seen_dirs:
@@ -147,15 +163,13 @@ def _walk(
         )
         return
     seen_dirs.add(key)
+    if entering is not None:
+        entering(directory, key)
     try:
         with os.scandir(directory) as entries:
             children = sorted(entries, key=_by_name)
     except OSError as exc:
-        errors.append(
-            StoreError(
-                directory, f"cannot list directory: {exc.strerror}", kind=ErrorKind.UNREADABLE
-            )
-        )
+        errors.append(_cannot(directory, "cannot list directory", exc))
         return
     is_regular = stat_module.S_ISREG
     for entry in children:
@@ -164,35 +178,64 @@ def _walk(
             continue
         try:
             if entry.is_dir():
-                _walk(Path(entry.path), seen_dirs, files, errors)
+                if links is not None and entry.is_symlink():
+                    links.add(entry.path)
+                walk(Path(entry.path), seen_dirs, files, errors, entering=entering, links=links)
                 continue
-            # Article files only: no editor leftovers ("#draft.md#", "a.md~"), only the
-            # store's suffixes (without a dot, the last character is no suffix either).
-            if name[0] == "#" or name[name.rfind(".") :].lower() not in STORE_SUFFIXES:
+            if not is_article_name(name):
+                if links is not None and entry.is_symlink():
+                    links.add(entry.path)
                 continue
             entry_stat = entry.stat()
         except FileNotFoundError:
             # A dangling link, or a file deleted while we were scanning.
             if entry.is_symlink():
-                errors.append(
-                    StoreError(
-                        Path(entry.path),
-                        "symbolic link points nowhere",
-                        kind=ErrorKind.BROKEN_LINK,
-                    )
-                )
+                errors.append(_broken_link(entry.path))
+                if links is not None:
+                    links.add(entry.path)
             continue
         except OSError as exc:
-            errors.append(
-                StoreError(
-                    Path(entry.path),
-                    f"cannot read: {exc.strerror}",
-                    kind=ErrorKind.UNREADABLE,
-                )
-            )
+            errors.append(_cannot(entry.path, "cannot read", exc))
             continue
         if is_regular(entry_stat.st_mode):
             files.append(FileStat(entry.path, entry_stat.st_size, entry_stat.st_mtime_ns))
+            if links is not None and entry.is_symlink():
+                links.add(entry.path)
+
+
+def list_path(
+    path: str,
+    seen_dirs: set[tuple[int, int]],
+    files: list[FileStat],
+    errors: list[StoreError],
+    *,
+    entering: Callable[[Path, tuple[int, int]], None] | None = None,
+    links: set[str] | None = None,
+) -> None:
+    """What a scan finds at ``path`` inside the store, found again on its own: the file,
+    the directory walked (as :func:`walk` does for each entry of a directory), or
+    nothing (a hidden name, another type of file, or nothing there any more)."""
+    found = Path(path)
+    if found.name.startswith("."):
+        return
+    try:
+        entry_stat = found.stat()
+    except FileNotFoundError:
+        if found.is_symlink():
+            if links is not None:
+                links.add(path)
+            if is_article_name(found.name):
+                errors.append(_broken_link(path))
+        return
+    except OSError as exc:
+        errors.append(_cannot(path, "cannot read", exc))
+        return
+    if links is not None and found.is_symlink():
+        links.add(path)
+    if stat_module.S_ISDIR(entry_stat.st_mode):
+        walk(found, seen_dirs, files, errors, entering=entering, links=links)
+    elif is_article_name(found.name) and stat_module.S_ISREG(entry_stat.st_mode):
+        files.append(FileStat(path, entry_stat.st_size, entry_stat.st_mtime_ns))
 
 
 def read_file(path: Path) -> tuple[list[RawArticle], list[StoreError]]:
