@@ -56,6 +56,7 @@ from syndicator.state.meta import classified_with, record_classifier
 from syndicator.state.readers import rotated_private_feeds
 from syndicator.store.files import ScanResult, scan
 from syndicator.store.ingest import Classes, ReadFile, classes_of, read_files
+from syndicator.store.listing import StoreListing
 
 if TYPE_CHECKING:
     from syndicator.mail.feedback import FeedbackReport
@@ -339,6 +340,7 @@ def reload_store(
     subscribers: SubscribersFile | None = None,
     subscriber_index: SubscriberIndex | None = None,
     known_files: stored_articles.KnownFiles | None = None,
+    listing: StoreListing | None = None,
 ) -> ReloadResult:
     """Bring state in line with the store; return what changed.
 
@@ -347,11 +349,12 @@ def reload_store(
     the baseline), then ``subscribers`` (the subscribers file as read, when given and
     usable) is synced, so a subscriber added now receives only articles seen from now on,
     and state notes the file's signature and problems with it.
-    ``known_files`` keeps the files state knows between calls (without it they are read).
+    ``known_files`` keeps the files state knows between calls (without it they are read);
+    ``listing`` the store's listing (without it the store is scanned whole).
     """
     started = time.perf_counter()
     result = ReloadResult()
-    scanned = scan(store_path)
+    scanned = scan(store_path) if listing is None else listing.scan(store_path, now=now)
     result.errors.extend(scanned.errors)
     result.files = len(scanned.files)
     kept_files = stored_articles.KnownFiles() if known_files is None else known_files
@@ -529,6 +532,8 @@ class Pipeline:
         self.subscriber_index = SubscriberIndex()
         # The store files state knows, kept while no other process changes them.
         self.known_files = stored_articles.KnownFiles()
+        # The store's files, listed whole once and then from what a watch saw change.
+        self.listing = StoreListing()
         # The subscribers file as last parsed: the key (path, size, mtime, topics) and result.
         self._subscribers: tuple[tuple[object, ...], SubscribersFile] | None = None
         # The parse last synced into state (the same parse again needs no sync).
@@ -604,6 +609,7 @@ class Pipeline:
                 subscribers=None if synced_before else loaded,
                 subscriber_index=self.subscriber_index,
                 known_files=self.known_files,
+                listing=self.listing,
             ),
         )
         if listed is not None:
