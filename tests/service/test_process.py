@@ -107,6 +107,21 @@ def test_run_serves_feeds_and_stops_on_sigterm(install: Path) -> None:
         while b"Ghana Opens AEO Programme" not in get(f"{base}feeds/west-central-africa.rss")[2]:
             assert time.monotonic() < deadline, "new article never published"
             time.sleep(0.2)
+        # The running service lists the store from what changed since its first cycle:
+        # an article appended in place, and one in a directory made since.
+        with (store / "new.txt").open("a", encoding="utf-8") as handle:
+            handle.write("\nKenya Extends Cargo Tracking\n\nKenya Extends Cargo Tracking\n\nKe.\n")
+        write(
+            store / "2026" / "12" / "later.md",
+            '+++\ntitle = "Japan Signs Mutual Recognition"\n+++\nJapan news.\n',
+        )
+        deadline = time.monotonic() + 15
+        while not all(
+            title in get(f"{base}feeds/all.atom")[2]
+            for title in (b"Kenya Extends Cargo Tracking", b"Japan Signs Mutual Recognition")
+        ):
+            assert time.monotonic() < deadline, "changed store files never published"
+            time.sleep(0.2)
         metrics = get(f"{base}metrics")[2].decode()
         assert 'syndicator_cycles_total{outcome="ok"}' in metrics
     finally:

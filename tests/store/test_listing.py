@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from syndicator.store import listing as listing_module
 from syndicator.store.files import ScanResult, scan
 from syndicator.store.listing import StoreListing, _Inotify, file_system_type, watchable
 
@@ -258,6 +259,24 @@ def test_a_root_that_is_a_link_is_followed_to_where_it_leads(tmp_path: Path) -> 
     assert listing.full_listings == 2
 
 
+def test_a_link_whose_target_s_parent_was_swapped_is_walked_again(tmp_path: Path) -> None:
+    """No event reaches the store when a directory above a link's target is renamed."""
+    root, releases = tmp_path / "store", tmp_path / "releases"
+    (releases / "current" / "news").mkdir(parents=True)
+    (releases / "current" / "news" / "old.txt").write_text("O\n\nO\n\nBody.\n", "utf-8")
+    root.mkdir()
+    (root / "news").symlink_to(releases / "current" / "news")
+    listing = StoreListing()
+    _same(listing.scan(root, now=NOW), root)
+    (releases / "current").rename(releases / "previous")
+    (releases / "current" / "news").mkdir(parents=True)
+    (releases / "current" / "news" / "new.txt").write_text("N\n\nN\n\nBody.\n", "utf-8")
+    listed = listing.scan(root, now=NOW)
+    _same(listed, root)
+    assert [item.location for item in listed.files] == [str(root / "news" / "new.txt")]
+    assert listing.full_listings == 1
+
+
 def test_without_watches_left_the_store_is_listed_whole_and_watched_again_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -328,3 +347,16 @@ def test_the_file_system_of_a_path_is_the_last_mount_holding_it() -> None:
 
 def test_a_store_on_this_machine_s_disk_is_watched(tmp_path: Path) -> None:
     assert watchable(tmp_path) == ""
+
+
+def test_a_store_on_a_file_system_not_known_as_local_is_listed_whole_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on NFS: this machine's file system taken off the list of local ones."""
+    monkeypatch.setattr(listing_module, "LOCAL_FILE_SYSTEMS", frozenset())
+    assert watchable(tmp_path).startswith("on a ")
+    listing = StoreListing()
+    for number in range(3):
+        (tmp_path / f"{number}.md").write_text("# T\n\nBody.\n", encoding="utf-8")
+        _same(listing.scan(tmp_path, now=NOW), tmp_path)
+    assert listing.full_listings == 3
