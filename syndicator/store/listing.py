@@ -247,11 +247,13 @@ class StoreListing:
         """The root still leads to the directory watched (a link to it may lead elsewhere
         now: its own directory is not watched)."""
         known = self._dirs.get(str(self._root))
+        if known is None or self._root is None:
+            return False
         try:
-            found = Path(str(self._root)).stat()
+            found = self._root.stat()
         except OSError:
             return False
-        return known is not None and (found.st_dev, found.st_ino) == known.key
+        return (found.st_dev, found.st_ino) == known.key
 
     # --- listing whole -----------------------------------------------------------------
 
